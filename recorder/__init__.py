@@ -1,0 +1,1 @@
+"""bitexbit market-data recorder."""

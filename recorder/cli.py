@@ -1,0 +1,92 @@
+"""The `recorder` command line: parse arguments, load the configuration, dispatch.
+
+Each command gets a validated, frozen `Config`; configuration problems end here with exit
+code 2 and one line per problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from recorder import exitcodes
+from recorder.config import Config, ConfigError, load_config
+from recorder.logs import configure_logging, redact_secrets
+
+Command = Callable[[argparse.Namespace, Config], int]
+
+
+def cmd_config(args: argparse.Namespace, config: Config) -> int:
+    """Print the effective configuration as TOML, secrets masked."""
+    source = args.config or "defaults"
+    print(f"# effective configuration: {source}, then RECORDER_<SECTION>__<KEY> variables")
+    print("# secrets are masked")
+    print(render_toml(config.model_dump(mode="json")))
+    return exitcodes.OK
+
+
+def render_toml(document: dict[str, Any]) -> str:
+    """TOML for a document of tables holding scalars and lists (what `Config` dumps to)."""
+    lines: list[str] = []
+    for section, table in document.items():
+        lines.append(f"\n[{section}]")
+        for key, value in table.items():
+            if value is None:
+                lines.append(f"# {key} is not set")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines).lstrip("\n")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A JSON string without non-ASCII escapes is a valid TOML basic string.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+COMMANDS: dict[str, tuple[Command, str]] = {
+    "config": (cmd_config, "print the effective configuration (secrets masked)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recorder",
+        description="Record the bitexbit exchange's public market data into PostgreSQL.",
+    )
+    parser.add_argument("--version", action="version", version=version("bitexbit-recorder"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="TOML configuration file (default: built-in defaults); "
+            "RECORDER_<SECTION>__<KEY> variables override it",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"recorder: configuration: {problem}", file=sys.stderr)
+        return exitcodes.BAD_CONFIG
+    redact_secrets(config.secrets())
+    configure_logging(config.logging.level, config.logging.format)
+    command, _ = COMMANDS[args.command]
+    return command(args, config)

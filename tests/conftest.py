@@ -1,0 +1,60 @@
+"""Shared fixtures: a real PostgreSQL for the suite, a fresh database for each test module.
+
+The server is the one at RECORDER_TEST_DSN when that is set (its role needs CREATEDB);
+otherwise an embedded PostgreSQL (pgserver) in a temporary directory, started once for the
+session and stopped at its end. Each test module gets a database of its own, dropped after
+the module, so no test sees another module's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+TEST_DSN_VARIABLE = "RECORDER_TEST_DSN"
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    """DSN of a PostgreSQL server on which the suite may create and drop databases."""
+    external = os.environ.get(TEST_DSN_VARIABLE, "").strip()
+    if external:
+        yield external
+        return
+    import pgserver
+
+    # Under /tmp rather than pytest's tmp_path: as root, pgserver runs postgres as an
+    # unprivileged user, who cannot enter pytest's private (0700) temporary directories.
+    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-pg-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_dsn(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """DSN of a fresh, empty database that belongs to the requesting test module."""
+    module = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
+    name = f"t_{module[:40]}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(pg_server_dsn, dbname=name)
+    finally:
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
