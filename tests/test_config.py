@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder import exitcodes
+from recorder.cli import main
 from recorder.config import (
     CANDLE_TYPES,
     Config,
@@ -246,12 +248,17 @@ def test_trades_backfill_rejects(text: str) -> None:
         ("recorder = 5", "recorder"),
     ],
 )
-def test_bad_file_values_name_the_key(tmp_path: Path, toml: str, names: str) -> None:
+def test_bad_file_values_name_the_key_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, names: str
+) -> None:
     problems = problems_of(tmp_path, toml)
     assert len(problems) == 1, problems
     assert problems[0].startswith(names), problems[0]
     assert str(tmp_path / "config.toml") in problems[0]
     assert "\n" not in problems[0]
+    assert main(["config", "--config", str(tmp_path / "config.toml")]) == exitcodes.BAD_CONFIG
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"recorder: configuration: {problems[0]}\n")
 
 
 @pytest.mark.parametrize(
@@ -395,6 +402,26 @@ def test_secrets_are_absent_from_errors(tmp_path: Path) -> None:
     assert "exchange.api_key" in result.stderr
     for secret in SECRETS:
         assert secret not in result.stderr + result.stdout
+
+
+def test_the_cli_masks_configured_secrets_in_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert main(["config", "--config", str(secret_config(tmp_path))]) == 0
+        capsys.readouterr()
+        logging.getLogger("recorder.anything").error(
+            "GET postgresql://rec:%s@db key=%s sign=%s", DB_PASSWORD, API_KEY, API_SECRET
+        )
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert "postgresql://rec:****@db key=**** sign=****" in err
+    for secret in SECRETS:
+        assert secret not in err
 
 
 @pytest.mark.parametrize(
