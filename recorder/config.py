@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg.conninfo
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -94,7 +95,7 @@ def _check_pair(name: str) -> str:
     return name
 
 
-PairName = Annotated[str, BeforeValidator(lambda v: _check_pair(v) if isinstance(v, str) else v)]
+PairName = Annotated[str, AfterValidator(_check_pair)]
 
 
 def _check_http_url(value: Any) -> Any:
@@ -334,6 +335,7 @@ class Config(BaseSettings):
 
 
 SECRET_KEYS = {("exchange", "api_key"), ("exchange", "api_secret"), ("database", "dsn")}
+SECTIONS_WITH_SECRETS = {section for section, _ in SECRET_KEYS}
 
 
 def env_var_name(section: str, key: str) -> str:
@@ -350,8 +352,8 @@ def load_config(path: Path | None = None) -> Config:
         source = str(path) if path is not None else "defaults"
         problems += [_describe(err, os.environ, source) for err in exc.errors(include_url=False)]
     except SettingsError as exc:
-        # Raised when an environment value for a structured key is not JSON; ours are all
-        # plain text (NoDecode), so this is a safety net that still names the section.
+        # A whole section may come from one variable (RECORDER_RECORDER='{...}') as JSON;
+        # pydantic-settings raises this when that is not JSON. Its message names the section.
         problems.append(f"environment: {exc}")
     if problems:
         raise ConfigError(problems)
@@ -396,7 +398,9 @@ def _describe(err: Any, environ: Mapping[str, str], file_source: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{dotted}: unknown key (in {where})"
     message = str(err["msg"]).removeprefix("Value error, ")
-    shown = "" if (section, key) in SECRET_KEYS else _short(err.get("input"))
+    # Never echo what may be a secret: its key, or a whole section that holds one.
+    secret = (section, key) in SECRET_KEYS or (not key and section in SECTIONS_WITH_SECRETS)
+    shown = "" if secret else _short(err.get("input"))
     return f"{dotted}: {message}{shown} (in {where})"
 
 

@@ -118,9 +118,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Libraries are chatty at INFO about every request; their warnings still come through.
-    for noisy in ("httpx", "httpcore", "engineio.client", "socketio.client", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+    # Libraries log every request at INFO; below debug, only their warnings come through.
+    library_level = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    for noisy in ("httpx", "httpcore", "engineio.client", "socketio.client"):
+        logging.getLogger(noisy).setLevel(library_level)
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -455,3 +455,9 @@ def test_a_whole_section_from_the_environment_must_be_json(monkeypatch: pytest.M
     monkeypatch.setenv("RECORDER_RECORDER", "snapshot_interval_s=5")
     with pytest.raises(ConfigError, match='field "recorder"'):
         load_config(None)
+
+
+def test_a_section_holding_secrets_is_never_echoed(tmp_path: Path) -> None:
+    (problem,) = problems_of(tmp_path, f'exchange = "{API_SECRET}"')
+    assert problem.startswith("exchange: ")
+    assert API_SECRET not in problem

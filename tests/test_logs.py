@@ -82,3 +82,13 @@ def test_registered_secrets_are_masked_in_every_line() -> None:
     configure_logging("info", "text", out)
     get_logger("x").info("ab stays")  # too short to mask without garbling every line
     assert "ab stays" in out.getvalue()
+
+
+def test_library_request_lines_only_at_debug() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    logging.getLogger("httpx").info("HTTP Request: GET /api/v1/pairs/")
+    assert out.getvalue() == ""
+    configure_logging("debug", "json", out)
+    logging.getLogger("httpx").info("HTTP Request: GET /api/v1/pairs/")
+    assert json.loads(out.getvalue())["logger"] == "httpx"
