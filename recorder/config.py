@@ -153,7 +153,9 @@ BackfillSetting = Annotated[
 
 def mask_dsn(dsn: str) -> str:
     """The DSN with its password (if any) replaced by a mask; everything else as written."""
-    if "://" in dsn:
+    # libpq's own rule: a URI starts with its scheme; anything else is key=value pairs,
+    # whose quoted values may themselves contain "://".
+    if dsn.startswith(("postgresql://", "postgres://")):
         parts = urlsplit(dsn)
         netloc = parts.netloc
         if "@" in netloc:
@@ -192,13 +194,18 @@ def _check_dsn(value: Any) -> Any:
     return value
 
 
-def _check_listen(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
+def split_listen(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 hosts in brackets) as (host, port); ValueError if it is not that."""
     host, sep, port = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("not host:port, like 127.0.0.1:9108 or [::]:9108")
+    return host, int(port)
+
+
+def _check_listen(value: Any) -> Any:
+    if isinstance(value, str):
+        split_listen(value)
     return value
 
 
@@ -281,11 +288,11 @@ class MetricsConfig(Section):
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return split_listen(self.listen)[1]
 
 
 class LoggingConfig(Section):

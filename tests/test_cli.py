@@ -6,12 +6,12 @@ import shutil
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 
 def test_console_script_shows_help() -> None:
-    exe = shutil.which("recorder") or str(
-        __import__("pathlib").Path(sys.executable).parent / "recorder"
-    )
+    # The script beside this interpreter, i.e. in the virtualenv under test.
+    exe = shutil.which("recorder") or str(Path(sys.executable).parent / "recorder")
     result = subprocess.run(
         [exe, "--help"], capture_output=True, text=True, timeout=60, check=False
     )
