@@ -1,0 +1,249 @@
+"""Typed records: what the sources produce and the writer stores, one class per table.
+
+Data flows one way: the exchange client, the socket stream and the pollers build these
+records; the storage writer turns each into one row of the table named in `TABLE`. Field
+names are the column names of DESIGN §5, so a researcher reading the schema reads these too.
+
+Prices and amounts are `Decimal` (parsed from the JSON text, never through a float); times
+are timezone-aware `datetime`s in UTC. Records are frozen: once received, a fact does not
+change on its way to the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+Side = Literal["buy", "sell"]
+EventKind = Literal["new", "cancel"]
+
+
+def utc_now() -> datetime:
+    """The recorder's clock, as stored in `received_at` columns."""
+    return datetime.now(UTC)
+
+
+def new_id() -> uuid.UUID:
+    """An id made by the recorder (snapshots, sessions, raw messages).
+
+    Made here rather than by a database sequence so that a record has its identity before
+    it reaches the database: a record spooled to disk and replayed later is still the same
+    row, and the replay is a no-op.
+    """
+    return uuid.uuid4()
+
+
+@dataclass(frozen=True, slots=True)
+class Currency:
+    TABLE: ClassVar[str] = "currencies"
+    short_name: str
+    sign: str
+    seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    TABLE: ClassVar[str] = "pairs"
+    name: str
+    currency1: str
+    currency2: str
+    price_precision: int
+    minimum_order_size: Decimal
+    maximum_order_size: Decimal
+    seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One trade of the exchange's tape (`GET /exchanges/`); `tid` is the trade's `id`."""
+
+    TABLE: ClassVar[str] = "trades"
+    pair: str
+    tid: int
+    ts: datetime
+    type: Side
+    price: Decimal
+    amount: Decimal
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BookEvent:
+    """A socket.io book event: a new order (what remains of it) or a cancel."""
+
+    TABLE: ClassVar[str] = "book_events"
+    pair: str
+    oid: int
+    kind: EventKind
+    ts: datetime
+    type: Side
+    price: Decimal
+    amount: Decimal
+    cancel_order_id: int | None
+    received_at: datetime
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class BookFill:
+    """A trade inside a new-order event: incoming order `oid` filled resting order `o_id`."""
+
+    TABLE: ClassVar[str] = "book_fills"
+    pair: str
+    tid: int
+    oid: int
+    o_id: int
+    type: Side
+    price: Decimal
+    amount: Decimal
+    ts: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """One REST order-book snapshot (header); its levels are `SnapshotOrder` records."""
+
+    TABLE: ClassVar[str] = "book_snapshots"
+    snapshot_id: uuid.UUID
+    pair: str
+    taken_at: datetime
+    received_at: datetime
+    grouped: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOrder:
+    """One level of a snapshot; `pos` counts from 0 at the best price of each side."""
+
+    TABLE: ClassVar[str] = "book_snapshot_orders"
+    snapshot_id: uuid.UUID
+    side: Side
+    pos: int
+    order_id: int | None
+    price: Decimal
+    amount: Decimal
+    order_ts: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """A chart candle; `bucket` is its start. The newest one is open and is upserted."""
+
+    TABLE: ClassVar[str] = "candles"
+    pair: str
+    resolution: str
+    bucket: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSession:
+    """A socket.io connection's life; written at connect, then again with its end."""
+
+    TABLE: ClassVar[str] = "stream_sessions"
+    session_id: uuid.UUID
+    connected_at: datetime
+    disconnected_at: datetime | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """Input that could not be parsed, kept verbatim with the reason."""
+
+    TABLE: ClassVar[str] = "raw_messages"
+    id: uuid.UUID
+    received_at: datetime
+    source: str
+    event: str | None
+    payload: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountWallet:
+    """A wallet balance as observed at `observed_at` (one row per observation)."""
+
+    TABLE: ClassVar[str] = "account_wallets"
+    currency: str
+    observed_at: datetime
+    balance: Decimal
+    reserve: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOrder:
+    """One of the account's own orders; its latest known state is upserted."""
+
+    TABLE: ClassVar[str] = "account_orders"
+    id: int
+    pair: str
+    type: Side
+    status: int
+    price: Decimal
+    amount: Decimal
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTrade:
+    TABLE: ClassVar[str] = "account_trades"
+    id: int
+    pair: str
+    type: Side
+    price: Decimal
+    amount: Decimal
+    ts: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDeposit:
+    TABLE: ClassVar[str] = "account_deposits"
+    id: int
+    currency: str
+    amount: Decimal
+    ts: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountWithdraw:
+    """A withdrawal; its status (10 new … 50 cancelled) changes and is upserted."""
+
+    TABLE: ClassVar[str] = "account_withdraws"
+    id: int
+    currency: str
+    amount: Decimal
+    status: int
+    ts: datetime
+    updated_at: datetime
+
+
+Record = (
+    Currency
+    | Pair
+    | Trade
+    | BookEvent
+    | BookFill
+    | BookSnapshot
+    | SnapshotOrder
+    | Candle
+    | StreamSession
+    | RawMessage
+    | AccountWallet
+    | AccountOrder
+    | AccountTrade
+    | AccountDeposit
+    | AccountWithdraw
+)
