@@ -1,0 +1,61 @@
+"""The recorder's Prometheus metrics (DESIGN §6), defined once, used by every part.
+
+Label values stay bounded: pairs, tables, endpoints, status codes, never ids. The names are
+promises to the dashboard and the alert rules; keep them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+socket_connected = Gauge("recorder_socket_connected", "1 while the socket.io stream is up, else 0")
+socket_reconnects = Counter("recorder_socket_reconnects_total", "socket.io reconnects since start")
+socket_events = Counter(
+    "recorder_socket_events_total", "Book events received from the socket", ["pair", "kind"]
+)
+last_event_timestamp = Gauge(
+    "recorder_last_event_timestamp_seconds",
+    "Unix time at which the last book event of the pair was received",
+    ["pair"],
+)
+malformed_messages = Counter(
+    "recorder_malformed_messages_total",
+    "Payloads that could not be parsed and were kept verbatim in raw_messages",
+    ["source"],
+)
+http_requests = Counter(
+    "recorder_http_requests_total",
+    "REST calls by endpoint and outcome (HTTP status, or 'error' when no response came)",
+    ["endpoint", "status"],
+)
+http_request_duration = Histogram(
+    "recorder_http_request_duration_seconds", "REST call latency", ["endpoint"]
+)
+rows_written = Counter(
+    "recorder_rows_written_total",
+    "Rows committed to the database (replays that stored nothing new count too)",
+    ["table"],
+)
+write_buffer_rows = Gauge(
+    "recorder_write_buffer_rows",
+    "Rows received but not yet committed (in memory and in the spool)",
+)
+spool_rows = Gauge("recorder_spool_rows", "Rows waiting in the on-disk spool")
+spool_bytes = Gauge("recorder_spool_bytes", "Size of the on-disk spool")
+db_write_duration = Histogram(
+    "recorder_db_write_duration_seconds", "Duration of one flush of the writer"
+)
+db_up = Gauge("recorder_db_up", "1 while the database accepts writes, else 0")
+book_resyncs = Counter(
+    "recorder_book_resyncs_total",
+    "Order-book snapshots taken to resync the book, by reason",
+    ["pair", "reason"],
+)
+book_drift = Counter(
+    "recorder_book_drift_total",
+    "Snapshots that disagreed with the book rebuilt from events",
+    ["pair"],
+)
+trades_backfilled = Counter(
+    "recorder_trades_backfilled_total", "Trades recovered through REST catch-up", ["pair"]
+)
