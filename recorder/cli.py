@@ -16,7 +16,7 @@ from typing import Any
 
 from recorder import exitcodes
 from recorder.config import Config, ConfigError, load_config
-from recorder.logs import configure_logging, redact_secrets
+from recorder.logs import configure_logging, get_logger, redact_secrets
 
 Command = Callable[[argparse.Namespace, Config], int]
 
@@ -54,8 +54,34 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    """Apply pending migrations to the configured (or embedded) database, then exit."""
+    # Imported here so that commands which need no database start fast.
+    import psycopg
+
+    from recorder.storage.embedded import database_dsn
+    from recorder.storage.migrate import MigrationError, migrate
+
+    log = get_logger("recorder.migrate")
+    try:
+        with database_dsn(config.database, config.recorder.data_dir) as dsn:
+            applied = migrate(dsn)
+    except MigrationError as exc:
+        log.error("cannot migrate", problem=str(exc))
+        return exitcodes.STARTUP_FAILURE
+    except psycopg.OperationalError as exc:
+        log.error("cannot reach the database", problem=str(exc))
+        return exitcodes.STARTUP_FAILURE
+    if applied:
+        log.info("migrations applied", versions=applied)
+    else:
+        log.info("the database schema is up to date")
+    return exitcodes.OK
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
+    "migrate": (cmd_migrate, "apply pending database migrations and exit"),
 }
 
 

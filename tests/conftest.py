@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -47,14 +48,21 @@ def pg_server_dsn() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def pg_dsn(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """DSN of a fresh, empty database that belongs to the requesting test module."""
-    module = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
+    with fresh_database(pg_server_dsn, request.module.__name__) as dsn:
+        yield dsn
+
+
+@contextmanager
+def fresh_database(server_dsn: str, owner: str) -> Iterator[str]:
+    """Create a database named after `owner` (a test module) on the server; drop it after."""
+    module = re.sub(r"[^a-z0-9]+", "_", owner.rsplit(".", 1)[-1].lower())
     name = f"t_{module[:40]}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield make_conninfo(pg_server_dsn, dbname=name)
+        yield make_conninfo(server_dsn, dbname=name)
     finally:
-        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

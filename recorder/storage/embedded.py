@@ -1,0 +1,51 @@
+"""The embedded default: with `database.dsn` empty, the recorder owns a PostgreSQL.
+
+pgserver ships PostgreSQL binaries in a wheel; the server's data lives in
+`<data_dir>/postgres`, it listens on a Unix socket only, and it is stopped when the
+recorder exits. When run as root, pgserver runs the server as an unprivileged user of its
+own, so every directory above `data_dir` must be traversable by others.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from recorder.config import DatabaseConfig
+from recorder.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Start (or reuse) the PostgreSQL under `data_dir`; yield its DSN; stop it after."""
+    with warnings.catch_warnings():
+        # platformdirs warns on import when XDG_RUNTIME_DIR is unset (services, containers).
+        warnings.simplefilter("ignore")
+        import pgserver  # imported here: starting it is the only use, and the import is slow
+    # pgserver logs every pg_ctl command line at INFO; keep its warnings and errors only.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    log.info("starting the embedded PostgreSQL", data=str(pgdata))
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        yield server.get_uri()
+    finally:
+        log.info("stopping the embedded PostgreSQL", data=str(pgdata))
+        server.cleanup()
+
+
+@contextmanager
+def database_dsn(database: DatabaseConfig, data_dir: Path) -> Iterator[str]:
+    """The DSN to use: the configured one, or the embedded server's while it runs."""
+    if not database.embedded:
+        yield database.dsn.get_secret_value()
+        return
+    with embedded_postgres(data_dir) as dsn:
+        yield dsn
