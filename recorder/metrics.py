@@ -33,7 +33,7 @@ http_request_duration = Histogram(
 )
 rows_written = Counter(
     "recorder_rows_written_total",
-    "Rows committed to the database (replays that stored nothing new count too)",
+    "Rows committed to the database (rows stored or updated; replayed duplicates do not count)",
     ["table"],
 )
 write_buffer_rows = Gauge(

@@ -1,0 +1,239 @@
+"""How each record becomes a row: columns, their PostgreSQL types, the key, the conflict rule.
+
+Most tables are append-only facts: a second copy of a row (a replay after a crash, an
+overlap between a REST catch-up and the socket, two recorders) is dropped by
+`ON CONFLICT DO NOTHING`. A few hold a thing whose state changes (the open candle, a
+stream session that ends, a pair's metadata, an own order's status): those are upserted,
+and an upsert never moves a row back to an older observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from recorder import records as r
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (column, PostgreSQL type)
+    key: tuple[str, ...]
+    to_row: Callable[[Any], Row]
+    on_conflict: str = "DO NOTHING"
+
+    @property
+    def upserts(self) -> bool:
+        return self.on_conflict != "DO NOTHING"
+
+    def insert_sql(self) -> str:
+        """One statement per batch: every column arrives as one array parameter."""
+        names = ", ".join(name for name, _ in self.columns)
+        arrays = ", ".join(f"%s::{pgtype}[]" for _, pgtype in self.columns)
+        conflict = self.on_conflict
+        if self.upserts:
+            conflict = f"({', '.join(self.key)}) {self.on_conflict}"
+        # Built from the constant specs below, never from input.
+        return (
+            f"INSERT INTO {self.name} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+            f"ON CONFLICT {conflict}"
+        )
+
+    def key_of(self, row: Row) -> Row:
+        positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
+        return tuple(row[i] for i in positions)
+
+
+def _fields(*names: str) -> Callable[[Any], Row]:
+    def to_row(record: Any) -> Row:
+        return tuple(getattr(record, name) for name in names)
+
+    return to_row
+
+
+def _spec(name: str, columns: str, key: str, on_conflict: str = "DO NOTHING") -> TableSpec:
+    """A table whose columns are the record's fields of the same names."""
+    pairs = tuple(
+        (column, pgtype) for column, pgtype in (item.split(":") for item in columns.split())
+    )
+    return TableSpec(
+        name=name,
+        columns=pairs,
+        key=tuple(key.split()),
+        to_row=_fields(*(column for column, _ in pairs)),
+        on_conflict=on_conflict,
+    )
+
+
+def _first_and_last_seen(*names: str) -> Callable[[Any], Row]:
+    """Rows whose `first_seen_at` and `updated_at` both start as the record's observation."""
+
+    def to_row(record: Any) -> Row:
+        seen = getattr(record, "seen_at", None) or record.updated_at
+        return (*(getattr(record, name) for name in names), seen, seen)
+
+    return to_row
+
+
+def _newer(table: str, assignments: str) -> str:
+    return f"DO UPDATE SET {assignments} WHERE EXCLUDED.updated_at >= {table}.updated_at"
+
+
+SPECS: dict[type[Any], TableSpec] = {
+    r.Currency: TableSpec(
+        name="currencies",
+        columns=(
+            ("short_name", "text"),
+            ("sign", "text"),
+            ("first_seen_at", "timestamptz"),
+            ("updated_at", "timestamptz"),
+        ),
+        key=("short_name",),
+        to_row=_first_and_last_seen("short_name", "sign"),
+        on_conflict=_newer("currencies", "sign = EXCLUDED.sign, updated_at = EXCLUDED.updated_at"),
+    ),
+    r.Pair: TableSpec(
+        name="pairs",
+        columns=(
+            ("name", "text"),
+            ("currency1", "text"),
+            ("currency2", "text"),
+            ("price_precision", "int4"),
+            ("minimum_order_size", "numeric"),
+            ("maximum_order_size", "numeric"),
+            ("first_seen_at", "timestamptz"),
+            ("updated_at", "timestamptz"),
+        ),
+        key=("name",),
+        to_row=_first_and_last_seen(
+            "name",
+            "currency1",
+            "currency2",
+            "price_precision",
+            "minimum_order_size",
+            "maximum_order_size",
+        ),
+        on_conflict=_newer(
+            "pairs",
+            "currency1 = EXCLUDED.currency1, currency2 = EXCLUDED.currency2, "
+            "price_precision = EXCLUDED.price_precision, "
+            "minimum_order_size = EXCLUDED.minimum_order_size, "
+            "maximum_order_size = EXCLUDED.maximum_order_size, "
+            "updated_at = EXCLUDED.updated_at",
+        ),
+    ),
+    r.Trade: _spec(
+        "trades",
+        "pair:text tid:int8 ts:timestamptz type:text price:numeric amount:numeric "
+        "received_at:timestamptz",
+        "pair tid",
+    ),
+    r.BookEvent: _spec(
+        "book_events",
+        "pair:text oid:int8 kind:text ts:timestamptz type:text price:numeric amount:numeric "
+        "cancel_order_id:int8 received_at:timestamptz session_id:uuid",
+        "pair oid kind",
+    ),
+    r.BookFill: _spec(
+        "book_fills",
+        "pair:text tid:int8 oid:int8 o_id:int8 type:text price:numeric amount:numeric "
+        "ts:timestamptz received_at:timestamptz",
+        "pair tid",
+    ),
+    r.BookSnapshot: _spec(
+        "book_snapshots",
+        "snapshot_id:uuid pair:text taken_at:timestamptz received_at:timestamptz grouped:bool "
+        "reason:text",
+        "snapshot_id",
+    ),
+    r.SnapshotOrder: _spec(
+        "book_snapshot_orders",
+        "snapshot_id:uuid side:text pos:int4 order_id:int8 price:numeric amount:numeric "
+        "order_ts:timestamptz",
+        "snapshot_id side pos",
+    ),
+    r.Candle: _spec(
+        "candles",
+        "pair:text resolution:text bucket:timestamptz open:numeric high:numeric low:numeric "
+        "close:numeric volume:numeric updated_at:timestamptz",
+        "pair resolution bucket",
+        _newer(
+            "candles",
+            "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, "
+            "close = EXCLUDED.close, volume = EXCLUDED.volume, updated_at = EXCLUDED.updated_at",
+        ),
+    ),
+    r.StreamSession: _spec(
+        "stream_sessions",
+        "session_id:uuid connected_at:timestamptz disconnected_at:timestamptz reason:text",
+        "session_id",
+        # The session row is written at connect and completed at disconnect; a replay of
+        # the connect record never erases a recorded end.
+        "DO UPDATE SET "
+        "disconnected_at = coalesce(EXCLUDED.disconnected_at, stream_sessions.disconnected_at), "
+        "reason = coalesce(EXCLUDED.reason, stream_sessions.reason)",
+    ),
+    r.RawMessage: _spec(
+        "raw_messages",
+        "id:uuid received_at:timestamptz source:text event:text payload:text error:text",
+        "id",
+    ),
+    r.AccountWallet: _spec(
+        "account_wallets",
+        "currency:text observed_at:timestamptz balance:numeric reserve:numeric",
+        "currency observed_at",
+    ),
+    r.AccountOrder: TableSpec(
+        name="account_orders",
+        columns=(
+            ("id", "int8"),
+            ("pair", "text"),
+            ("type", "text"),
+            ("status", "int4"),
+            ("price", "numeric"),
+            ("amount", "numeric"),
+            ("first_seen_at", "timestamptz"),
+            ("updated_at", "timestamptz"),
+        ),
+        key=("id",),
+        to_row=_first_and_last_seen("id", "pair", "type", "status", "price", "amount"),
+        on_conflict=_newer(
+            "account_orders",
+            "status = EXCLUDED.status, amount = EXCLUDED.amount, updated_at = EXCLUDED.updated_at",
+        ),
+    ),
+    r.AccountTrade: _spec(
+        "account_trades",
+        "id:int8 pair:text type:text price:numeric amount:numeric ts:timestamptz "
+        "received_at:timestamptz",
+        "id",
+    ),
+    r.AccountDeposit: _spec(
+        "account_deposits",
+        "id:int8 currency:text amount:numeric ts:timestamptz received_at:timestamptz",
+        "id",
+    ),
+    r.AccountWithdraw: TableSpec(
+        name="account_withdraws",
+        columns=(
+            ("id", "int8"),
+            ("currency", "text"),
+            ("amount", "numeric"),
+            ("status", "int4"),
+            ("ts", "timestamptz"),
+            ("first_seen_at", "timestamptz"),
+            ("updated_at", "timestamptz"),
+        ),
+        key=("id",),
+        to_row=_first_and_last_seen("id", "currency", "amount", "status", "ts"),
+        on_conflict=_newer(
+            "account_withdraws", "status = EXCLUDED.status, updated_at = EXCLUDED.updated_at"
+        ),
+    ),
+}
+
+TABLE_OF: dict[str, TableSpec] = {spec.name: spec for spec in SPECS.values()}

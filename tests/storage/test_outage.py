@@ -1,0 +1,119 @@
+"""Nothing received is lost: a database killed mid-write, and a spool that outlives the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from recorder import metrics
+from recorder.storage.migrate import migrate
+from recorder.storage.writer import Writer
+from tests.storage.records_factory import trade
+
+UNREACHABLE_DSN = "postgresql://recorder:secret@127.0.0.1:9/recorder?connect_timeout=1"
+
+
+def gauge(metric: Any) -> float:
+    return float(metric._value.get())
+
+
+def stored_tids(dsn: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute("SELECT tid FROM trades ORDER BY tid")]
+
+
+@pytest.fixture
+def own_server() -> Iterator[Any]:
+    """A PostgreSQL of this test's own, which it may kill and restart."""
+    import pgserver
+
+    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-outage-"))
+    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_database_killed_and_restarted_mid_write_loses_nothing(
+    own_server: Any, tmp_path: Path
+) -> None:
+    import pgserver
+
+    dsn = own_server.get_uri()
+    migrate(dsn)
+    total = 6000
+    seen_down = False
+    async with Writer(
+        dsn, tmp_path / "spool", batch_rows=200, max_buffer_rows=1000, retry_max_s=0.3
+    ) as writer:
+
+        async def produce() -> None:
+            for tid in range(1, total + 1):
+                writer.put(trade(tid))
+                if tid % 100 == 0:
+                    await asyncio.sleep(0.01)
+
+        producer = asyncio.create_task(produce())
+        while len(stored_tids(dsn)) < 500:  # noqa: ASYNC110 - polling the database itself
+            await asyncio.sleep(0.02)
+        # An immediate stop is a crash: no checkpoint, connections cut, recovery at start.
+        pgserver.pg_ctl(
+            ["-m", "immediate", "stop"], pgdata=own_server.pgdata, user=own_server.system_user
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            seen_down = seen_down or gauge(metrics.db_up) == 0
+        await producer
+        assert writer.buffered_rows > 0
+        assert list((tmp_path / "spool").glob("*.jsonl")), "the overflow was not spilled to disk"
+        own_server.ensure_postgres_running()
+        assert await writer.flush(60)
+    assert seen_down, "recorder_db_up stayed 1 while the database was down"
+    assert gauge(metrics.db_up) == 1
+    assert stored_tids(dsn) == list(range(1, total + 1))
+    assert not list((tmp_path / "spool").glob("*.jsonl"))
+
+
+async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path: Path) -> None:
+    migrate(db_dsn)
+    spool = tmp_path / "spool"
+    async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry_max_s=0.2) as down:
+        down.put_many(trade(tid) for tid in range(1, 1001))
+        assert down.buffered_rows == 1000
+        assert gauge(metrics.write_buffer_rows) == 1000
+        await asyncio.sleep(0.3)
+        assert gauge(metrics.db_up) == 0
+        assert not await down.flush(0.5)
+    # The writer is gone; what it held is on disk, in segments, nothing in memory.
+    assert sum(len(p.read_text().splitlines()) for p in spool.glob("*.jsonl")) == 1000
+
+    async with Writer(db_dsn, spool) as up:  # the next start drains the spool first
+        assert up.buffered_rows == 1000
+        assert await up.flush(60)
+    assert stored_tids(db_dsn) == list(range(1, 1001))
+    assert not list(spool.glob("*.jsonl"))
+    assert gauge(metrics.write_buffer_rows) == 0
+
+
+async def test_a_damaged_spool_line_is_kept_not_fatal(db_dsn: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "000000000001.jsonl").write_text('["Trade", [1, 2]]\nnot json at all\n')
+    (spool / "000000000002.tmp").write_text("a spill interrupted before its rename")
+    async with Writer(db_dsn, spool) as writer:
+        assert await writer.flush(30)
+    with psycopg.connect(db_dsn) as conn:
+        rows = conn.execute(
+            "SELECT payload FROM raw_messages WHERE source = 'spool' ORDER BY payload"
+        ).fetchall()
+    assert rows == [('["Trade", [1, 2]]',), ("not json at all",)]
+    assert not list(spool.iterdir())
