@@ -9,6 +9,7 @@ and an upsert never moves a row back to an older observation.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,29 +31,66 @@ class TableSpec:
     def upserts(self) -> bool:
         return self.on_conflict != "DO NOTHING"
 
+    # The SQL below is built from the constant specs in this module, never from input.
+
+    @property
+    def stage(self) -> str:
+        """A session-private staging table that a binary COPY fills for each batch."""
+        return f"stage_{self.name}"
+
+    @property
+    def column_names(self) -> str:
+        return ", ".join(name for name, _ in self.columns)
+
+    @property
+    def types(self) -> list[str]:
+        return [pgtype for _, pgtype in self.columns]
+
+    def create_stage_sql(self) -> str:
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
+            f"(LIKE {self.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+
+    def copy_sql(self) -> str:
+        return f"COPY {self.stage} ({self.column_names}) FROM STDIN (FORMAT BINARY)"
+
+    def merge_sql(self) -> str:
+        """Move the staged batch into the table; the key decides what is new."""
+        conflict = self.on_conflict
+        if self.upserts:
+            conflict = f"({', '.join(self.key)}) {self.on_conflict}"
+        return (
+            f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
+            f"SELECT {self.column_names} FROM {self.stage} ON CONFLICT {conflict}"
+        )
+
     def insert_sql(self) -> str:
-        """One statement per batch: every column arrives as one array parameter."""
-        names = ", ".join(name for name, _ in self.columns)
+        """The alternative measured in bench/writer.py: one statement, one array per column."""
         arrays = ", ".join(f"%s::{pgtype}[]" for _, pgtype in self.columns)
         conflict = self.on_conflict
         if self.upserts:
             conflict = f"({', '.join(self.key)}) {self.on_conflict}"
-        # Built from the constant specs below, never from input.
         return (
-            f"INSERT INTO {self.name} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-            f"ON CONFLICT {conflict}"
+            f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT {conflict}"
         )
 
     def key_of(self, row: Row) -> Row:
-        positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
-        return tuple(row[i] for i in positions)
+        getter = _KEY_GETTERS.get(self.name)
+        if getter is None:
+            positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
+            getter = _KEY_GETTERS[self.name] = operator.itemgetter(*positions)
+        key = getter(row)
+        return key if isinstance(key, tuple) else (key,)
+
+
+_KEY_GETTERS: dict[str, Callable[[Row], Any]] = {}
 
 
 def _fields(*names: str) -> Callable[[Any], Row]:
-    def to_row(record: Any) -> Row:
-        return tuple(getattr(record, name) for name in names)
-
-    return to_row
+    get = operator.attrgetter(*names)
+    return lambda record: get(record)  # attrgetter of several names gives a tuple
 
 
 def _spec(name: str, columns: str, key: str, on_conflict: str = "DO NOTHING") -> TableSpec:

@@ -1,0 +1,212 @@
+"""Writer benchmark: the recorder's writer against the usual ways of putting rows in Postgres.
+
+    .venv/bin/python bench/writer.py [--rows 100000] [--batch 5000] [--dsn DSN]
+
+Every method writes the same trades (exact decimals, 7 columns) into an emptied `trades`
+table, batch by batch as a recorder would, and commits each batch. Reported: rows/s and the
+ratio to the recorder's writer, measured side by side in one run. Without --dsn an embedded
+PostgreSQL is started in a temporary directory. Methods:
+
+  recorder writer        Writer.put() + flush: binary COPY to staging, INSERT ON CONFLICT
+  unnest statement       INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT: one round trip
+  COPY staging + INSERT  binary COPY into a temp table, INSERT ... ON CONFLICT DO NOTHING
+  raw COPY               binary COPY straight into the table (no idempotency: the ceiling)
+  executemany            psycopg executemany of a one-row INSERT ... ON CONFLICT
+  multi-row INSERT       one INSERT ... VALUES (...),(...),... string per batch
+  INSERT per event       one INSERT and commit per row (measured on fewer rows)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recorder.records import Trade
+from recorder.storage.migrate import migrate
+from recorder.storage.tables import SPECS
+from recorder.storage.writer import Writer
+
+COLUMNS = "pair, tid, ts, type, price, amount, received_at"
+SPEC = SPECS[Trade]
+ONE_ROW_INSERT = (
+    f"INSERT INTO trades ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
+)
+
+
+def make_trades(count: int) -> list[Trade]:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return [
+        Trade(
+            pair=("BTC_USD", "ETH_USD", "ETH_BTC")[i % 3],
+            tid=i,
+            ts=start + timedelta(milliseconds=i),
+            type="buy" if i % 2 else "sell",
+            price=Decimal(f"{900 + i % 97}.{i % 1000:03d}"),
+            amount=Decimal(f"0.{i % 99_999_999:08d}"),
+            received_at=start + timedelta(milliseconds=i, microseconds=300),
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+def rows_of(trades: list[Trade]) -> list[tuple[object, ...]]:
+    return [SPEC.to_row(t) for t in trades]
+
+
+def batches(rows: list[tuple[object, ...]], size: int) -> list[list[tuple[object, ...]]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def unnest_statement(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
+    sql = SPEC.insert_sql()
+    for batch in batches(rows, size):
+        with conn.transaction():
+            conn.execute(sql, [list(column) for column in zip(*batch, strict=True)])
+
+
+def copy_staging(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage (LIKE trades) ON COMMIT DELETE ROWS")
+    types = ["text", "int8", "timestamptz", "text", "numeric", "numeric", "timestamptz"]
+    for batch in batches(rows, size):
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(f"COPY stage ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in batch:
+                    copy.write_row(row)
+            cur.execute("INSERT INTO trades SELECT * FROM stage ON CONFLICT DO NOTHING")
+
+
+def raw_copy(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
+    types = ["text", "int8", "timestamptz", "text", "numeric", "numeric", "timestamptz"]
+    for batch in batches(rows, size):
+        with (
+            conn.transaction(),
+            conn.cursor() as cur,
+            cur.copy(f"COPY trades ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            copy.set_types(types)
+            for row in batch:
+                copy.write_row(row)
+
+
+def executemany(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
+    sql = (
+        f"INSERT INTO trades ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
+    )
+    for batch in batches(rows, size):
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(sql, batch)
+
+
+def multirow_string(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
+    """The way many feed handlers write: format the values into one big statement."""
+    for batch in batches(rows, size):
+        values = ",".join(
+            f"('{p}',{tid},'{ts.isoformat()}','{ty}',{price},{amount},'{rec.isoformat()}')"
+            for p, tid, ts, ty, price, amount, rec in batch  # type: ignore[misc]
+        )
+        with conn.transaction():
+            conn.execute(
+                f"INSERT INTO trades ({COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING".encode()  # noqa: S608
+            )
+
+
+def insert_per_event(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
+    sql = (
+        f"INSERT INTO trades ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
+    )
+    for row in rows:
+        with conn.transaction():
+            conn.execute(sql, row)
+
+
+def recorder_writer(dsn: str, trades: list[Trade], size: int, spool: Path) -> None:
+    async def run() -> None:
+        async with Writer(dsn, spool, batch_rows=size, max_buffer_rows=len(trades) + 1) as writer:
+            for trade in trades:
+                writer.put(trade)
+            assert await writer.flush(600)
+
+    asyncio.run(run())
+
+
+def measure(dsn: str, label: str, write: Callable[[], None], expected: int) -> float:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE trades")
+        conn.execute("CHECKPOINT")
+    started = time.perf_counter()
+    write()
+    elapsed = time.perf_counter() - started
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*), sum(price * amount) FROM trades").fetchone()
+    assert row is not None, label
+    assert row[0] == expected, (label, row)
+    return expected / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--per-event-rows", type=int, default=5000)
+    parser.add_argument("--dsn", default="")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-writer-"))
+    server = None
+    dsn = args.dsn
+    if not dsn:
+        import pgserver
+
+        server = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+        dsn = server.get_uri()
+    try:
+        migrate(dsn)
+        trades = make_trades(args.rows)
+        rows = rows_of(trades)
+        few = rows[: args.per_event_rows]
+
+        def sync(method: Callable[[psycopg.Connection, list[tuple[object, ...]], int], None],
+                 data: list[tuple[object, ...]]) -> Callable[[], None]:  # fmt: skip
+            def go() -> None:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    method(conn, data, args.batch)
+
+            return go
+
+        methods: list[tuple[str, Callable[[], None], int]] = [
+            ("recorder writer",
+             lambda: recorder_writer(dsn, trades, args.batch, workdir / "spool"), len(rows)),
+            ("unnest statement", sync(unnest_statement, rows), len(rows)),
+            ("COPY staging + INSERT", sync(copy_staging, rows), len(rows)),
+            ("raw COPY (no idempotency)", sync(raw_copy, rows), len(rows)),
+            ("executemany", sync(executemany, rows), len(rows)),
+            ("multi-row string INSERT", sync(multirow_string, rows), len(rows)),
+            ("INSERT per event", sync(insert_per_event, few), len(few)),
+        ]  # fmt: skip
+        results = [(label, measure(dsn, label, write, n)) for label, write, n in methods]
+        baseline = results[0][1]
+        print(f"{args.rows} trades, batches of {args.batch} (INSERT per event: {len(few)} rows)")
+        print(f"{'method':<28} {'rows/s':>10} {'vs writer':>10}")
+        for label, rate in results:
+            print(f"{label:<28} {rate:>10,.0f} {rate / baseline:>9.2f}x")
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
