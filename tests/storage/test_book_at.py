@@ -1,0 +1,226 @@
+"""book_at(pair, at): the book rebuilt from the latest ungrouped snapshot and what followed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from recorder import records as r
+from recorder.storage.migrate import migrate
+from recorder.storage.writer import Writer
+from tests.storage.records_factory import SESSION, T0
+
+PAIR = "BTC_USD"
+D = Decimal
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def snapshot(
+    taken_s: float,
+    orders: list[tuple[str, int, str, str]],
+    *,
+    grouped: bool = False,
+    pair: str = PAIR,
+) -> list[r.Record]:
+    snapshot_id = uuid.uuid4()
+    header = r.BookSnapshot(
+        snapshot_id=snapshot_id,
+        pair=pair,
+        taken_at=at(taken_s),
+        received_at=at(taken_s + 0.05),
+        grouped=grouped,
+        reason="interval",
+    )
+    levels: list[r.Record] = []
+    for side in ("sell", "buy"):
+        for pos, (_, oid, price, amount) in enumerate(o for o in orders if o[0] == side):
+            levels.append(
+                r.SnapshotOrder(
+                    snapshot_id=snapshot_id,
+                    side=side,
+                    pos=pos,
+                    order_id=None if grouped else oid,
+                    price=D(price),
+                    amount=D(amount),
+                    order_ts=None if grouped else T0,
+                )
+            )
+    return [header, *levels]
+
+
+def new(
+    seconds: float,
+    oid: int,
+    side: str,
+    price: str,
+    rest: str,
+    fills: list[tuple[int, int, str, str]] = (),
+) -> list[r.Record]:
+    """A new-order event: `rest` is what remains of it; fills are (tid, o_id, price, amount)."""
+    event = r.BookEvent(
+        pair=PAIR,
+        oid=oid,
+        kind="new",
+        ts=at(seconds),
+        type=side,
+        price=D(price),
+        amount=D(rest),
+        cancel_order_id=None,
+        received_at=at(seconds),
+        session_id=SESSION,
+    )
+    resting_side = "buy" if side == "sell" else "sell"
+    return [event] + [
+        r.BookFill(
+            pair=PAIR,
+            tid=tid,
+            oid=oid,
+            o_id=o_id,
+            type=resting_side,
+            price=D(fill_price),
+            amount=D(amount),
+            ts=at(seconds),
+            received_at=at(seconds),
+        )
+        for tid, o_id, fill_price, amount in fills
+    ]
+
+
+def cancel(seconds: float, oid: int, side: str, price: str, amount: str) -> list[r.Record]:
+    return [
+        r.BookEvent(
+            pair=PAIR,
+            oid=oid,
+            kind="cancel",
+            ts=at(seconds),
+            type=side,
+            price=D(price),
+            amount=D(amount),
+            cancel_order_id=9000 + oid,
+            received_at=at(seconds),
+            session_id=SESSION,
+        )
+    ]
+
+
+def write(dsn: str, records: list[r.Record], spool: Path) -> None:
+    async def go() -> None:
+        async with Writer(dsn, spool) as writer:
+            writer.put_many(records)
+            assert await writer.flush(30)
+
+    asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def dsn(db_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    migrate(db_dsn)
+    history: list[r.Record] = [
+        # t=10: the first snapshot
+        *snapshot(
+            10,
+            [
+                ("sell", 1, "100.0", "1.0"),
+                ("sell", 2, "101.0", "2.0"),
+                ("buy", 3, "99.0", "1.5"),
+                ("buy", 4, "98.5", "0.25"),
+            ],
+        ),
+        # t=11: a buy at 101 takes all of order 1 and 0.5 of order 2
+        *new(11, 10, "buy", "101.0", "0", [(500, 1, "100.0", "1.0"), (501, 2, "101.0", "0.5")]),
+        # t=12: a sell rests at 102
+        *new(12, 11, "sell", "102.0", "3.0"),
+        # t=13: order 3 is cancelled
+        *cancel(13, 3, "buy", "99.0", "1.5"),
+        # t=14: a sell of 0.35 at 98 takes all of order 4 and rests 0.1 at 98
+        *new(14, 12, "sell", "98.0", "0.1", [(502, 4, "98.5", "0.25")]),
+        # t=20: a grouped snapshot, which book_at must not use
+        *snapshot(20, [("sell", 0, "50.0", "9.0")], grouped=True),
+    ]
+    write(db_dsn, history, tmp_path_factory.mktemp("spool"))
+    return db_dsn
+
+
+def book(dsn: str, seconds: float) -> list[tuple[str, int, Decimal, Decimal]]:
+    with psycopg.connect(dsn) as conn:
+        return [
+            (side, oid, price, amount)
+            for side, oid, price, amount in conn.execute(
+                "SELECT side, order_id, price, amount FROM book_at(%s, %s)", (PAIR, at(seconds))
+            )
+        ]
+
+
+def test_before_any_snapshot_the_book_is_unknown(dsn: str) -> None:
+    assert book(dsn, 9) == []
+
+
+def test_at_the_snapshot_the_book_is_the_snapshot(dsn: str) -> None:
+    assert book(dsn, 10) == [
+        ("buy", 3, D("99.0"), D("1.5")),
+        ("buy", 4, D("98.5"), D("0.25")),
+        ("sell", 1, D("100.0"), D("1.0")),
+        ("sell", 2, D("101.0"), D("2.0")),
+    ]
+
+
+def test_fills_reduce_and_remove_resting_orders(dsn: str) -> None:
+    assert book(dsn, 11) == [
+        ("buy", 3, D("99.0"), D("1.5")),
+        ("buy", 4, D("98.5"), D("0.25")),
+        ("sell", 2, D("101.0"), D("1.5")),
+    ]
+
+
+def test_new_orders_rest_and_cancels_remove(dsn: str) -> None:
+    assert book(dsn, 13) == [
+        ("buy", 4, D("98.5"), D("0.25")),
+        ("sell", 2, D("101.0"), D("1.5")),
+        ("sell", 11, D("102.0"), D("3.0")),
+    ]
+
+
+def test_a_crossing_order_fills_then_rests_in_price_order(dsn: str) -> None:
+    assert book(dsn, 14) == [
+        ("sell", 12, D("98.0"), D("0.1")),
+        ("sell", 2, D("101.0"), D("1.5")),
+        ("sell", 11, D("102.0"), D("3.0")),
+    ]
+
+
+def test_grouped_snapshots_are_not_a_starting_point(dsn: str) -> None:
+    assert book(dsn, 25) == book(dsn, 14)
+
+
+def test_a_later_snapshot_takes_over_and_events_it_holds_are_not_counted_twice(
+    dsn: str, tmp_path: Path
+) -> None:
+    later = [
+        *snapshot(
+            30,
+            [
+                ("sell", 12, "98.0", "0.1"),
+                ("sell", 2, "101.0", "1.5"),
+                ("sell", 20, "105.0", "1.0"),
+            ],
+        ),
+        # stamped after the request was sent but already in the answer: not added twice
+        *new(30.01, 20, "sell", "105.0", "1.0"),
+        *new(31, 21, "buy", "97.0", "2.0"),
+    ]
+    write(dsn, later, tmp_path / "spool")
+    assert book(dsn, 31) == [
+        ("buy", 21, D("97.0"), D("2.0")),
+        ("sell", 12, D("98.0"), D("0.1")),
+        ("sell", 2, D("101.0"), D("1.5")),
+        ("sell", 20, D("105.0"), D("1.0")),
+    ]
