@@ -7,6 +7,7 @@ project's shared tools) the TimescaleDB half is skipped, saying why; in CI it is
 
 from __future__ import annotations
 
+import os
 import runpy
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ TSDB_SCRIPT = Path(__file__).resolve().parents[2].parent / "shared" / "timescale
 @pytest.fixture(scope="session")
 def tsdb_server_dsn() -> Iterator[str]:
     if not TSDB_SCRIPT.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test TimescaleDB too, but there is no build at {TSDB_SCRIPT}")
         pytest.skip(f"no TimescaleDB build at {TSDB_SCRIPT}")
     tsdb = runpy.run_path(str(TSDB_SCRIPT))
     # Under /tmp: as root, the server runs as an unprivileged user (see tests/conftest.py).
