@@ -1,0 +1,116 @@
+"""Named, supervised tasks: every job of the daemon runs here, and none dies silently.
+
+Each task is a coroutine factory with a name (`stream`, `trades:BTC_USD`, ...). When the
+coroutine raises, the failure is logged with the task's name and counted in
+`recorder_task_failures_total{task}`, and the task is started again after a capped, jittered
+backoff that resets once it has run well for a while. Stopping cancels every task and
+waits, within a bound, logging the names of any that would not stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import Counter
+
+from recorder.logs import get_logger
+
+log = get_logger(__name__)
+
+task_failures = Counter(
+    "recorder_task_failures_total",
+    "Supervised tasks that failed and were restarted, by task name",
+    ["task"],
+)
+
+TaskFactory = Callable[[], Awaitable[None]]
+
+
+class Backoff:
+    """Capped exponential backoff with jitter; one object per thing that retries."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0, multiplier: float = 2.0):
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.multiplier = multiplier
+        self.attempt = 0
+
+    def next_delay_s(self) -> float:
+        delay = min(self.max_s, self.initial_s * self.multiplier**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Supervisor:
+    # A task that ran this long before failing is considered healthy: its backoff restarts.
+    HEALTHY_AFTER_S = 60.0
+
+    def __init__(self, *, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(name for name, task in self._tasks.items() if not task.done())
+
+    def running(self, name: str) -> bool:
+        task = self._tasks.get(name)
+        return task is not None and not task.done()
+
+    def spawn(self, name: str, factory: TaskFactory) -> None:
+        """Run `factory()` as task `name`, restarting it whenever it raises."""
+        if self.running(name):
+            raise ValueError(f"a task named {name!r} is already running")
+        self._tasks[name] = asyncio.create_task(self._guard(name, factory), name=name)
+
+    async def _guard(self, name: str, factory: TaskFactory) -> None:
+        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
+        while True:
+            started = time.monotonic()
+            try:
+                await factory()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                task_failures.labels(name).inc()
+                if time.monotonic() - started > self.HEALTHY_AFTER_S:
+                    backoff.reset()
+                delay_s = backoff.next_delay_s()
+                log.error(
+                    "task failed; restarting",
+                    task=name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    restart_in_s=round(delay_s, 2),
+                    exc_info=exc,
+                )
+                await asyncio.sleep(delay_s)
+            else:
+                log.info("task finished", task=name)
+                return
+
+    async def cancel(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def stop(self, timeout_s: float = 10.0) -> list[str]:
+        """Cancel every task; wait up to `timeout_s`; return the names that did not stop."""
+        tasks = dict(self._tasks)
+        self._tasks.clear()
+        for task in tasks.values():
+            task.cancel()
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks.values(), timeout=timeout_s)
+        stuck = sorted(name for name, task in tasks.items() if task in pending)
+        if stuck:
+            log.warning("tasks did not stop in time", tasks=stuck, timeout_s=timeout_s)
+        return stuck
