@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 PUBLIC_CALLS_PER_S = 100.0
 PRIVATE_CALLS_PER_S = 2.0
+_EPSILON = 1e-9
+"""A token short by less than this (float rounding of clock arithmetic) counts as whole."""
 
 
 class TokenBucket:
@@ -47,7 +49,7 @@ class TokenBucket:
         # The lock makes waiters queue in order; the one holding it sleeps until its token.
         async with self._lock:
             self._refill()
-            while self._tokens < 1:
+            while self._tokens < 1 - _EPSILON:
                 await self._sleep((1 - self._tokens) / self.rate_per_s)
                 self._refill()
-            self._tokens -= 1
+            self._tokens = max(0.0, self._tokens - 1)
