@@ -72,16 +72,17 @@ class FakeExchange:
             await self.sio.enter_room(sid, str(channel))
             self.subscribed.set()
 
-    async def start(self) -> str:
-        self._runner = web.AppRunner(self.app, handle_signals=False)
+    async def start(self, port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         return self.url
 
     async def stop(self) -> None:
+        await self.kick_all()
         if self._runner is not None:
             await self._runner.cleanup()
 
