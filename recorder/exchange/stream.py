@@ -181,7 +181,12 @@ class BookStream:
         """Connect, stream, reconnect; returns only by cancellation."""
         attempt = 0
         while True:
-            lasted_s = await self._one_connection()
+            try:
+                lasted_s = await self._one_connection()
+            except Exception:
+                # Whatever went wrong with this connection, the next one may work.
+                log.exception("socket stream failed", url=self.socket_url)
+                lasted_s = None
             if lasted_s is not None and lasted_s >= STABLE_SESSION_S:
                 attempt = 0
             delay_s = self.backoff.delay_s(attempt)
@@ -214,7 +219,14 @@ class BookStream:
             if self._session is not None:  # cancelled while connected
                 self._end("stopped")
             self._client = None
+            await self._shutdown(client)
+
+    @staticmethod
+    async def _shutdown(client: socketio.AsyncClient) -> None:
+        try:
             await client.shutdown()
+        except Exception as exc:  # closing a broken connection may fail; it is gone anyway
+            log.debug("socket client shutdown failed", error=str(exc))
 
     def _new_client(self) -> socketio.AsyncClient:
         client = socketio.AsyncClient(
@@ -246,7 +258,12 @@ class BookStream:
 
     async def _subscribe(self, client: socketio.AsyncClient, pairs: Iterable[str]) -> None:
         for pair in pairs:
-            await client.emit(self.subscribe_event, channel(pair))
+            try:
+                await client.emit(self.subscribe_event, channel(pair))
+            except socketio.exceptions.SocketIOError as exc:
+                # The connection dropped meanwhile; the next one subscribes every pair.
+                log.warning("socket subscribe failed", pair=pair, error=str(exc))
+                return
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._close_reason = str(reason) if reason is not None else "disconnected"
