@@ -141,6 +141,8 @@ def test_timestamps_are_exact_to_the_microsecond() -> None:
     assert to_timestamp(load_json("1485777324.410015")).microsecond == 410015
     assert to_timestamp(1485777600) == datetime(2017, 1, 30, 12, 0, tzinfo=UTC)
     assert to_timestamp("1483705817.7355085").microsecond == 735508  # half to even
+    assert to_timestamp("1483705817.7355095").microsecond == 735510
+    assert to_timestamp("0.0000019").microsecond == 2
 
 
 @pytest.mark.parametrize("value", [-1, "1e20", Decimal("253402300800")])

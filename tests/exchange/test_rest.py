@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -175,6 +176,22 @@ async def test_private_calls_are_signed_as_the_docs_say(
     async with ExchangeClient.from_config(config, data_dir=tmp_path) as again:
         await again.wallets()
     assert int(exchange.seen[-1].headers["X-NONCE"]) > nonces[-1]
+
+
+async def test_secrets_never_reach_a_log_line(
+    exchange: FakeExchange, client: ExchangeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange.bodies["/api/v1/wallets/"] = "[]"
+    exchange.fail("/api/v1/wallets/", Fault(status=502, body="down"))
+    exchange.fail("/api/v1/order-cancel/", Fault(status=403, body="not yours"))
+    with caplog.at_level(logging.DEBUG):
+        await client.wallets()
+        with pytest.raises(Forbidden, match="not yours"):
+            await client.cancel_order(1)
+    assert caplog.records  # httpx and httpcore did log the requests
+    for record in caplog.records:
+        assert KEY not in record.getMessage()
+        assert SECRET not in record.getMessage()
 
 
 async def test_private_lists(exchange: FakeExchange, client: ExchangeClient) -> None:
