@@ -17,6 +17,7 @@ from typing import Any
 from recorder import exitcodes
 from recorder.config import Config, ConfigError, load_config
 from recorder.logs import configure_logging, redact_secrets
+from recorder.sim import cli as sim_cli
 
 Command = Callable[[argparse.Namespace, Config], int]
 
@@ -56,7 +57,13 @@ def _toml_value(value: Any) -> str:
 
 COMMANDS: dict[str, tuple[Command, str]] = {
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
+    "sim": (sim_cli.cmd_sim, "run the simulated bitexbit exchange (REST + socket.io)"),
 }
+
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "sim": sim_cli.add_arguments,
+}
+"""A command's own arguments, besides --config which every command takes."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="TOML configuration file (default: built-in defaults); "
             "RECORDER_<SECTION>__<KEY> variables override it",
         )
+        if name in ARGUMENTS:
+            ARGUMENTS[name](sub)
     return parser
 
 

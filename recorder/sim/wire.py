@@ -6,8 +6,10 @@ Decimal's own digits as a JSON number literal instead. Where the docs show a num
 string (`"936.00"` in a socket trade, `"1"` as a single order's status) the payload
 builders below put a string.
 
-`SocketJson` offers `dumps`/`loads` in the shape python-socketio accepts as its `json`
-module, so socket payloads get the same treatment.
+`SocketPacket` is a python-socketio packet class whose JSON is this module's, so socket
+payloads get the same treatment. It is passed as the server's `serializer`, not as its
+`json` argument: that one would replace the JSON module of every socket.io client and server
+in the process (the recorder's own client under test included).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
+
+import socketio  # type: ignore[import-untyped]
 
 from recorder.sim.candles import Candle
 from recorder.sim.engine import Cancel, Fill, NewOrder, Order
@@ -69,7 +73,7 @@ def _write(value: Any, out: list[str]) -> None:
         raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-class SocketJson:
+class _SocketJson:
     """python-socketio's pluggable `json` module: exact Decimals out, Decimals in."""
 
     @staticmethod
@@ -79,6 +83,10 @@ class SocketJson:
     @staticmethod
     def loads(text: str | bytes, **_kwargs: Any) -> Any:
         return json.loads(text, parse_float=Decimal)
+
+
+class SocketPacket(socketio.packet.Packet):  # type: ignore[misc]
+    json = _SocketJson
 
 
 # --- payloads, as the docs show them -------------------------------------------------------
