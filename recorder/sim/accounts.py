@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from recorder.sim.auth import Credentials
-from recorder.sim.engine import STATUS_ACTIVE, Engine, Event, NewOrder, Side
+from recorder.sim.engine import AMOUNT_STEP, STATUS_ACTIVE, Engine, Event, NewOrder, Side
 
 ACCOUNT_NAMES = ("alice", "bob", "carol")
 
@@ -87,7 +87,9 @@ class Accounts:
         self.by_name: dict[str, Account] = {}
         next_id = 1
         for name in ACCOUNT_NAMES:
-            balances = {c: Decimal(rng.randint(1_000, 1_000_000)) for c in currencies}
+            balances = {
+                c: Decimal(rng.randint(1_000, 1_000_000)).quantize(AMOUNT_STEP) for c in currencies
+            }
             account = Account(name, Credentials(f"sim-{name}", seed_secret(seed, name)), balances)
             for currency in currencies:
                 when = Decimal(int((start_s - rng.uniform(3600, 30 * 86400)) * 1e6)) / 10**6
@@ -97,7 +99,7 @@ class Accounts:
                         next_id,
                         when + 60,
                         currency,
-                        Decimal(rng.randint(1, 1000)) / 100,
+                        (Decimal(rng.randint(1, 1000)) / 100).quantize(AMOUNT_STEP),
                         rng.choice(DEPOSIT_STATUSES),
                     )
                 )
