@@ -84,6 +84,8 @@ CHART_DEFAULT_LIMIT = 720
 TRADES_DEFAULT_LIMIT = 100
 MAX_OUTBOX = 2000
 """The order flow waits while more events than this are waiting to be emitted."""
+MAX_SOCKET_BACKLOG = 5000
+"""Emission waits while a socket has more packets than this queued for its client."""
 MAX_BATCH = 500
 """At most this many flow events are made between two yields to the event loop."""
 
@@ -268,9 +270,21 @@ class Simulator:
                 channel, payload = self._outbox.popleft()
                 await self.sio.emit(channel, payload, room=channel)
                 self.emitted_count += 1
+                if self.emitted_count % 100 == 0:
+                    await self._wait_for_slow_sockets()
                 if len(self._outbox) <= MAX_OUTBOX // 2:
                     self._outbox_room.set()
             self._outbox_ready.clear()
+
+    def socket_backlog(self) -> int:
+        """Packets queued for the slowest client (engine.io queues them without bound)."""
+        sockets = self.sio.eio.sockets.values()
+        return max((s.queue.qsize() for s in sockets), default=0)
+
+    async def _wait_for_slow_sockets(self) -> None:
+        # engine.io has no "queue drained" event to wait for
+        while self.socket_backlog() > MAX_SOCKET_BACKLOG:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
 
     async def _flow_forever(self, rate_per_s: float) -> None:
         interval_s = 1.0 / rate_per_s
@@ -635,6 +649,7 @@ class Simulator:
             "event_count": self.engine.event_count,
             "emitted_count": self.emitted_count,
             "outbox": len(self._outbox),
+            "socket_backlog": self.socket_backlog(),
             "sockets": len(self._sids),
             "trades": len(self.engine.trades),
             "pairs": list(self.engine.books),
