@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -32,7 +33,17 @@ async def admin(http: aiohttp.ClientSession, url: str, action: str) -> dict[str,
         return await response.json()  # type: ignore[no-any-return]
 
 
-async def measure(url: str, pairs: list[str], seconds: float) -> None:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(url: str, pairs: list[str], seconds: float, sim_pid: int) -> None:
     received = 0
 
     def count(*_: object) -> None:
@@ -48,14 +59,20 @@ async def measure(url: str, pairs: list[str], seconds: float) -> None:
     async with aiohttp.ClientSession() as http:
         await admin(http, url, "resume")
         await asyncio.sleep(1.0)  # warm-up
-        start_count, start_s = received, time.monotonic()
+        start_count, start_s, start_cpu_s = received, time.monotonic(), cpu_seconds(sim_pid)
         await asyncio.sleep(seconds)
         events, elapsed_s = received - start_count, time.monotonic() - start_s
+        end_cpu_s = cpu_seconds(sim_pid)
         print(f"received {events} events in {elapsed_s:.2f} s: {events / elapsed_s:,.0f} events/s")
+        if start_cpu_s is not None and end_cpu_s is not None:
+            busy = (end_cpu_s - start_cpu_s) / elapsed_s
+            print(f"the simulator process used {busy:.0%} of one CPU meanwhile")
         await admin(http, url, "pause")
         state = await admin(http, url, "state")
         deadline_s = time.monotonic() + 10
-        while received < state["emitted_count"] and time.monotonic() < deadline_s:
+        while (
+            state["outbox"] or received < state["emitted_count"]
+        ) and time.monotonic() < deadline_s:
             await asyncio.sleep(0.05)
             state = await admin(http, url, "state")
     print(
@@ -96,7 +113,7 @@ def main() -> int:
                 return 1
             line = sim.stdout.readline()
         url = line.split()[3]
-        asyncio.run(measure(url, args.pairs.split(","), args.seconds))
+        asyncio.run(measure(url, args.pairs.split(","), args.seconds, sim.pid))
     finally:
         sim.terminate()
         sim.wait(timeout=20)

@@ -138,6 +138,7 @@ class _Side:
         # Sorted ascending by key; key = price for asks, -price for bids, so index 0 is best.
         self._keys: list[Decimal] = []
         self._levels: dict[Decimal, _Level] = {}
+        self.order_count = 0
 
     def _key(self, price: Decimal) -> Decimal:
         return -price if self.side == "buy" else price
@@ -155,10 +156,12 @@ class _Side:
             self._levels[order.price] = level
             bisect.insort(self._keys, self._key(order.price))
         level.orders.append(order)
+        self.order_count += 1
 
     def remove(self, order: Order) -> None:
         level = self._levels[order.price]
         level.orders.remove(order)
+        self.order_count -= 1
         if not level.orders:
             self._drop_level(level.price)
 
@@ -167,9 +170,13 @@ class _Side:
         key = self._key(price)
         del self._keys[bisect.bisect_left(self._keys, key)]
 
-    def pop_empty_best(self) -> None:
+    def pop_best_order(self) -> None:
+        """Remove the first order of the best level (it was filled)."""
         level = self.best()
-        if level is not None and not level.orders:
+        assert level is not None
+        level.orders.popleft()
+        self.order_count -= 1
+        if not level.orders:
             self._drop_level(level.price)
 
     def levels(self) -> Iterator[_Level]:
@@ -194,6 +201,9 @@ class Book:
     def best_price(self, side: Side) -> Decimal | None:
         level = self.sides[side].best()
         return level.price if level else None
+
+    def order_count(self) -> int:
+        return self.sides["buy"].order_count + self.sides["sell"].order_count
 
     def orders(self, side: Side) -> list[Order]:
         """Resting orders of one side, best price first, then time priority."""
@@ -324,8 +334,7 @@ class Engine:
             resting.amount -= amount
             if resting.amount == 0:
                 resting.status = STATUS_DONE
-                level.orders.popleft()
-                opposite.pop_empty_best()
+                opposite.pop_best_order()
         return fills
 
     def cancel(self, oid: int, owner: str | None = None) -> Cancel:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from recorder.sim.engine import AMOUNT_STEP, Engine, Event, PairSpec, Side
+from recorder.sim.engine import AMOUNT_STEP, STATUS_ACTIVE, Engine, Event, NewOrder, PairSpec, Side
 
 MICROSECOND = Decimal("0.000001")
 
@@ -74,23 +74,40 @@ class OrderFlow:
         self.random = random.Random(seed)  # noqa: S311 - a reproducible market, not crypto
         self.pairs = sorted(engine.books)
         self.mid = {pair: float(start_price(engine.specs[pair])) for pair in self.pairs}
+        self._placed: dict[str, list[int]] = {pair: [] for pair in self.pairs}
+        """Ids of orders this flow placed that may still rest (pruned lazily)."""
 
     def step(self) -> Event:
         """Make one book event on a pair chosen at random."""
         pair = self.random.choice(self.pairs)
         self._walk(pair)
-        book = self.engine.books[pair]
-        resting = [o for side in ("buy", "sell") for o in book.sides[side].orders() if not o.owner]
-        crowded = len(resting) > 2 * self.settings.target_orders_per_side
+        crowded = self.engine.books[pair].order_count() > 2 * self.settings.target_orders_per_side
         cancel_share = 0.7 if crowded else self.settings.cancel_share
-        if resting and self.random.random() < cancel_share:
-            return self.engine.cancel(self.random.choice(resting).oid)
+        if self.random.random() < cancel_share:
+            oid = self._pick_resting(pair)
+            if oid is not None:
+                return self.engine.cancel(oid)
         side: Side = self.random.choice(("buy", "sell"))
+        event = None
         if self.random.random() < self.settings.cross_share:
             event = self._cross(pair, side)
-            if event is not None:
-                return event
-        return self._passive(pair, side)
+        if event is None:
+            event = self._passive(pair, side)
+        if event.amount > 0:
+            self._placed[pair].append(event.oid)
+        return event
+
+    def _pick_resting(self, pair: str) -> int | None:
+        """A random order of this flow's still on the book, or None."""
+        placed = self._placed[pair]
+        while placed:
+            index = self.random.randrange(len(placed))
+            oid = placed[index]
+            if self.engine.orders[oid].status == STATUS_ACTIVE:
+                return oid
+            placed[index] = placed[-1]
+            placed.pop()
+        return None
 
     def _walk(self, pair: str) -> None:
         book = self.engine.books[pair]
@@ -100,14 +117,14 @@ class OrderFlow:
             mid += 0.1 * (float(bid + ask) / 2 - mid)  # pulled towards the book
         self.mid[pair] = mid * math.exp(self.random.gauss(0, self.settings.volatility_per_step))
 
-    def _passive(self, pair: str, side: Side) -> Event:
+    def _passive(self, pair: str, side: Side) -> NewOrder:
         spec = self.engine.specs[pair]
         distance = abs(self.random.gauss(0, self.settings.spread_share))
         sign = -1 if side == "buy" else 1
         price = self._price(spec, self.mid[pair] * (1 + sign * distance))
         return self.engine.place(pair, side, price, self._amount(spec))
 
-    def _cross(self, pair: str, side: Side) -> Event | None:
+    def _cross(self, pair: str, side: Side) -> NewOrder | None:
         """An order that takes 1..n levels of the opposite side (None if that side is empty)."""
         spec = self.engine.specs[pair]
         levels = self.engine.books[pair].levels("sell" if side == "buy" else "buy")
