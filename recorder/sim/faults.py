@@ -54,26 +54,14 @@ class Faults:
         return self._random.choice((500, 502))
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Set switches from an admin request; ValueError names a bad key or value."""
-        for key, value in changes.items():
-            if key in ("rate_429", "rate_5xx", "rate_truncated"):
-                rate = _number(key, value)
-                if not 0 <= rate <= 1:
-                    raise ValueError(f"{key} must be between 0 and 1")
-                setattr(self, key, rate)
-            elif key == "latency_s":
-                latency_s = _number(key, value)
-                if latency_s < 0:
-                    raise ValueError("latency_s must be >= 0")
-                self.latency_s = latency_s
-            elif key == "paused":
-                if not isinstance(value, bool):
-                    raise ValueError("paused must be true or false")
-                self.paused = value
-            else:
-                raise ValueError(f"unknown fault switch {key!r}")
-        if self.rate_429 + self.rate_5xx + self.rate_truncated > 1:
+        """Set switches from an admin request, all or none; ValueError names a bad one."""
+        new = {key: _checked(key, value) for key, value in changes.items()}
+        rates = {k: getattr(self, k) for k in ("rate_429", "rate_5xx", "rate_truncated")}
+        rates.update({k: v for k, v in new.items() if k in rates})
+        if sum(rates.values()) > 1:
             raise ValueError("rate_429 + rate_5xx + rate_truncated must not exceed 1")
+        for key, value in new.items():
+            setattr(self, key, value)
 
     def state(self, now_s: float) -> dict[str, Any]:
         return {
@@ -84,6 +72,24 @@ class Faults:
             "paused": self.paused,
             "outage_remaining_s": max(0.0, self.outage_until_s - now_s),
         }
+
+
+def _checked(key: str, value: Any) -> float | bool:
+    if key in ("rate_429", "rate_5xx", "rate_truncated"):
+        rate = _number(key, value)
+        if not 0 <= rate <= 1:
+            raise ValueError(f"{key} must be between 0 and 1")
+        return rate
+    if key == "latency_s":
+        latency_s = _number(key, value)
+        if latency_s < 0:
+            raise ValueError("latency_s must be >= 0")
+        return latency_s
+    if key == "paused":
+        if not isinstance(value, bool):
+            raise ValueError("paused must be true or false")
+        return value
+    raise ValueError(f"unknown fault switch {key!r}")
 
 
 def _number(key: str, value: Any) -> float:

@@ -28,6 +28,10 @@ What it serves (DESIGN §2, the docs' JSON shapes):
   new order and cancel of that pair arrives as event `book_<pair>`;
 - `limit` is capped at 1000 (`MAX_LIMIT`) on `/exchanges/` (both), at 2000 on `/orders/own/`
   (its default) and at 1000 on charts; a larger value is served as the cap;
+- a trade's `type` is the resting (maker) order's side, on the socket and in `/exchanges/`
+  alike; in `/exchanges/own/` it is the account's own side;
+- `/order/<pk>/` and `/orders/own/` show the amount an order was placed with;
+- the latency fault delays REST answers (not socket events);
 - errors are JSON `{"detail": reason}`: 400 bad input, 401 bad auth, 403 not yours, 404;
 - admin (never faulted, never rate limited): `GET /admin/state`, `POST /admin/faults`
   (JSON of `Faults` switches), `POST /admin/drop-sockets`, `POST /admin/outage
@@ -203,6 +207,7 @@ class Simulator:
                 log.exception("simulator task failed", task=name)
                 raise
 
+        self._tasks = [task for task in self._tasks if not task.done()]
         self._tasks.append(asyncio.create_task(supervised(), name=name))
 
     # --- controls (also behind /admin) ------------------------------------------------------

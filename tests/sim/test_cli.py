@@ -63,3 +63,15 @@ def test_bad_fault_rate_exits_2() -> None:
     )
     assert result.returncode == 2
     assert "rate_429" in result.stderr
+
+
+def test_bad_pair_name_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "recorder", "sim", "--port", "0", "--pairs", "BTCUSD"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "BTCUSD" in result.stderr

@@ -212,3 +212,16 @@ async def test_sockets_dropped_periodically(http: aiohttp.ClientSession) -> None
         client.on("disconnect", lambda *_: lost.set())
         await client.connect(sim.base_url, transports=["websocket"])
         await asyncio.wait_for(lost.wait(), 3)
+
+
+def test_a_bad_fault_update_changes_nothing() -> None:
+    from recorder.sim.faults import Faults
+
+    faults = Faults(rate_429=0.5)
+    with pytest.raises(ValueError, match="exceed"):
+        faults.update({"rate_5xx": 0.4, "rate_truncated": 0.2})
+    with pytest.raises(ValueError, match="unknown"):
+        faults.update({"latency_s": 1.0, "nope": 1})
+    assert (faults.rate_5xx, faults.rate_truncated, faults.latency_s) == (0.0, 0.0, 0.0)
+    faults.update({"rate_5xx": 0.4, "latency_s": 0.5})
+    assert (faults.rate_429, faults.rate_5xx, faults.latency_s) == (0.5, 0.4, 0.5)
