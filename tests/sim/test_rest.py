@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from recorder.sim.server import MAX_LIMIT, Simulator
+from recorder.sim.rest import MAX_LIMIT
+from recorder.sim.server import Simulator
 from tests.sim.conftest import get_json
 
 # The docs' sample outputs, verbatim: our answers must have the same keys and JSON types.
