@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--drop-every-s", type=float, default=0.0, help="drop all sockets this often (0: never)"
     )
+    faults.add_argument(
+        "--burst-every-s",
+        type=float,
+        default=0.0,
+        help="send malformed and unknown socket events this often (0: never)",
+    )
     faults.add_argument("--paused", action="store_true", help="start with the order flow paused")
 
 
@@ -74,6 +80,7 @@ def cmd_sim(args: argparse.Namespace, config: Config) -> int:
         },
         outage_s=args.outage_s,
         drop_every_s=args.drop_every_s,
+        burst_every_s=args.burst_every_s,
     )
     try:
         return asyncio.run(_serve(settings))

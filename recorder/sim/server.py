@@ -100,6 +100,8 @@ class SimSettings:
     """An outage that starts with the server."""
     drop_every_s: float = 0.0
     """Drop every socket connection this often; 0: never."""
+    burst_every_s: float = 0.0
+    """Send 3 malformed book events per channel and 3 unknown events this often; 0: never."""
 
 
 class Simulator:
@@ -157,6 +159,8 @@ class Simulator:
             self._spawn("sim-flow", self._flow_forever(self.settings.rate_per_s))
         if self.settings.drop_every_s > 0:
             self._spawn("sim-dropper", self._drop_forever(self.settings.drop_every_s))
+        if self.settings.burst_every_s > 0:
+            self._spawn("sim-burster", self._burst_forever(self.settings.burst_every_s))
         log.info(
             "simulator listening",
             url=self.base_url,
@@ -299,6 +303,11 @@ class Simulator:
         while True:
             await asyncio.sleep(every_s)
             await self.drop_sockets()
+
+    async def _burst_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.burst(3, 3)
 
     # --- socket.io --------------------------------------------------------------------------
 

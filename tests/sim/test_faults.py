@@ -225,3 +225,13 @@ def test_a_bad_fault_update_changes_nothing() -> None:
     assert (faults.rate_5xx, faults.rate_truncated, faults.latency_s) == (0.0, 0.0, 0.0)
     faults.update({"rate_5xx": 0.4, "latency_s": 0.5})
     assert (faults.rate_429, faults.rate_5xx, faults.latency_s) == (0.5, 0.4, 0.5)
+
+
+async def test_periodic_bursts(http: aiohttp.ClientSession) -> None:
+    async with run_sim(FAST, burst_every_s=0.2, rate_per_s=0) as sim:
+        client = socket_client()
+        unknown = asyncio.Event()
+        client.on("*", lambda *_: unknown.set())
+        await client.connect(sim.base_url, transports=["websocket"])
+        await asyncio.wait_for(unknown.wait(), 3)
+        await client.disconnect()
