@@ -91,3 +91,59 @@ def _candle(start: int | None, trades: list[Fill]) -> Candle:
 
 def _seconds(trade: Fill) -> Decimal:
     return trade.timestamp
+
+
+class CandleSeries:
+    """The candles of one pair and chart type, brought up to date trade by trade.
+
+    Serving a chart then costs a bisect, not a pass over every trade; `candles()` above is
+    the reference it is tested against.
+    """
+
+    def __init__(self, chart_type: str) -> None:
+        self.bucket_seconds = BUCKET_SECONDS[chart_type]
+        self.times: list[int] = []
+        self.candles: list[Candle] = []
+
+    def add(self, trade: Fill) -> None:
+        start = bucket_start(trade.timestamp, self.bucket_seconds)
+        if self.times and start <= self.times[-1]:
+            # the open candle (a clock that stepped back still lands in it)
+            last = self.candles[-1]
+            self.candles[-1] = Candle(
+                time=last.time,
+                open=last.open,
+                high=max(last.high, trade.price),
+                low=min(last.low, trade.price),
+                close=trade.price,
+                volume=last.volume + trade.amount,
+            )
+            return
+        self.times.append(start)
+        self.candles.append(
+            Candle(start, trade.price, trade.price, trade.price, trade.price, trade.amount)
+        )
+
+    def select(
+        self, *, since: int | None = None, until: int | None = None, limit: int | None = None
+    ) -> list[Candle]:
+        """Oldest first: the newest `limit` candles whose start lies in [since, until]."""
+        lo = 0 if since is None else bisect.bisect_left(self.times, since)
+        hi = len(self.times) if until is None else bisect.bisect_right(self.times, until)
+        if limit is not None:
+            lo = max(lo, hi - limit)
+        return self.candles[lo:hi] if lo < hi else []
+
+
+class Charts:
+    """Every chart type of every pair, fed with each trade as the engine makes it."""
+
+    def __init__(self, pairs: list[str]) -> None:
+        self.series = {
+            pair: {chart_type: CandleSeries(chart_type) for chart_type in BUCKET_SECONDS}
+            for pair in pairs
+        }
+
+    def add(self, trade: Fill) -> None:
+        for series in self.series[trade.pair].values():
+            series.add(trade)

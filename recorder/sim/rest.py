@@ -22,7 +22,7 @@ from aiohttp import web
 from recorder.sim import wire
 from recorder.sim.accounts import Account
 from recorder.sim.auth import AuthError, verify
-from recorder.sim.candles import BUCKET_SECONDS, candles
+from recorder.sim.candles import BUCKET_SECONDS
 from recorder.sim.engine import SIDES, Fill, OrderRejected, Side, UnknownOrder
 from recorder.sim.flow import CURRENCY_SIGNS
 
@@ -198,9 +198,7 @@ class RestApi:
         if pair not in self.sim.engine.books or chart_type not in BUCKET_SECONDS:
             raise web.HTTPNotFound
         limit = optional_int(request, "limit")
-        chart = candles(
-            self.sim.engine.trades_by_pair[pair],
-            chart_type,
+        chart = self.sim.charts.series[pair][chart_type].select(
             since=optional_int(request, "since"),
             until=optional_int(request, "until"),
             limit=min(CHART_DEFAULT_LIMIT if limit is None else limit, MAX_LIMIT),

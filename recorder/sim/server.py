@@ -61,11 +61,8 @@ from aiohttp import web
 from recorder.logs import get_logger
 from recorder.sim import wire
 from recorder.sim.accounts import Accounts
-from recorder.sim.engine import (
-    Cancel,
-    Engine,
-    Event,
-)
+from recorder.sim.candles import Charts
+from recorder.sim.engine import Cancel, Engine, Event, NewOrder
 from recorder.sim.faults import Faults
 from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
 from recorder.sim.ratelimit import SlidingWindow
@@ -112,6 +109,8 @@ class Simulator:
         self.faults = Faults(seed=settings.seed)
         self.faults.update(dict(settings.faults))
         self.accounts = Accounts(self.engine, settings.seed, time.time())
+        self.charts = Charts(list(self.engine.books))
+        self.engine.subscribe(self._chart_trades)
         self.public_limit = SlidingWindow(settings.public_calls_per_s)
         self.private_limit = SlidingWindow(settings.private_calls_per_s)
         self.emitted_count = 0
@@ -242,6 +241,11 @@ class Simulator:
             await self.sio.emit(f"unknown_event_{i % 3}", {"hello": i})
 
     # --- order flow and emission ------------------------------------------------------------
+
+    def _chart_trades(self, event: Event) -> None:
+        if isinstance(event, NewOrder):
+            for trade in event.trades:
+                self.charts.add(trade)
 
     def _enqueue(self, event: Event) -> None:
         payload = (

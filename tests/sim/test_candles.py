@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.sim.candles import BUCKET_SECONDS, candles
+from recorder.sim.candles import BUCKET_SECONDS, CandleSeries, candles
 from recorder.sim.engine import Fill
 
 DAY = 1_700_006_400  # a UTC midnight
@@ -69,3 +69,34 @@ def test_candle_totals_equal_the_trades(rows: list[tuple[int, int, int]], chart_
         assert c.close == inside[-1].price
         assert c.high == max(t.price for t in inside)
         assert c.low == min(t.price for t in inside)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3 * 86400), st.integers(1, 10**6), st.integers(1, 10**6)),
+        max_size=60,
+    ),
+    st.sampled_from(sorted(BUCKET_SECONDS)),
+    st.one_of(st.none(), st.integers(0, 3 * 86400)),
+    st.one_of(st.none(), st.integers(0, 3 * 86400)),
+    st.one_of(st.none(), st.integers(0, 20)),
+)
+def test_incremental_series_matches_the_reference(
+    rows: list[tuple[int, int, int]],
+    chart_type: str,
+    since: int | None,
+    until: int | None,
+    limit: int | None,
+) -> None:
+    trades = [
+        trade(i, DAY + at, str(Decimal(p) / 100), str(Decimal(a) / 10**8))
+        for i, (at, p, a) in enumerate(sorted(rows))
+    ]
+    series = CandleSeries(chart_type)
+    for t in trades:
+        series.add(t)
+    since_s = None if since is None else DAY + since
+    until_s = None if until is None else DAY + until
+    assert series.select(since=since_s, until=until_s, limit=limit) == candles(
+        trades, chart_type, since=since_s, until=until_s, limit=limit
+    )
