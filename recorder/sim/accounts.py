@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from recorder.sim.auth import Credentials
-from recorder.sim.engine import AMOUNT_STEP, STATUS_ACTIVE, Engine, Event, NewOrder, Side
+from recorder.sim.engine import AMOUNT_STEP, STATUS_ACTIVE, Engine, Event, Fill, NewOrder, Side
 
 ACCOUNT_NAMES = ("alice", "bob", "carol")
 
@@ -52,11 +52,16 @@ class Account:
     balances: dict[str, Decimal]
     deposits: list[Deposit] = field(default_factory=list)
     withdraws: list[Withdraw] = field(default_factory=list)
+    order_ids: list[int] = field(default_factory=list)
+    """The account's orders, oldest first."""
+    trades: list[Fill] = field(default_factory=list)
+    """The account's trades, oldest first, `type` being the account's side."""
 
     def reserve(self, engine: Engine, currency: str) -> Decimal:
         locked = Decimal(0)
-        for order in engine.orders.values():
-            if order.owner != self.name or order.status != STATUS_ACTIVE:
+        for oid in self.order_ids:
+            order = engine.orders[oid]
+            if order.status != STATUS_ACTIVE:
                 continue
             spec = engine.specs[order.pair]
             if order.side == "sell" and spec.currency1 == currency:
@@ -111,6 +116,9 @@ class Accounts:
     def _settle(self, event: Event) -> None:
         if not isinstance(event, NewOrder):
             return
+        placed_by = self.by_name.get(self.engine.orders[event.oid].owner or "")
+        if placed_by is not None:
+            placed_by.order_ids.append(event.oid)
         spec = self.engine.specs[event.pair]
         for trade in event.trades:
             maker_side = trade.type
@@ -119,6 +127,7 @@ class Accounts:
                 account = self.by_name.get(owner) if owner else None
                 if account is None:
                     continue
+                account.trades.append(replace(trade, type=side))
                 sign = 1 if side == "buy" else -1
                 cost = trade.amount * trade.price
                 b = account.balances

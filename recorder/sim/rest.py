@@ -13,7 +13,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from recorder.sim import wire
 from recorder.sim.accounts import Account
 from recorder.sim.auth import AuthError, verify
 from recorder.sim.candles import BUCKET_SECONDS
-from recorder.sim.engine import SIDES, Fill, OrderRejected, Side, UnknownOrder
+from recorder.sim.engine import SIDES, Fill, OrderRejected, UnknownOrder
 from recorder.sim.flow import CURRENCY_SIGNS
 
 if TYPE_CHECKING:
@@ -252,11 +251,11 @@ class RestApi:
         limit = min(optional_int(request, "limit") or OWN_ORDERS_LIMIT, OWN_ORDERS_LIMIT)
 
         def answer(account: Account, _: dict[str, str]) -> Any:
+            orders = (self.sim.engine.orders[oid] for oid in reversed(account.order_ids))
             mine = [
                 o
-                for o in reversed(self.sim.engine.orders.values())
-                if o.owner == account.name
-                and query.get("type") in (None, o.side)
+                for o in orders
+                if query.get("type") in (None, o.side)
                 and query.get("pair") in (None, o.pair)
                 and status in (None, str(o.status))
             ]
@@ -304,14 +303,11 @@ class RestApi:
         query = request.query
 
         def answer(account: Account, _: dict[str, str]) -> Any:
-            mine = []
-            for trade in self.sim.engine.trades:
-                side = _side_of(trade, account.name)
-                if side is None or query.get("type") not in (None, side):
-                    continue
-                if query.get("pair") not in (None, trade.pair):
-                    continue
-                mine.append(replace(trade, type=side))
+            mine = [
+                t
+                for t in account.trades
+                if query.get("type") in (None, t.type) and query.get("pair") in (None, t.pair)
+            ]
             page = paginate(request, mine, TRADES_DEFAULT_LIMIT, MAX_LIMIT)
             return [wire.trade_payload(t) for t in page]
 
@@ -408,14 +404,6 @@ class RestApi:
 
 class _Forbidden(Exception):
     """HTTP 403: the order is someone else's."""
-
-
-def _side_of(trade: Fill, name: str) -> Side | None:
-    if trade.maker_owner == name:
-        return trade.type
-    if trade.taker_owner == name:
-        return "sell" if trade.type == "buy" else "buy"
-    return None
 
 
 def ok(body: Any) -> web.Response:
