@@ -17,6 +17,7 @@ from typing import Any
 from recorder import exitcodes
 from recorder.config import Config, ConfigError, load_config
 from recorder.logs import configure_logging, get_logger, redact_secrets
+from recorder.sim import cli as sim_cli
 
 Command = Callable[[argparse.Namespace, Config], int]
 
@@ -82,7 +83,13 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 COMMANDS: dict[str, tuple[Command, str]] = {
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
     "migrate": (cmd_migrate, "apply pending database migrations and exit"),
+    "sim": (sim_cli.cmd_sim, "run the simulated bitexbit exchange (REST + socket.io)"),
 }
+
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "sim": sim_cli.add_arguments,
+}
+"""A command's own arguments, besides --config which every command takes."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="TOML configuration file (default: built-in defaults); "
             "RECORDER_<SECTION>__<KEY> variables override it",
         )
+        if name in ARGUMENTS:
+            ARGUMENTS[name](sub)
     return parser
 
 

@@ -1,0 +1,369 @@
+"""The simulated exchange's server: REST (aiohttp) and socket.io on one port.
+
+Use it from Python tests (the client's, the daemon's, the simulator's own) on a free
+loopback port:
+
+    from recorder.sim.server import SimSettings, run_sim
+
+    async with run_sim(SimSettings(seed=1, pairs=("BTC_USD",), rate_per_s=50)) as sim:
+        sim.base_url          # "http://127.0.0.1:<port>": REST root and socket.io URL
+        sim.engine            # the matching engine (books, orders, trades): the truth
+        sim.faults            # fault switches; change them directly or via /admin/faults
+        sim.accounts.by_name["alice"].credentials   # key and secret of a seeded account
+        sim.pause(); await sim.drained()            # stop the flow, wait until all is sent
+        await sim.drop_sockets(); sim.start_outage(2.0); await sim.burst(3, 3)
+
+`SimSettings()` defaults: port 0 (a free one), seed 1, pairs BTC_USD and ETH_USD, 20 events/s,
+one hour of history. `run_sim(port=..., ...)` also takes the settings as keywords.
+
+What it serves (DESIGN §2, the docs' JSON shapes):
+
+- public REST, 100 calls/s per IP (then 429): `/api/v1/currencies/`, `/api/v1/pairs/`,
+  `/api/v1/orderbook/<pair>/`, `/api/v1/order/<pk>/`, `/api/v1/exchanges/`,
+  `/api/charts/<pair>/<type>/chart`;
+- private REST, HMAC-signed (`auth.py`), 2 calls/s per key: `/api/v1/wallets/`,
+  `/api/v1/orders/own/`, POST `/api/v1/order/`, POST `/api/v1/order-cancel/`,
+  `/api/v1/exchanges/own/`, `/api/v1/deposits/`, `/api/v1/withdraws/`;
+- socket.io at `/socket.io/`: emit `subscribe` (or `unsubscribe`) with `book_<pair>`; every
+  new order and cancel of that pair arrives as event `book_<pair>`;
+- `limit` is capped at 1000 (`rest.MAX_LIMIT`) on `/exchanges/` (both), at 2000 on `/orders/own/`
+  (its default) and at 1000 on charts; a larger value is served as the cap;
+- a trade's `type` is the resting (maker) order's side, on the socket and in `/exchanges/`
+  alike; in `/exchanges/own/` it is the account's own side;
+- `/order/<pk>/` and `/orders/own/` show the amount an order was placed with;
+- the latency fault delays REST answers (not socket events);
+- errors are JSON `{"detail": reason}`: 400 bad input, 401 bad auth, 403 not yours, 404;
+- admin (never faulted, never rate limited): `GET /admin/state`, `POST /admin/faults`
+  (JSON of `Faults` switches), `POST /admin/drop-sockets`, `POST /admin/outage
+  {"seconds": N}`, `POST /admin/pause`, `POST /admin/resume`, `POST /admin/burst
+  {"malformed": N, "unknown": N}`, `GET /admin/book/<pair>` (the exact ungrouped book and
+  the engine's event count).
+
+Every book event goes through one outbox and one emitter task, so sockets see events in the
+engine's order. The order flow waits while the outbox is long, so a slow network slows the
+market rather than growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import socketio  # type: ignore[import-untyped]
+from aiohttp import web
+
+from recorder.logs import get_logger
+from recorder.sim import wire
+from recorder.sim.accounts import Accounts
+from recorder.sim.candles import Charts
+from recorder.sim.engine import Cancel, Engine, Event, NewOrder
+from recorder.sim.faults import Faults
+from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
+from recorder.sim.ratelimit import SlidingWindow
+from recorder.sim.rest import RestApi
+
+log = get_logger(__name__)
+
+MAX_OUTBOX = 2000
+"""The order flow waits while more events than this are waiting to be emitted."""
+MAX_SOCKET_BACKLOG = 5000
+"""Emission waits while a socket has more packets than this queued for its client."""
+MAX_BATCH = 500
+"""At most this many flow events are made between two yields to the event loop."""
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0: a free port, see `Simulator.base_url`."""
+    seed: int = 1
+    pairs: tuple[str, ...] = ("BTC_USD", "ETH_USD")
+    rate_per_s: float = 20.0
+    """Book events per second made by the order flow, all pairs together; 0: none."""
+    history_hours: float = 1.0
+    history_events_per_hour: float = 1800.0
+    public_calls_per_s: int = 100
+    private_calls_per_s: int = 2
+    faults: dict[str, Any] = field(default_factory=dict)
+    """Initial fault switches (keys of `Faults.update`)."""
+    outage_s: float = 0.0
+    """An outage that starts with the server."""
+    drop_every_s: float = 0.0
+    """Drop every socket connection this often; 0: never."""
+    burst_every_s: float = 0.0
+    """Send 3 malformed book events per channel and 3 unknown events this often; 0: never."""
+
+
+class Simulator:
+    def __init__(self, settings: SimSettings) -> None:
+        self.settings = settings
+        self.engine = Engine([pair_spec(p) for p in settings.pairs], wall_clock(time.time_ns))
+        self.flow = OrderFlow(self.engine, settings.seed)
+        self.faults = Faults(seed=settings.seed)
+        self.faults.update(dict(settings.faults))
+        self.accounts = Accounts(self.engine, settings.seed, time.time())
+        self.charts = Charts(list(self.engine.books))
+        self.engine.subscribe(self._chart_trades)
+        self.public_limit = SlidingWindow(settings.public_calls_per_s)
+        self.private_limit = SlidingWindow(settings.private_calls_per_s)
+        self.emitted_count = 0
+        self._enqueued_count = 0
+        self.base_url = ""
+        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._outbox_room = asyncio.Event()
+        self._outbox_room.set()
+        self._sids: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp", serializer=wire.SocketPacket, cors_allowed_origins="*"
+        )
+        self.app = RestApi(self).make_app()
+        self._register_socket_handlers()
+
+    # --- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        made = replay_history(
+            self.flow,
+            hours=self.settings.history_hours,
+            events_per_hour=self.settings.history_events_per_hour,
+            end_s=time.time(),
+        )
+        self.engine.subscribe(self._enqueue)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET, socket.SOCK_STREAM
+        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        port = sock.getsockname()[1]
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        self.base_url = f"http://{host}:{port}"
+        if self.settings.outage_s > 0:
+            self.start_outage(self.settings.outage_s)
+        self._spawn("sim-emitter", self._emit_forever())
+        if self.settings.rate_per_s > 0:
+            self._spawn("sim-flow", self._flow_forever(self.settings.rate_per_s))
+        if self.settings.drop_every_s > 0:
+            self._spawn("sim-dropper", self._drop_forever(self.settings.drop_every_s))
+        if self.settings.burst_every_s > 0:
+            self._spawn("sim-burster", self._burst_forever(self.settings.burst_every_s))
+        log.info(
+            "simulator listening",
+            url=self.base_url,
+            pairs=",".join(self.settings.pairs),
+            history_events=made,
+            rate_per_s=self.settings.rate_per_s,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.drop_sockets()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.engine.unsubscribe(self._enqueue)
+
+    def _spawn(self, name: str, work: Awaitable[None]) -> None:
+        async def supervised() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("simulator task failed", task=name)
+                raise
+
+        self._tasks = [task for task in self._tasks if not task.done()]
+        self._tasks.append(asyncio.create_task(supervised(), name=name))
+
+    # --- controls (also behind /admin) ------------------------------------------------------
+
+    def pause(self) -> None:
+        self.faults.paused = True
+
+    def resume(self) -> None:
+        self.faults.paused = False
+
+    async def drained(self, timeout_s: float = 10.0) -> None:
+        """Wait until every event the engine made so far has been handed to socket.io."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox or self.emitted_count < self._enqueued_count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the outbox did not drain")
+            await asyncio.sleep(0.005)
+
+    async def drop_sockets(self) -> int:
+        sids = list(self._sids)
+        for sid in sids:
+            await self.sio.disconnect(sid)
+        return len(sids)
+
+    def start_outage(self, seconds: float) -> None:
+        self.faults.outage_until_s = time.monotonic() + seconds
+        self._spawn("sim-outage-drop", self._drop_once())
+
+    async def _drop_once(self) -> None:
+        await self.drop_sockets()
+
+    async def burst(self, malformed: int, unknown: int) -> None:
+        """Send `malformed` bad payloads on every book channel, `unknown` unknown events."""
+        bad: list[Any] = [
+            "not json {",
+            [],
+            {"success": True},
+            {"success": True, "oid": "abc", "type": "hold", "price": "x", "amount": None},
+            {"success": True, "date": 1, "oid": 1, "type": "buy", "price": 1, "trades": "x"},
+            42,
+            None,
+        ]
+        for pair in self.engine.books:
+            for i in range(malformed):
+                await self.sio.emit(f"book_{pair}", bad[i % len(bad)], room=f"book_{pair}")
+        for i in range(unknown):
+            await self.sio.emit(f"unknown_event_{i % 3}", {"hello": i})
+
+    # --- order flow and emission ------------------------------------------------------------
+
+    def _chart_trades(self, event: Event) -> None:
+        if isinstance(event, NewOrder):
+            for trade in event.trades:
+                self.charts.add(trade)
+
+    def _enqueue(self, event: Event) -> None:
+        payload = (
+            wire.cancel_payload(event)
+            if isinstance(event, Cancel)
+            else wire.new_order_payload(event)
+        )
+        self._outbox.append((f"book_{event.pair}", payload))
+        self._enqueued_count += 1
+        self._outbox_ready.set()
+
+    async def _emit_forever(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            while self._outbox:
+                channel, payload = self._outbox.popleft()
+                await self.sio.emit(channel, payload, room=channel)
+                self.emitted_count += 1
+                if self.emitted_count % 100 == 0:
+                    await self._wait_for_slow_sockets()
+                if len(self._outbox) <= MAX_OUTBOX // 2:
+                    self._outbox_room.set()
+            self._outbox_ready.clear()
+
+    def socket_backlog(self) -> int:
+        """Packets queued for the slowest client (engine.io queues them without bound)."""
+        sockets = self.sio.eio.sockets.values()
+        return max((s.queue.qsize() for s in sockets), default=0)
+
+    async def _wait_for_slow_sockets(self) -> None:
+        # engine.io has no "queue drained" event to wait for
+        while self.socket_backlog() > MAX_SOCKET_BACKLOG:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+
+    async def _flow_forever(self, rate_per_s: float) -> None:
+        interval_s = 1.0 / rate_per_s
+        next_s = time.monotonic()
+        while True:
+            now_s = time.monotonic()
+            if self.faults.paused:
+                next_s = now_s
+                await asyncio.sleep(0.01)
+                continue
+            if now_s < next_s:
+                await asyncio.sleep(next_s - now_s)
+                continue
+            due = min(MAX_BATCH, int((now_s - next_s) / interval_s) + 1)
+            for _ in range(due):
+                if self.faults.paused:
+                    break
+                self.flow.step()
+            next_s = max(next_s + due * interval_s, now_s - 1.0)  # owe at most a second
+            if len(self._outbox) > MAX_OUTBOX:
+                self._outbox_room.clear()
+                await self._outbox_room.wait()
+            await asyncio.sleep(0)
+
+    async def _drop_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.drop_sockets()
+
+    async def _burst_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.burst(3, 3)
+
+    # --- socket.io --------------------------------------------------------------------------
+
+    def _register_socket_handlers(self) -> None:
+        sio = self.sio
+
+        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+            if self.faults.in_outage(time.monotonic()):
+                raise socketio.exceptions.ConnectionRefusedError("outage")
+            self._sids.add(sid)
+
+        async def disconnect(sid: str, *reason: Any) -> None:
+            self._sids.discard(sid)
+
+        async def subscribe(sid: str, channel: Any) -> dict[str, Any]:
+            if not self._is_channel(channel):
+                return {"success": False, "error": f"unknown channel {channel!r}"}
+            await sio.enter_room(sid, channel)
+            return {"success": True, "channel": channel}
+
+        async def unsubscribe(sid: str, channel: Any) -> dict[str, Any]:
+            if self._is_channel(channel):
+                await sio.leave_room(sid, channel)
+            return {"success": True, "channel": channel}
+
+        for handler in (connect, disconnect, subscribe, unsubscribe):
+            sio.on(handler.__name__, handler)
+
+    def _is_channel(self, channel: Any) -> bool:
+        return isinstance(channel, str) and channel.removeprefix("book_") in self.engine.books
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "faults": self.faults.state(time.monotonic()),
+            "event_count": self.engine.event_count,
+            "emitted_count": self.emitted_count,
+            "outbox": len(self._outbox),
+            "socket_backlog": self.socket_backlog(),
+            "sockets": len(self._sids),
+            "trades": len(self.engine.trades),
+            "pairs": list(self.engine.books),
+        }
+
+
+@asynccontextmanager
+async def run_sim(
+    settings: SimSettings | None = None, **overrides: Any
+) -> AsyncIterator[Simulator]:
+    """A running simulator for the `async with` block; stopped (ports closed) after it."""
+    sim = Simulator(replace(settings or SimSettings(), **overrides))
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()

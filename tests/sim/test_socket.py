@@ -1,0 +1,119 @@
+"""socket.io over a real socket: subscribe, the docs' payloads, and a complete stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from recorder.book import Book
+from recorder.sim.server import Simulator, run_sim
+from tests.sim.conftest import FAST, get_json, socket_client
+from tests.sim.payloads import records, snapshot
+from tests.sim.test_rest import shape
+
+NEW = """{"success": true, "date": 1485686507.0944622, "oid": 15234, "type": "sell",
+  "price": 935.23, "amount": 0.0, "trades": [{"tid": 14876, "type": "buy", "price": "936.00",
+  "amount": "0.1", "o_id": 15201}]}"""
+CANCEL = """{"success": true, "date": 1485686413.5688234, "oid": 15235, "cancel_order_id": 4535,
+  "price": 935.23, "type": "sell", "amount": 0.0123, "pair": "BTC_USD", "cancelled": true}"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with run_sim(FAST, rate_per_s=300) as running:
+        yield running
+
+
+async def until(condition: Any, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_subscribed_channel_gets_new_orders_and_cancels_in_the_docs_shape(
+    sim: Simulator,
+) -> None:
+    client = socket_client()
+    btc: list[Any] = []
+    eth: list[Any] = []
+    client.on("book_BTC_USD", btc.append)
+    client.on("book_ETH_BTC", eth.append)
+    await client.connect(sim.base_url, transports=["websocket"])
+    ack = await client.call("subscribe", "book_BTC_USD")
+    assert ack == {"success": True, "channel": "book_BTC_USD"}
+
+    def seen_all_kinds() -> bool:
+        return any("cancelled" in e for e in btc) and any(
+            e.get("trades") and "cancelled" not in e for e in btc
+        )
+
+    await until(seen_all_kinds, timeout_s=15)
+    assert eth == []  # not subscribed
+    new = next(e for e in btc if e.get("trades"))
+    cancel = next(e for e in btc if "cancelled" in e)
+    as_json = json.loads(json.dumps(new, default=str))
+    assert shape(json.loads(json.dumps(new, default=float))) == shape(json.loads(NEW))
+    # trade prices and amounts are strings, as in the docs
+    assert isinstance(as_json["trades"][0]["price"], str)
+    assert shape(json.loads(json.dumps(cancel, default=float))) == shape(json.loads(CANCEL))
+    assert cancel["pair"] == "BTC_USD"
+
+    await client.call("unsubscribe", "book_BTC_USD")
+    count = len(btc)
+    await asyncio.sleep(0.3)
+    assert len(btc) == count
+    await client.disconnect()
+
+
+async def test_unknown_channel_is_refused(sim: Simulator) -> None:
+    client = socket_client()
+    await client.connect(sim.base_url, transports=["websocket"])
+    ack = await client.call("subscribe", "book_NOPE_USD")
+    assert ack["success"] is False
+    await client.disconnect()
+
+
+async def test_snapshot_plus_socket_events_equals_the_later_snapshot(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    """Over real sockets: the ungrouped REST book, then every event, gives the next REST book."""
+    client = socket_client()
+    events: list[dict[str, Any]] = []
+    client.on("book_BTC_USD", events.append)
+    await client.connect(sim.base_url, transports=["websocket"])
+    await client.call("subscribe", "book_BTC_USD")
+    url = sim.base_url + "/api/v1/orderbook/BTC_USD/"
+
+    async def quiet_snapshot() -> tuple[Book, int]:
+        # Pause the flow and let the socket catch up, so that the snapshot and the stream
+        # meet at a known event.
+        async with http.post(sim.base_url + "/admin/pause") as response:
+            assert response.status == 200
+        await sim.drained()
+        _, state = await get_json(http, sim.base_url + "/admin/state")
+        await until(lambda: state["emitted_count"] == sim.emitted_count)
+        await asyncio.sleep(0.1)
+        _, body = await get_json(http, url)
+        return Book.from_snapshot(snapshot(body)), len(events)
+
+    book, start = await quiet_snapshot()
+    async with http.post(sim.base_url + "/admin/resume") as response:
+        assert response.status == 200
+    await until(lambda: len(events) > start + 150, timeout_s=15)
+    later, end = await quiet_snapshot()
+    anomalies = []
+    for payload in events[start:end]:
+        event, fills = records("BTC_USD", payload)
+        anomalies.extend(book.apply(event, fills))
+    assert anomalies == []
+    assert book.differences(later) == []
+    assert any(p.get("trades") for p in events[start:end])
+    assert all(isinstance(p["price"], Decimal) for p in events)
+    await client.disconnect()
