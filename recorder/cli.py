@@ -80,7 +80,61 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     return exitcodes.OK
 
 
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    """The daemon: record until SIGTERM/SIGINT."""
+    from recorder.daemon import run
+
+    return run(config)
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    """Embedded PostgreSQL + simulated exchange + recorder, for a first look."""
+    from recorder.demo import run_demo
+
+    return run_demo(config, sim_port=args.sim_port)
+
+
+def cmd_sql(args: argparse.Namespace, config: Config) -> int:
+    """Run one SQL query on the recorder's database and print the rows as a table."""
+    import psycopg
+
+    from recorder.storage.embedded import database_dsn
+
+    try:
+        with (
+            database_dsn(config.database, config.recorder.data_dir) as dsn,
+            psycopg.connect(dsn) as conn,
+        ):
+            conn.read_only = True
+            cursor = conn.execute(args.query.encode())
+            columns = [column.name for column in cursor.description or []]
+            rows = [[("" if v is None else str(v)) for v in row] for row in cursor.fetchall()]
+    except psycopg.Error as exc:
+        print(f"recorder sql: {str(exc).strip()}", file=sys.stderr)
+        return exitcodes.BAD_CONFIG
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print(f"({len(rows)} rows)")
+    return exitcodes.OK
+
+
+def add_sql_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("query", help="one SQL statement, run in a read-only transaction")
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sim-port", type=int, default=0, help="port of the simulated exchange (0: a free one)"
+    )
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
+    "run": (cmd_run, "record the exchange into the database until SIGTERM/SIGINT"),
+    "demo": (cmd_demo, "embedded PostgreSQL + simulated exchange + recorder, for a first look"),
+    "sql": (cmd_sql, "run a read-only SQL query on the recorder's database and print the rows"),
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
     "migrate": (cmd_migrate, "apply pending database migrations and exit"),
     "sim": (sim_cli.cmd_sim, "run the simulated bitexbit exchange (REST + socket.io)"),
@@ -88,6 +142,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
 
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sim": sim_cli.add_arguments,
+    "demo": add_demo_arguments,
+    "sql": add_sql_arguments,
 }
 """A command's own arguments, besides --config which every command takes."""
 

@@ -59,3 +59,27 @@ book_drift = Counter(
 trades_backfilled = Counter(
     "recorder_trades_backfilled_total", "Trades recovered through REST catch-up", ["pair"]
 )
+
+# What else an operator needs to judge the recording.
+event_lag = Histogram(
+    "recorder_event_lag_seconds",
+    "Time from a book event's exchange timestamp to its receipt",
+    ["pair"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+snapshot_duration = Histogram(
+    "recorder_snapshot_duration_seconds",
+    "Time to fetch and parse one order-book snapshot",
+    ["pair"],
+)
+snapshot_orders = Gauge(
+    "recorder_snapshot_orders",
+    "Resting orders (both sides) in the pair's latest snapshot",
+    ["pair"],
+)
+backfill_in_progress = Gauge(
+    "recorder_backfill_in_progress", "1 while the pair's trade tape is being caught up", ["pair"]
+)
+last_trade_id = Gauge(
+    "recorder_last_trade_id", "Id of the newest trade of the pair handed to the writer", ["pair"]
+)

@@ -229,8 +229,14 @@ class BookStream:
             log.debug("socket client shutdown failed", error=str(exc))
 
     def _new_client(self) -> socketio.AsyncClient:
+        # handle_sigint=False: the library would otherwise take over SIGINT (and disconnect
+        # by itself); stopping is the daemon's business, which drains before it disconnects.
         client = socketio.AsyncClient(
-            reconnection=False, serializer=ExactPacket, logger=False, engineio_logger=False
+            reconnection=False,
+            serializer=ExactPacket,
+            logger=False,
+            engineio_logger=False,
+            handle_sigint=False,
         )
         client.on("disconnect", self._on_disconnect)
         client.on("*", self._on_event)

@@ -147,7 +147,7 @@ class Writer:
                 await self._task
         if not drained and self._pending:
             log.warning(
-                "database not reachable at shutdown: spilling buffered rows to the spool",
+                "rows not committed before shutdown: spilling them to the spool",
                 rows=len(self._pending),
                 spool=str(self._spool.directory),
             )

@@ -1,0 +1,216 @@
+"""The order book: the socket stream recorded as it arrives, REST snapshots on a timer and
+after every (re)connect, and an in-memory L3 book per pair that checks the two agree.
+
+Every stream item goes to the writer unchanged (sessions, events with their fills, raw
+messages). Each pair's book is rebuilt from a snapshot and the events after it; at each
+new snapshot the rebuilt book is compared with the exchange's.
+
+Why the comparison waits: a snapshot answer can already include an event that the socket
+has not delivered yet (or the reverse). So a difference found at a snapshot is checked again
+`settle_s` later, with the events of that window applied to both books; only orders that
+still differ and that no event touched meanwhile count as drift
+(`recorder_book_drift_total`), logged with what differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from recorder import metrics
+from recorder.book import Book
+from recorder.exchange.classify import BookUpdate
+from recorder.exchange.rest import ExchangeClient
+from recorder.exchange.stream import BookStream, Connected, Disconnected
+from recorder.logs import get_logger
+from recorder.records import RawMessage, StreamSession, utc_now
+from recorder.storage.writer import Writer
+
+log = get_logger(__name__)
+
+SETTLE_S = 1.0
+
+
+@dataclass
+class _Check:
+    """A snapshot being compared with the rebuilt book until `deadline`."""
+
+    candidate: Book
+    differing: set[int]
+    deadline: float
+    touched: set[int] = field(default_factory=set)
+
+
+@dataclass
+class PairBook:
+    model: Book | None = None
+    check: _Check | None = None
+    resync: asyncio.Event = field(default_factory=asyncio.Event)
+    resync_reason: str = "connect"
+
+
+class BookRecorder:
+    def __init__(
+        self,
+        client: ExchangeClient,
+        stream: BookStream,
+        writer: Writer,
+        *,
+        snapshot_interval_s: float,
+        settle_s: float = SETTLE_S,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._writer = writer
+        self._interval_s = snapshot_interval_s
+        self._settle_s = settle_s
+        self._on_connect = on_connect
+        self.pairs: dict[str, PairBook] = {}
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.session: StreamSession | None = None
+        """The open stream session, if any."""
+
+    def close(self) -> None:
+        """At shutdown: record what the stream delivered, and the end of its session."""
+        while not self._stream.items.empty():
+            self.handle(self._stream.items.get_nowait())
+        if self.session is not None:
+            self._writer.put(
+                replace(self.session, disconnected_at=utc_now(), reason="recorder stopped")
+            )
+            self.session = None
+
+    def follow(self, pair: str) -> PairBook:
+        return self.pairs.setdefault(pair, PairBook())
+
+    # -- the stream ---------------------------------------------------------------------
+
+    async def consume(self) -> None:
+        """Record every stream item, in order; never returns."""
+        while True:
+            item = await self._stream.items.get()
+            self.handle(item)
+
+    def handle(self, item: Connected | Disconnected | BookUpdate | RawMessage) -> None:
+        if isinstance(item, BookUpdate):
+            self._writer.put(item.event)
+            self._writer.put_many(item.fills)
+            metrics.event_lag.labels(item.event.pair).observe(
+                max(0.0, (item.event.received_at - item.event.ts).total_seconds())
+            )
+            self._apply(item)
+        elif isinstance(item, RawMessage):
+            self._writer.put(item)
+        elif isinstance(item, Connected):
+            self._writer.put(item.session)
+            self.session = item.session
+            self.connects += 1
+            self.connected.set()
+            # Nothing missed while disconnected can be replayed: resync every book.
+            for book in self.pairs.values():
+                book.model = None
+                book.check = None
+                book.resync_reason = "connect"
+                book.resync.set()
+            if self._on_connect is not None:
+                self._on_connect()
+        elif isinstance(item, Disconnected):
+            self._writer.put(item.session)
+            self.session = None
+            self.connected.clear()
+            for book in self.pairs.values():
+                book.model = None
+                book.check = None
+
+    def _apply(self, update: BookUpdate) -> None:
+        book = self.pairs.get(update.event.pair)
+        if book is None or book.model is None:
+            return
+        book.model.apply(update.event, update.fills)
+        if book.check is not None:
+            book.check.candidate.apply(update.event, update.fills)
+            book.check.touched.add(update.event.oid)
+            book.check.touched.update(fill.o_id for fill in update.fills)
+            if time.monotonic() >= book.check.deadline:
+                self._conclude(update.event.pair, book)
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def snapshots(self, pair: str) -> None:
+        """Snapshot `pair` every interval, and at once after every (re)connect."""
+        book = self.follow(pair)
+        while True:
+            try:
+                await asyncio.wait_for(book.resync.wait(), self._interval_s)
+                reason = book.resync_reason
+            except TimeoutError:
+                reason = "interval"
+            book.resync.clear()
+            await self.snapshot(pair, reason)
+
+    async def snapshot(self, pair: str, reason: str) -> None:
+        book = self.follow(pair)
+        started = time.perf_counter()
+        answer = await self._client.orderbook(pair, reason=reason)
+        metrics.snapshot_duration.labels(pair).observe(time.perf_counter() - started)
+        metrics.snapshot_orders.labels(pair).set(len(answer.orders))
+        metrics.book_resyncs.labels(pair, reason).inc()
+        self._writer.put(answer.snapshot)
+        self._writer.put_many(answer.orders)
+        fresh = Book.from_snapshot(answer.orders)
+        if book.check is not None:
+            self._conclude(pair, book)
+        if book.model is not None:
+            model = book.model
+            differing = {
+                oid for oid in _ids(model) | _ids(fresh) if _state(model, oid) != _state(fresh, oid)
+            }
+            if differing:
+                book.check = _Check(fresh, differing, time.monotonic() + self._settle_s)
+                asyncio.get_running_loop().call_later(self._settle_s, self._conclude_if_due, pair)
+                return
+        # The stream only keeps a book it can trust: one built since the last connect.
+        book.model = fresh if self._stream.connected else None
+
+    def _conclude_if_due(self, pair: str) -> None:
+        book = self.pairs.get(pair)
+        if book is not None and book.check is not None and time.monotonic() >= book.check.deadline:
+            self._conclude(pair, book)
+
+    def _conclude(self, pair: str, book: PairBook) -> None:
+        check, book.check = book.check, None
+        if check is None:
+            return
+        if book.model is not None:
+            still = check.differing - check.touched
+            model = book.model
+            drift = sorted(
+                oid for oid in still if _state(model, oid) != _state(check.candidate, oid)
+            )
+            if drift:
+                metrics.book_drift.labels(pair).inc()
+                log.warning(
+                    "the book rebuilt from events disagrees with the exchange's snapshot",
+                    pair=pair,
+                    orders=len(drift),
+                    first=[f"{oid}: {_state(model, oid)} vs {_state(check.candidate, oid)}"
+                           for oid in drift[:5]],
+                )  # fmt: skip
+        book.model = check.candidate if self._stream.connected else None
+
+
+def _ids(book: Book) -> set[int]:
+    return {order.order_id for side in ("buy", "sell") for order in book.side(side)}
+
+
+def _state(book: Book, order_id: int) -> tuple[str, Decimal, Decimal] | None:
+    """What must agree: side, price and amount (compared as numbers: 1.0 == 1.00)."""
+    order = book.get(order_id)
+    if order is None:
+        return None
+    return (order.side, order.price, order.amount)

@@ -1,0 +1,148 @@
+"""The trade tape: caught up from the last stored trade on start and after every reconnect,
+then polled.
+
+Per pair, `last_tid` is the newest trade handed to the writer (at start: the newest in the
+database). `trades_after` returns every newer trade once, in id order, even while new
+trades arrive; the writer's keys make any overlap harmless. A pair with no stored trades is
+backfilled as `recorder.trades_backfill` says: everything the exchange serves, a window of
+time, or nothing (then recording starts with the newest trade).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from datetime import timedelta
+
+from recorder import metrics
+from recorder.config import TradesBackfill
+from recorder.exchange.paging import trades_after, trades_since
+from recorder.exchange.rest import ExchangeClient
+from recorder.logs import get_logger
+from recorder.records import Trade, utc_now
+from recorder.storage.writer import Writer
+
+log = get_logger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+
+
+class TradeRecorder:
+    def __init__(
+        self,
+        client: ExchangeClient,
+        writer: Writer,
+        *,
+        poll_interval_s: float,
+        backfill: TradesBackfill,
+        last_tids: dict[str, int],
+    ) -> None:
+        self._client = client
+        self._writer = writer
+        self._poll_interval_s = poll_interval_s
+        self._backfill = backfill
+        self.last_tids = dict(last_tids)
+        self._catch_up: dict[str, asyncio.Event] = {}
+
+    def catch_up_now(self) -> None:
+        """After a reconnect: every pair fetches what it missed at once."""
+        for event in self._catch_up.values():
+            event.set()
+
+    async def run(self, pair: str) -> None:
+        wake = self._catch_up.setdefault(pair, asyncio.Event())
+        if pair not in self.last_tids:
+            await self._first_fill(pair)
+        while True:
+            await self.fetch_new(pair)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._poll_interval_s)
+            wake.clear()
+
+    async def fetch_new(self, pair: str) -> int:
+        """Write every trade newer than the last one written; return how many."""
+        count = 0
+        progress = _Progress(pair)
+        try:
+            async for trade in trades_after(self._client, pair, self.last_tids.get(pair)):
+                self._take(trade)
+                count += 1
+                progress.tick(count)
+        finally:
+            progress.done(count)
+        return count
+
+    async def _first_fill(self, pair: str) -> None:
+        """No trade of `pair` is stored: backfill as configured."""
+        window_s = self._backfill.window_s
+        if window_s == 0:
+            newest = await self._client.trades(pair, limit=1, ordering="-id")
+            if newest:
+                self.last_tids[pair] = newest[0].tid
+            log.info("trades_backfill is none: recording new trades only", pair=pair)
+            return
+        if window_s is None:
+            return  # fetch_new with no last id reads the whole tape
+        since = utc_now() - timedelta(seconds=window_s)
+        log.info("backfilling trades", pair=pair, since=since.isoformat())
+        count = 0
+        progress = _Progress(pair)
+        try:
+            async for trade in trades_since(self._client, pair, since):
+                self._take(trade)
+                count += 1
+                progress.tick(count)
+        finally:
+            progress.done(count)
+        if pair not in self.last_tids:
+            # Nothing in the window: start from the newest trade, not the beginning.
+            newest = await self._client.trades(pair, limit=1, ordering="-id")
+            if newest:
+                self.last_tids[pair] = newest[0].tid
+
+    def _take(self, trade: Trade) -> None:
+        self._writer.put(trade)
+        self.last_tids[trade.pair] = trade.tid
+        metrics.trades_backfilled.labels(trade.pair).inc()
+        metrics.last_trade_id.labels(trade.pair).set(trade.tid)
+
+
+class _Progress:
+    """Progress of a long catch-up: a bar on a terminal, a log line every few seconds else."""
+
+    def __init__(self, pair: str) -> None:
+        self.pair = pair
+        self.started = time.monotonic()
+        self.last_report = self.started
+        self.terminal = sys.stderr.isatty()
+        self.active = False
+
+    def tick(self, count: int) -> None:
+        now = time.monotonic()
+        if count == 1000 and not self.active:
+            self.active = True
+            metrics.backfill_in_progress.labels(self.pair).set(1)
+        if not self.active:
+            return
+        if self.terminal:
+            rate = count / max(now - self.started, 1e-9)
+            print(f"\r{self.pair}: {count:,} trades caught up ({rate:,.0f}/s)",
+                  end="", file=sys.stderr, flush=True)  # fmt: skip
+        elif now - self.last_report >= PROGRESS_EVERY_S:
+            self.last_report = now
+            log.info("catching up trades", pair=self.pair, trades=count)
+
+    def done(self, count: int) -> None:
+        if not self.active:
+            return
+        metrics.backfill_in_progress.labels(self.pair).set(0)
+        if self.terminal:
+            print(file=sys.stderr)
+        log.info(
+            "trades caught up",
+            pair=self.pair,
+            trades=count,
+            seconds=round(time.monotonic() - self.started, 1),
+        )

@@ -1,0 +1,25 @@
+"""What the daemon asks the database to resume where it stopped: the last stored trade and
+candle of each pair. Sources never run SQL; the daemon asks here and hands them the answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+
+
+async def last_trade_ids(dsn: str) -> dict[str, int]:
+    """The highest stored trade id per pair (pairs without trades are absent)."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cursor = await conn.execute("SELECT pair, max(tid) FROM trades GROUP BY pair")
+        return {pair: int(tid) for pair, tid in await cursor.fetchall()}
+
+
+async def last_candle_buckets(dsn: str) -> dict[tuple[str, str], datetime]:
+    """The newest stored candle bucket per (pair, resolution)."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cursor = await conn.execute(
+            "SELECT pair, resolution, max(bucket) FROM candles GROUP BY pair, resolution"
+        )
+        return {(pair, resolution): bucket for pair, resolution, bucket in await cursor.fetchall()}
