@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's one entry point for people and CI; needs nothing but Python 3.11+.
 
-    python3 dev.py demo     set up .venv, then show the recorder (for now: `recorder --help`)
+    python3 dev.py demo     set up .venv, then run `recorder demo` (Ctrl-C stops it)
     python3 dev.py test     set up .venv, then lint (ruff), type-check (mypy), test (pytest)
 
 Extra arguments after `test` go to pytest (`python3 dev.py test -k config -x`).
@@ -59,7 +59,7 @@ def ensure_venv() -> None:
 
 def cmd_demo(args: list[str]) -> int:
     ensure_venv()
-    return run(BIN / "recorder", "--help", *args)
+    return run(BIN / "recorder", "demo", *args)
 
 
 def cmd_test(args: list[str]) -> int:
