@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from functools import partial
 from typing import Any
@@ -23,11 +24,12 @@ from typing import Any
 import psycopg
 from prometheus_client import start_http_server
 
-from recorder import exitcodes
+from recorder import exitcodes, metrics
 from recorder.config import Config
-from recorder.exchange.rest import ExchangeClient
+from recorder.exchange.rest import ExchangeClient, MalformedResponse
 from recorder.exchange.stream import BookStream
 from recorder.logs import get_logger
+from recorder.records import RawMessage, new_id, utc_now
 from recorder.sources.account import AccountRecorder
 from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
@@ -163,10 +165,10 @@ class Daemon:
             await stream.add_pairs(pairs)
             for pair in pairs:
                 book.follow(pair)
-                self.supervisor.spawn(f"snapshots:{pair}", partial(book.snapshots, pair))
-                self.supervisor.spawn(f"trades:{pair}", partial(trades.run, pair))
+                self._spawn(f"snapshots:{pair}", partial(book.snapshots, pair))
+                self._spawn(f"trades:{pair}", partial(trades.run, pair))
                 for resolution in recorder.candle_types:
-                    self.supervisor.spawn(
+                    self._spawn(
                         f"candles:{pair}:{resolution}", partial(candles.run, pair, resolution)
                     )
 
@@ -179,12 +181,12 @@ class Daemon:
         )
 
         await self._first_metadata(metadata)
-        self.supervisor.spawn("metadata", metadata.run)
+        self._spawn("metadata", metadata.run)
         self.supervisor.spawn("stream", stream.run)
         self.supervisor.spawn("stream-consumer", book.consume)
         if client.private_enabled:
             account = AccountRecorder(client, writer)
-            self.supervisor.spawn("account", account.run)
+            self._spawn("account", account.run)
         if self.notifier.watchdog_interval_s is not None:
             self.supervisor.spawn("watchdog", self.notifier.watchdog)
         self.notifier.ready(f"recording {len(metadata.pairs)} pairs")
@@ -194,6 +196,30 @@ class Daemon:
         )
         await self.stopping.wait()
         return book
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """A supervised source; a REST answer it could not parse is kept, then it restarts."""
+        writer = self.writer
+        assert writer is not None
+
+        async def source() -> None:
+            try:
+                await factory()
+            except MalformedResponse as exc:
+                metrics.malformed_messages.labels("rest").inc()
+                writer.put(
+                    RawMessage(
+                        id=new_id(),
+                        received_at=utc_now(),
+                        source="rest",
+                        event=exc.endpoint,
+                        payload=exc.text,
+                        error=exc.reason,
+                    )
+                )
+                raise
+
+        self.supervisor.spawn(name, source)
 
     async def _first_metadata(self, metadata: MetadataRecorder) -> None:
         """The pair list decides what to record: retry until the exchange answers."""

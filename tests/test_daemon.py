@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 from recorder.config import Config, load_config
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
+from tests.conftest import fresh_database
 
 PAIRS = ("BTC_USD", "ETH_USD")
 
@@ -58,14 +59,28 @@ def daemon_config(tmp_path: Path, sim: Simulator, dsn: str, **recorder: Any) -> 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout_s
-    while not check():
+    while not _holds(check):
         assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
         await asyncio.sleep(0.1)
+
+
+def _holds(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except psycopg.errors.UndefinedTable:  # the recorder has not migrated yet
+        return False
 
 
 def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql.encode(), params or None).fetchall()
+
+
+@pytest.fixture
+def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for each test: each run is compared with its own simulator."""
+    with fresh_database(pg_server_dsn, request.node.name) as dsn:
+        yield dsn
 
 
 @pytest.fixture
@@ -76,21 +91,21 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
-    sim: Simulator, pg_dsn: str, tmp_path: Path
+    sim: Simulator, db: str, tmp_path: Path
 ) -> None:
-    daemon = Daemon(daemon_config(tmp_path, sim, pg_dsn))
+    daemon = Daemon(daemon_config(tmp_path, sim, db))
     running = asyncio.create_task(daemon.run())
     await asyncio.wait_for(daemon.ready.wait(), 60)
-    await eventually(lambda: len(query(pg_dsn, "SELECT 1 FROM book_events LIMIT 1")) == 1,
+    await eventually(lambda: len(query(db, "SELECT 1 FROM book_events LIMIT 1")) == 1,
                      what="live events")  # fmt: skip
 
     # The socket drops: a new session, a resync snapshot per pair, the tape caught up.
     await sim.drop_sockets()
-    await eventually(lambda: query(pg_dsn, "SELECT count(*) FROM stream_sessions")[0][0] >= 2,
+    await eventually(lambda: query(db, "SELECT count(*) FROM stream_sessions")[0][0] >= 2,
                      what="a second stream session")  # fmt: skip
-    second = query(pg_dsn, "SELECT max(connected_at) FROM stream_sessions")[0][0]
+    second = query(db, "SELECT max(connected_at) FROM stream_sessions")[0][0]
     await eventually(
-        lambda: query(pg_dsn, "SELECT count(DISTINCT pair) FROM book_snapshots "
+        lambda: query(db, "SELECT count(DISTINCT pair) FROM book_snapshots "
                       "WHERE reason = 'connect' AND taken_at >= %s", second)[0][0] == len(PAIRS),
         timeout_s=10, what="a resync snapshot of every pair after the reconnect",
     )  # fmt: skip
@@ -101,7 +116,7 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     await sim.drained()
     expected_tids = sorted(fill.tid for fill in sim.engine.trades)
     await eventually(
-        lambda: query(pg_dsn, "SELECT count(*) FROM trades")[0][0] == len(expected_tids),
+        lambda: query(db, "SELECT count(*) FROM trades")[0][0] == len(expected_tids),
         what="every trade of the tape",
     )
     await asyncio.sleep(1.0)  # the last events reach the writer
@@ -109,15 +124,15 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     assert await asyncio.wait_for(running, 60) == 0
 
     # Every trade once, exact.
-    stored = query(pg_dsn, "SELECT tid, pair, type, price, amount FROM trades ORDER BY tid")
+    stored = query(db, "SELECT tid, pair, type, price, amount FROM trades ORDER BY tid")
     truth = sorted((f.tid, f.pair, f.type, f.price, f.amount) for f in sim.engine.trades)
     assert stored == truth
     # Every fill seen on the socket is a trade of the tape, identical.
-    fills = query(pg_dsn, "SELECT tid, pair, type, price, amount FROM book_fills ORDER BY tid")
+    fills = query(db, "SELECT tid, pair, type, price, amount FROM book_fills ORDER BY tid")
     assert fills
     assert set(fills) <= set(truth)
     # Sessions: two, both closed; the last one by the stop.
-    sessions = query(pg_dsn, "SELECT disconnected_at IS NOT NULL, reason FROM stream_sessions "
+    sessions = query(db, "SELECT disconnected_at IS NOT NULL, reason FROM stream_sessions "
                      "ORDER BY connected_at")  # fmt: skip
     assert len(sessions) == 2
     assert all(closed for closed, _ in sessions)
@@ -125,7 +140,7 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     # The book at the end, rebuilt from the last snapshot and the events after it, is the
     # exchange's own book, order by order.
     for pair in PAIRS:
-        rebuilt = query(pg_dsn, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
+        rebuilt = query(db, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
                         "ORDER BY side, order_id", pair)  # fmt: skip
         truth_book = sorted(
             (o.side, o.oid, o.price, o.amount)
@@ -134,6 +149,52 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
         )
         assert rebuilt == truth_book, pair
     # Candles of the configured resolutions, and nothing refused.
-    assert {r[0] for r in query(pg_dsn, "SELECT DISTINCT resolution FROM candles")} == {"1", "60"}
-    assert query(pg_dsn, "SELECT count(*) FROM raw_messages")[0][0] == 0
+    assert {r[0] for r in query(db, "SELECT DISTINCT resolution FROM candles")} == {"1", "60"}
+    assert query(db, "SELECT count(*) FROM raw_messages")[0][0] == 0
     assert isinstance(stored[0][3], Decimal)
+
+
+async def start_recorder(config_path: Path) -> asyncio.subprocess.Process:
+    import sys
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recorder", "run", "--config", str(config_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_sigkill_and_restart_lose_nothing_and_sigterm_exits_0(
+    sim: Simulator, db: str, tmp_path: Path
+) -> None:
+    """A real process, real signals: killed mid-recording, restarted, then stopped cleanly."""
+    import signal
+
+    daemon_config(tmp_path, sim, db)  # writes tmp_path / "recorder.toml"
+    config_path = tmp_path / "recorder.toml"
+    first = await start_recorder(config_path)
+    await eventually(lambda: query(db, "SELECT count(*) FROM book_events")[0][0] > 20,
+                     timeout_s=60, what="the first run recording")  # fmt: skip
+    first.kill()  # SIGKILL: no shutdown at all
+    await first.wait()
+    await asyncio.sleep(1.0)  # the exchange goes on meanwhile
+
+    second = await start_recorder(config_path)
+    before = query(db, "SELECT count(*) FROM stream_sessions")[0][0]
+    await eventually(lambda: query(db, "SELECT count(*) FROM stream_sessions")[0][0] > before,
+                     timeout_s=60, what="the second run's stream session")  # fmt: skip
+    sim.pause()
+    await sim.drained()
+    total = len(sim.engine.trades)
+    await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == total,
+                     timeout_s=60, what="every trade after the restart")  # fmt: skip
+    second.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(second.wait(), 60) == 0
+    assert second.stderr is not None
+    log = (await second.stderr.read()).decode()
+    assert '"stopped"' in log
+
+    stored = query(db, "SELECT tid, pair, price, amount FROM trades ORDER BY tid")
+    assert stored == sorted((f.tid, f.pair, f.price, f.amount) for f in sim.engine.trades)
+    # The killed run's session was never closed by it; the stopped one was.
+    open_sessions = query(db, "SELECT count(*) FROM stream_sessions WHERE disconnected_at IS NULL")
+    assert open_sessions[0][0] == 1
