@@ -11,13 +11,22 @@
 -- a day, so a day per chunk keeps chunks in the hundreds of MB; candles are few (1440 a day
 -- per pair at the finest resolution) and get 30-day chunks.
 
+-- Whether TimescaleDB can be used: it is already created in this database (the
+-- timescale/timescaledb image does that), or it is installed and preloaded so that we can
+-- create it. pg_settings shows shared_preload_libraries only to roles allowed to read it
+-- (a non-superuser sees no row), which then reads as "not preloaded". Creating the
+-- extension to find out is no option: without the preload it ends the session.
 DO $$
 BEGIN
-    IF current_setting('shared_preload_libraries', true) LIKE '%timescaledb%'
-       AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
-        CREATE EXTENSION IF NOT EXISTS timescaledb;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+       AND EXISTS (SELECT 1 FROM pg_settings
+                   WHERE name = 'shared_preload_libraries' AND setting LIKE '%timescaledb%') THEN
+        CREATE EXTENSION timescaledb;
     ELSE
-        RAISE NOTICE 'TimescaleDB is not preloaded on this server: plain tables';
+        RAISE NOTICE 'TimescaleDB is not available in this database: plain tables';
     END IF;
 END
 $$;
