@@ -329,3 +329,84 @@ def test_dockerfile_runs_as_non_root_without_secrets() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored
     assert ".venv" in ignored
+
+
+# --- the database roles of the compose deployment ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_cluster() -> Iterator[dict[str, str]]:
+    """A PostgreSQL cluster of its own (roles are cluster-wide), as the image's first start.
+
+    Like the TimescaleDB image's entrypoint, it has the superuser `postgres` and the database
+    `market` before the init script runs. Plain PostgreSQL: the script and the migrations
+    must work on it too, and TimescaleDB only adds objects owned by the same role.
+    """
+    import tempfile
+
+    import pgserver
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-roles-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    try:
+        params = conninfo_to_dict(server.get_uri())
+        with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE market")
+        yield {key: str(value) for key, value in params.items()}
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_init_script_roles_migrate_write_and_read_only(fresh_cluster: dict[str, str]) -> None:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from recorder.storage.migrate import migrate
+
+    psql = shutil.which("psql")
+    if psql is None:
+        import pgserver
+
+        psql = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
+    env = {
+        "PATH": f"{Path(psql).parent}:{os.environ.get('PATH', '')}",
+        "PGHOST": fresh_cluster.get("host", ""),
+        "PGPORT": fresh_cluster.get("port", "5432"),
+        "POSTGRES_USER": fresh_cluster.get("user", "postgres"),
+        "POSTGRES_DB": "market",
+        "RECORDER_DB_PASSWORD": "recpw",
+        "GRAFANA_DB_PASSWORD": "grafpw",
+    }
+    script = DEPLOY / "postgres" / "initdb" / "10-roles.sh"
+    result = subprocess.run(
+        ["/bin/sh", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    base = make_conninfo("", **fresh_cluster)
+    as_recorder = make_conninfo(base, dbname="market", user="recorder", password="recpw")
+    as_grafana = make_conninfo(base, dbname="market", user="grafana_reader", password="grafpw")
+    # `recorder run` migrates as the database owner, without superuser rights...
+    assert migrate(as_recorder)
+    with psycopg.connect(as_recorder) as conn:
+        assert conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone() == (False,)
+        # ...and writes as recorder_writer, as the writer does.
+        conn.execute("SET ROLE recorder_writer")
+        conn.execute(
+            "INSERT INTO currencies (short_name, sign, first_seen_at, updated_at)"
+            " VALUES ('BTC', 'B', now(), now())"
+        )
+    with psycopg.connect(as_grafana) as conn:
+        assert conn.execute("SELECT short_name FROM currencies").fetchall() == [("BTC",)]
+    with psycopg.connect(as_grafana) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        conn.execute("DELETE FROM currencies")
+    with psycopg.connect(as_grafana, autocommit=True) as conn:
+        # Even outside a read-only transaction it has no right to write.
+        conn.execute("SET default_transaction_read_only = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM currencies")

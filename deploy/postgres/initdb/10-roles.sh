@@ -22,6 +22,9 @@ CREATE ROLE recorder LOGIN PASSWORD :'recorder_password';
 -- PostgreSQL 16+: membership must be granted by a role with ADMIN on recorder_writer.
 GRANT recorder_writer TO recorder;
 ALTER DATABASE :"db" OWNER TO recorder;
+-- Migration 0003 reads shared_preload_libraries to decide whether to use TimescaleDB;
+-- non-superusers may read that setting only through this (read-only) role.
+GRANT pg_read_all_settings TO recorder;
 CREATE ROLE grafana_reader LOGIN PASSWORD :'grafana_password' IN ROLE recorder_research;
 -- Reads only, even if a future grant went too far.
 ALTER ROLE grafana_reader SET default_transaction_read_only = on;
