@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,96 @@ def test_live_scrape_passes_promtool_check_metrics(promtool: Path, metrics_url: 
     # promtool prints lint problems (bad names, missing help, ...) and exits non-zero.
     assert result.returncode == 0, result.stdout + result.stderr
     assert not result.stdout.strip(), result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def grafana_to_promql(expr: str) -> str:
+    """A dashboard query as Prometheus sees it once Grafana filled in its variables."""
+    return expr.replace("$__rate_interval", "1m").replace("$pair", ".*")
+
+
+def test_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries(
+    promtool: Path, metrics_url: str, tmp_path: Path
+) -> None:
+    """Debian's Prometheus server scrapes the live registry with our rules loaded.
+
+    Every rule must evaluate without error, and every dashboard query must be valid PromQL
+    that returns data once each metric has a sample.
+    """
+    prometheus = promtool.parent / "prometheus"
+    if not prometheus.exists():
+        found = shutil.which("prometheus")
+        if found is None:
+            unavailable("the prometheus server binary is not beside promtool nor on PATH")
+        prometheus = Path(str(found))
+    touch_every_metric()
+    target = metrics_url.removeprefix("http://").removesuffix("/metrics")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(PROMETHEUS / "alerts.yml")],
+                "scrape_configs": [
+                    {"job_name": "recorder", "static_configs": [{"targets": [target]}]}
+                ],
+            }
+        )
+    )
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api/v1"
+    log = (tmp_path / "prometheus.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(prometheus),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def query(expr: str) -> list[Any]:
+            answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
+            assert answer["status"] == "success", (expr, answer)
+            return list(answer["data"]["result"])
+
+        def rules() -> list[dict[str, Any]]:
+            groups = httpx.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
+            return [rule for group in groups for rule in group["rules"]]
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ready = query('up{job="recorder"} == 1') and all(
+                    rule["health"] != "unknown" for rule in rules()
+                )
+            except httpx.TransportError:
+                ready = False
+            if ready:
+                break
+            assert server.poll() is None, (tmp_path / "prometheus.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
+            time.sleep(0.5)
+        time.sleep(2.5)  # a few more scrapes, so that rate() over them has two samples
+
+        assert [(r["name"], r.get("lastError")) for r in rules() if r["health"] != "ok"] == []
+        dashboard = json.loads(DASHBOARD.read_text())
+        for expr in exprs_in(dashboard):
+            if expr.startswith("label_values("):
+                continue  # Grafana's own variable query, not PromQL
+            assert query(grafana_to_promql(expr)), f"no data for dashboard query {expr!r}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 # --- every metric the dashboard and the rules use exists ----------------------------------
