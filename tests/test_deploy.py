@@ -502,3 +502,52 @@ def test_init_script_roles_migrate_write_and_read_only(fresh_cluster: dict[str, 
         conn.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM currencies")
+
+
+def test_grafana_provisioning_matches_compose_and_dashboard() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = {
+        volume.split(":")[1]: volume.split(":")[0]
+        for volume in compose["services"]["grafana"]["volumes"]
+        if volume.startswith("./")
+    }
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards" / "recorder.yml").read_text())
+    dashboards_path = providers["providers"][0]["options"]["path"]
+    assert mounts[dashboards_path] == "./deploy/grafana/dashboards"
+    datasources = yaml.safe_load((provisioning / "datasources" / "datasources.yml").read_text())
+    uids = {ds["uid"]: ds for ds in datasources["datasources"]}
+    dashboard = json.loads(DASHBOARD.read_text())
+
+    def datasource_uids(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("datasource"), dict):
+                yield node["datasource"]["uid"]
+            for value in node.values():
+                yield from datasource_uids(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from datasource_uids(item)
+
+    assert set(datasource_uids(dashboard)) <= set(uids)
+    # The SQL data source logs in as the read-only role the init script creates.
+    market = uids["market"]
+    assert market["user"] == "grafana_reader"
+    init = (DEPLOY / "postgres" / "initdb" / "10-roles.sh").read_text()
+    assert "CREATE ROLE grafana_reader LOGIN" in init
+    assert "IN ROLE recorder_research" in init
+    # Every ${VAR} Grafana's provisioning reads is in Grafana's environment.
+    text = (provisioning / "datasources" / "datasources.yml").read_text()
+    environment = compose["services"]["grafana"]["environment"]
+    assert set(re.findall(r"\$\{(\w+)\}", text)) <= set(environment)
+
+
+def test_prometheus_scrapes_the_compose_recorder() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (target,) = job["static_configs"][0]["targets"]
+    listen = compose["services"]["recorder"]["environment"]["RECORDER_METRICS__LISTEN"]
+    assert target == "recorder:" + listen.rsplit(":", 1)[1]
+    assert job["job_name"] == "recorder"  # RecorderDown selects up{job="recorder"}
