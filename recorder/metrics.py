@@ -97,9 +97,9 @@ backfill_in_progress = Gauge(
     "1 while the REST catch-up of the pair's trade tape is running, else 0",
     ["pair"],
 )
-backfill_oldest_trade_timestamp = Gauge(
-    "recorder_backfill_oldest_trade_timestamp_seconds",
-    "Exchange time of the oldest trade the running backfill has reached (it pages backwards)",
+backfill_cursor_timestamp = Gauge(
+    "recorder_backfill_cursor_timestamp_seconds",
+    "Exchange time of the trade at which the running backfill's paging stands (moves as it goes)",
     ["pair"],
 )
 last_flush_timestamp = Gauge(

@@ -176,7 +176,7 @@ def touch_every_metric() -> None:
     m.last_snapshot_timestamp.labels("BTC_USD").set_to_current_time()
     m.last_trade_timestamp.labels("BTC_USD").set(1_700_000_000.5)
     m.backfill_in_progress.labels("BTC_USD").set(1)
-    m.backfill_oldest_trade_timestamp.labels("BTC_USD").set(1_690_000_000)
+    m.backfill_cursor_timestamp.labels("BTC_USD").set(1_690_000_000)
     m.last_flush_timestamp.set_to_current_time()
     recorder.supervisor.task_failures.labels("stream").inc()
 
