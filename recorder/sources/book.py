@@ -158,7 +158,11 @@ class BookRecorder:
         started = time.perf_counter()
         answer = await self._client.orderbook(pair, reason=reason)
         metrics.snapshot_duration.labels(pair).observe(time.perf_counter() - started)
-        metrics.snapshot_orders.labels(pair).set(len(answer.orders))
+        for side in ("buy", "sell"):
+            metrics.snapshot_orders.labels(pair, side).set(
+                sum(1 for order in answer.orders if order.side == side)
+            )
+        metrics.last_snapshot_timestamp.labels(pair).set(answer.snapshot.received_at.timestamp())
         metrics.book_resyncs.labels(pair, reason).inc()
         self._writer.put(answer.snapshot)
         self._writer.put_many(answer.orders)

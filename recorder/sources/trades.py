@@ -106,7 +106,8 @@ class TradeRecorder:
         self._writer.put(trade)
         self.last_tids[trade.pair] = trade.tid
         metrics.trades_backfilled.labels(trade.pair).inc()
-        metrics.last_trade_id.labels(trade.pair).set(trade.tid)
+        metrics.last_trade_timestamp.labels(trade.pair).set(trade.ts.timestamp())
+        metrics.backfill_cursor_timestamp.labels(trade.pair).set(trade.ts.timestamp())
 
 
 class _Progress:

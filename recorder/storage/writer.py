@@ -223,6 +223,7 @@ class Writer:
             log.info("the database accepts writes again", buffered_rows=self.buffered_rows)
         self._failures = 0
         metrics.db_up.set(1)
+        metrics.last_flush_timestamp.set_to_current_time()
 
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], groups: dict[TableSpec, list[Row]]
