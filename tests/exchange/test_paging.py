@@ -121,9 +121,10 @@ async def test_ids_out_of_order_are_refused(exchange: FakeExchange, client: Exch
 class MovingTape:
     """An in-memory tape that changes before every request, as a busy exchange's does."""
 
-    def __init__(self, ids: list[int], changes: list[tuple[int, int]]) -> None:
+    def __init__(self, ids: list[int], appends: list[int], deletions: dict[int, int]) -> None:
         self.ids = sorted(set(ids))
-        self.changes = changes  # per request: (new trades to append, old trades to delete)
+        self.appends = appends  # new trades before each request, cycling
+        self.deletions = deletions  # request number -> old trades that vanish before it
         self.deleted: set[int] = set()
         self.requests = 0
 
@@ -135,12 +136,13 @@ class MovingTape:
         offset: int | None = None,
         ordering: str | None = None,
     ) -> list[Trade]:
-        appended, deleted = self.changes[self.requests % len(self.changes)]
+        appended = self.appends[self.requests % len(self.appends)]
+        deleted = self.deletions.get(self.requests, 0)
         self.requests += 1
         assert self.requests < 5000, "paging does not end"
         top = self.ids[-1] if self.ids else 0
         self.ids += range(top + 1, top + 1 + appended)
-        for _ in range(min(deleted, len(self.ids) // 4)):
+        for _ in range(min(deleted, len(self.ids))):
             self.deleted.add(self.ids.pop(0))  # the oldest go: offsets move back
         rows = self.ids if ordering == "id" else self.ids[::-1]
         start = offset or 0
@@ -160,20 +162,23 @@ def _trade(tid: int) -> Trade:
 
 
 @given(
-    ids=st.lists(st.integers(1, 2000), max_size=300),
+    ids=st.lists(st.integers(1, 2000), max_size=300)
+    | st.integers(0, 400).map(lambda n: list(range(1, 3 * n, 3))),  # long tapes: many pages
     # fewer new trades per request than a page holds, or no pager could ever catch up
-    changes=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=6),
+    appends=st.lists(st.integers(0, 3), min_size=1, max_size=6),
+    deletions=st.dictionaries(st.integers(0, 20), st.integers(1, 3), max_size=4),
     last_tid=st.none() | st.integers(0, 2100),
     page_size=st.integers(8, 40),
 )
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 def test_paging_property_every_surviving_trade_exactly_once_in_order(
     ids: list[int],
-    changes: list[tuple[int, int]],
+    appends: list[int],
+    deletions: dict[int, int],
     last_tid: int | None,
     page_size: int,
 ) -> None:
-    source = MovingTape(ids, changes)
+    source = MovingTape(ids, appends, deletions)
     wanted_at_start = {t for t in source.ids if last_tid is None or t > last_tid}
 
     async def run() -> list[int]:
