@@ -58,10 +58,13 @@ class ParseError(ValueError):
 # --- JSON and scalars -----------------------------------------------------------------------
 
 
-def _json_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ParseError(f"integer with {len(text.lstrip('-'))} digits is too large")
-    return int(text)
+def _json_int(text: str) -> int | Decimal:
+    # Ids and statuses are short ints; a longer integer can still be an amount (a Decimal,
+    # which `to_int` refuses); longer than any decimal we accept, it is refused here.
+    digits = len(text.lstrip("-"))
+    if digits > MAX_SIGNIFICANT_DIGITS:
+        raise ParseError(f"integer with {digits} digits is too large")
+    return int(text) if digits <= MAX_INT_DIGITS else Decimal(text)
 
 
 def _json_constant(name: str) -> Any:
