@@ -224,8 +224,14 @@ class BookStream:
 
     def _new_client(self) -> tuple[socketio.AsyncClient, asyncio.Future[str]]:
         """A client for one connection, and a future that holds why it closed."""
+        # handle_sigint=False: the library would otherwise take over SIGINT (and disconnect
+        # by itself); stopping is the daemon's business, which drains before it disconnects.
         client = socketio.AsyncClient(
-            reconnection=False, serializer=ExactPacket, logger=False, engineio_logger=False
+            reconnection=False,
+            serializer=ExactPacket,
+            logger=False,
+            engineio_logger=False,
+            handle_sigint=False,
         )
         closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
