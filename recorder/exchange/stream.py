@@ -123,6 +123,18 @@ class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
 # --- the stream -----------------------------------------------------------------------------
 
 
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that the library swallowed.
+
+    `AsyncClient.connect` waits with `asyncio.wait_for`, which on Python 3.11 can drop a
+    cancel that arrives just as the connection completes; the task still counts it, so a
+    stream being stopped would otherwise go on for ever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class BookStream:
     """The book stream of a changing set of pairs; run `run()` as a task, read `items`."""
 
@@ -206,6 +218,8 @@ class BookStream:
             except (socketio.exceptions.ConnectionError, OSError, ValueError) as exc:
                 log.warning("socket connect failed", url=self.socket_url, error=str(exc))
                 return None
+            finally:
+                _raise_if_cancelling()
             await self._subscribe(client, sorted(self._pairs))
             reason = await closed
             return self._end(reason) if self._session is not None else None
