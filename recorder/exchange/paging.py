@@ -10,11 +10,14 @@ are appended at the end, and the offset of a trade we have not read yet does not
    (exponential probe, then bisection, one trade per request: O(log n) requests), then
    read pages forward until a short page.
 3. Proof against shifts we did not foresee (a trade deleted by the exchange): every page
-   read at an offset above 0 starts one trade early, and that trade must be one we do not
-   want (at or below the last one yielded). Since ids ascend along the pages, everything
-   wanted then lies at or after the page's second trade: no gap. If it is wanted, the
-   offsets moved back and step 2 finds the place again. Trades are yielded only when
-   their id exceeds the last one yielded, so nothing comes twice.
+   read at an offset above 0 starts at least one trade early, and that first trade must
+   be one we do not want (at or below the last one yielded). Since ids ascend along the
+   tape, everything wanted then lies after it, in this page or the next: no gap. If it
+   is wanted, the offsets moved back, and the page is read again from twice as far back.
+   Trades are yielded only when their id exceeds the last one yielded: none comes twice.
+
+Pages ask for `page_size + 1` trades (99 + 1 by default: the API's default limit, so
+surely allowed); a shorter page is the end of the tape.
 
 Trades that arrive while we page are included up to the last page read; the next call
 (with the last id yielded) starts from there, so no trade is missed between calls.
@@ -29,7 +32,7 @@ from typing import Literal, Protocol
 
 from recorder.records import Trade
 
-PAGE_SIZE = 100
+PAGE_SIZE = 99
 
 
 class TradeSource(Protocol):
@@ -83,23 +86,23 @@ async def _walk(
         return wanted(trade) if last is None else trade.tid > last
 
     offset = await _first_offset(source, pair, fresh)
+    back = 1  # how far before `offset` the next page starts
     while True:
-        # Read from one trade early: that trade must not be fresh, else the offsets moved
-        # back under us and the page would skip trades. Offset 0 cannot skip any.
-        anchored = offset > 0
-        start = offset - 1 if anchored else offset
-        page = await source.trades(pair, limit=page_size + anchored, offset=start, ordering="id")
+        start = max(0, offset - back)
+        page = await source.trades(pair, limit=page_size + 1, offset=start, ordering="id")
         _check_ascending(page)
-        if anchored and (not page or fresh(page[0])):
-            offset = await _first_offset(source, pair, fresh)
+        if start > 0 and (not page or fresh(page[0])):
+            # The offsets moved back under us: this page might skip trades. Look further
+            # back, twice as far each time, until the page starts at a trade we had.
+            back *= 2
             continue
-        rest = page[1:] if anchored else page
-        for trade in rest:
+        back = 1
+        for trade in page:
             if fresh(trade):
                 yield trade
                 last = trade.tid
         offset = start + len(page)
-        if len(rest) < page_size:
+        if len(page) <= page_size:
             return
 
 

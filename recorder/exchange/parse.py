@@ -58,10 +58,13 @@ class ParseError(ValueError):
 # --- JSON and scalars -----------------------------------------------------------------------
 
 
-def _json_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ParseError(f"integer with {len(text.lstrip('-'))} digits is too large")
-    return int(text)
+def _json_int(text: str) -> int | Decimal:
+    # Ids and statuses are short ints; a longer integer can still be an amount (a Decimal,
+    # which `to_int` refuses); longer than any decimal we accept, it is refused here.
+    digits = len(text.lstrip("-"))
+    if digits > MAX_SIGNIFICANT_DIGITS:
+        raise ParseError(f"integer with {digits} digits is too large")
+    return int(text) if digits <= MAX_INT_DIGITS else Decimal(text)
 
 
 def _json_constant(name: str) -> Any:
@@ -206,7 +209,7 @@ class Fields:
     def text(self, key: str) -> str:
         return to_text(self.raw(key), self.path(key))
 
-    def list(self, key: str) -> list[Any]:
+    def array(self, key: str) -> list[Any]:
         value = self.raw(key)
         if not isinstance(value, list):
             raise ParseError(f"{self.path(key)}: expected a list, got {_kind(value)}")
@@ -296,7 +299,7 @@ def parse_orderbook(
     )
     orders: list[SnapshotOrder] = []
     for side in SIDES[::-1]:  # sell first, as the exchange lists it
-        for pos, level in enumerate(book.list(side)):
+        for pos, level in enumerate(book.array(side)):
             f = Fields(level, f"orderbook.{side}[{pos}]")
             orders.append(
                 SnapshotOrder(
@@ -453,7 +456,7 @@ def new_order_from(f: Fields, *, pair: str, received_at: datetime) -> NewOrder:
     oid = f.int("oid")
     ts = f.timestamp("date")
     fills = []
-    for i, item in enumerate(f.list("trades")):
+    for i, item in enumerate(f.array("trades")):
         t = Fields(item, f"{f.path('trades')}[{i}]")
         fills.append(
             BookFill(

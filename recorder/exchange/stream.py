@@ -123,6 +123,18 @@ class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
 # --- the stream -----------------------------------------------------------------------------
 
 
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that the library swallowed.
+
+    `AsyncClient.connect` waits with `asyncio.wait_for`, which on Python 3.11 can drop a
+    cancel that arrives just as the connection completes; the task still counts it, so a
+    stream being stopped would otherwise go on for ever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class BookStream:
     """The book stream of a changing set of pairs; run `run()` as a task, read `items`."""
 
@@ -147,8 +159,6 @@ class BookStream:
         self._client: socketio.AsyncClient | None = None
         self._session: StreamSession | None = None
         self._session_id = new_id()
-        self._closed = asyncio.Event()
-        self._close_reason = ""
         self.connects = 0
 
     @classmethod
@@ -196,10 +206,8 @@ class BookStream:
 
     async def _one_connection(self) -> float | None:
         """One client's life; how long it was connected, or None if it never was."""
-        client = self._new_client()
-        self._closed.clear()
-        session_id = new_id()
-        self._session_id = session_id
+        self._session_id = new_id()
+        client, closed = self._new_client()
         try:
             try:
                 await client.connect(
@@ -210,11 +218,11 @@ class BookStream:
             except (socketio.exceptions.ConnectionError, OSError, ValueError) as exc:
                 log.warning("socket connect failed", url=self.socket_url, error=str(exc))
                 return None
-            session = StreamSession(session_id, utc_now(), None, None)
-            self._begin(client, session)
+            finally:
+                _raise_if_cancelling()
             await self._subscribe(client, sorted(self._pairs))
-            await self._closed.wait()
-            return self._end(self._close_reason)
+            reason = await closed
+            return self._end(reason) if self._session is not None else None
         finally:
             if self._session is not None:  # cancelled while connected
                 self._end("stopped")
@@ -228,7 +236,8 @@ class BookStream:
         except Exception as exc:  # closing a broken connection may fail; it is gone anyway
             log.debug("socket client shutdown failed", error=str(exc))
 
-    def _new_client(self) -> socketio.AsyncClient:
+    def _new_client(self) -> tuple[socketio.AsyncClient, asyncio.Future[str]]:
+        """A client for one connection, and a future that holds why it closed."""
         # handle_sigint=False: the library would otherwise take over SIGINT (and disconnect
         # by itself); stopping is the daemon's business, which drains before it disconnects.
         client = socketio.AsyncClient(
@@ -238,9 +247,20 @@ class BookStream:
             engineio_logger=False,
             handle_sigint=False,
         )
-        client.on("disconnect", self._on_disconnect)
+        closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def on_connect(*_: Any) -> None:
+            # Queued here, inside connect(), so that it precedes every event of the session.
+            self._begin(client, StreamSession(self._session_id, utc_now(), None, None))
+
+        async def on_disconnect(reason: Any = None) -> None:
+            if not closed.done():
+                closed.set_result(str(reason) if reason is not None else "disconnected")
+
+        client.on("connect", on_connect)
+        client.on("disconnect", on_disconnect)
         client.on("*", self._on_event)
-        return client
+        return client, closed
 
     def _begin(self, client: socketio.AsyncClient, session: StreamSession) -> None:
         self._client = client
@@ -270,10 +290,6 @@ class BookStream:
                 # The connection dropped meanwhile; the next one subscribes every pair.
                 log.warning("socket subscribe failed", pair=pair, error=str(exc))
                 return
-
-    async def _on_disconnect(self, reason: Any = None) -> None:
-        self._close_reason = str(reason) if reason is not None else "disconnected"
-        self._closed.set()
 
     async def _on_event(self, event: str, *args: Any) -> None:
         # No await before put_nowait: events stay in the order they arrived.

@@ -124,6 +124,13 @@ def test_to_decimal_never_raises_anything_but_parse_error(text: str) -> None:
         to_decimal(text)
 
 
+def test_long_integers_are_decimals_but_not_ids() -> None:
+    value = load_json("1" + "0" * 40)
+    assert to_decimal(value) == Decimal(10) ** 40
+    with pytest.raises(ParseError, match="expected an integer"):
+        to_int(value, "oid")
+
+
 def test_status_is_read_as_string_or_integer() -> None:
     assert to_int("1") == 1
     assert to_int(3) == 3

@@ -189,3 +189,14 @@ async def test_events_keep_their_order(exchange: FakeExchange) -> None:
             )
         oids = [(await next_of(stream, BookUpdate)).event.oid for _ in range(100)]
         assert oids == list(range(100))
+
+
+async def test_stopping_ends_the_session(exchange: FakeExchange) -> None:
+    stream = make_stream(exchange, ["BTC_USD"])
+    async with running(stream):
+        up = await next_of(stream, Connected)
+        assert stream.connected
+    down = await next_of(stream, Disconnected)
+    assert (down.session.session_id, down.session.reason) == (up.session.session_id, "stopped")
+    assert not stream.connected
+    assert stream.items.empty()
