@@ -1,0 +1,224 @@
+"""More of what `recorder run` promises: the account with keys, trades_backfill, systemd's
+notify protocol over a real socket, and a second signal that stops at once losing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recorder.daemon import Daemon
+from recorder.exchange.rest import ExchangeClient
+from recorder.sim.server import SimSettings, Simulator, run_sim
+from tests.conftest import fresh_database
+from tests.test_daemon import PAIRS, daemon_config, eventually, query
+
+
+@pytest.fixture
+def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    with fresh_database(pg_server_dsn, request.node.name) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with run_sim(SimSettings(seed=21, pairs=PAIRS, rate_per_s=30, history_hours=1)) as s:
+        yield s
+
+
+async def start(daemon: Daemon) -> asyncio.Task[int]:
+    running = asyncio.create_task(daemon.run())
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait([running, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    assert daemon.ready.is_set(), "the daemon did not come up"
+    return running
+
+
+async def stop(daemon: Daemon, running: asyncio.Task[int]) -> None:
+    daemon.request_stop()
+    assert await asyncio.wait_for(running, 60) == 0
+
+
+async def test_with_keys_the_account_is_recorded(sim: Simulator, db: str, tmp_path: Path) -> None:
+    alice = sim.accounts.by_name["alice"]
+    async with ExchangeClient(
+        sim.base_url,
+        api_key=_secret(alice.credentials.key),
+        api_secret=_secret(alice.credentials.secret),
+    ) as client:
+        best_sell = sim.engine.books["BTC_USD"].best_price("sell")
+        assert best_sell is not None
+        await client.create_order("BTC_USD", "buy", Decimal("0.001"), best_sell)  # trades
+
+    config = daemon_config(tmp_path, sim, db)
+    config = config.model_copy(update={"exchange": config.exchange.model_copy(update={
+        "api_key": _secret(alice.credentials.key), "api_secret": _secret(alice.credentials.secret),
+    })})  # fmt: skip
+    daemon = Daemon(config)
+    running = await start(daemon)
+    await eventually(lambda: query(db, "SELECT count(*) FROM account_withdraws")[0][0] > 0,
+                     timeout_s=30, what="a round of account calls")  # fmt: skip
+    await stop(daemon, running)
+
+    wallets = dict(query(db, "SELECT currency, balance FROM account_wallets"))
+    assert set(wallets) == set(alice.balances)
+    orders = {row[0] for row in query(db, "SELECT id FROM account_orders")}
+    assert set(alice.order_ids) <= orders
+    own_trades = {row[0] for row in query(db, "SELECT id FROM account_trades")}
+    assert own_trades == {t.tid for t in alice.trades}
+    assert own_trades
+    deposits = sorted(r[0] for r in query(db, "SELECT id FROM account_deposits"))
+    assert deposits == sorted(d.id for d in alice.deposits)
+    withdraws = sorted(r[0] for r in query(db, "SELECT id FROM account_withdraws"))
+    assert withdraws == sorted(w.id for w in alice.withdraws)
+
+
+def _secret(value: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+@pytest.mark.parametrize("backfill", ["none", "20m"])
+async def test_trades_backfill_decides_how_far_back_an_empty_database_goes(
+    sim: Simulator, db: str, tmp_path: Path, backfill: str
+) -> None:
+    started = datetime.now(UTC)
+    newest_before = max(f.tid for f in sim.engine.trades)
+    daemon = Daemon(daemon_config(tmp_path, sim, db, trades_backfill=backfill))
+    running = await start(daemon)
+    await asyncio.sleep(2)
+    sim.pause()
+    await sim.drained()
+    if backfill == "none":
+        # Recording starts at the newest trade when the daemon looked, a moment after start.
+        await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] > 0,
+                         what="new trades")  # fmt: skip
+        first = query(db, "SELECT min(tid) FROM trades")[0][0]
+        assert first > newest_before
+        wanted = sorted(f.tid for f in sim.engine.trades if f.tid >= first)
+    else:
+        since = started - timedelta(minutes=20)
+        wanted = sorted(
+            f.tid for f in sim.engine.trades
+            if datetime.fromtimestamp(float(f.timestamp), UTC) >= since + timedelta(seconds=5)
+        )  # fmt: skip
+    await eventually(lambda: set(wanted) <= {r[0] for r in query(db, "SELECT tid FROM trades")},
+                     what="the trades wanted")  # fmt: skip
+    await stop(daemon, running)
+    stored = sorted(r[0] for r in query(db, "SELECT tid FROM trades"))
+    if backfill == "none":
+        assert stored == wanted  # nothing from before the start
+    else:
+        oldest = query(db, "SELECT min(ts) FROM trades")[0][0]
+        assert oldest >= started - timedelta(minutes=20, seconds=5)
+        assert len(stored) < len(sim.engine.trades)  # an hour of history, 20 minutes taken
+
+
+def test_systemd_hears_ready_watchdog_and_stopping(db: str, tmp_path: Path) -> None:
+    """`recorder run` as a process under a fake systemd: READY=1, WATCHDOG=1, STOPPING=1."""
+    notify_path = Path(tempfile.mkdtemp()) / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify_path))
+        listener.settimeout(60)
+
+        async def run_it() -> list[bytes]:
+            async with run_sim(SimSettings(seed=3, pairs=("BTC_USD",), history_hours=0.1)) as s:
+                daemon_config(tmp_path, s, db)
+                env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "recorder", "run", "--config",
+                    str(tmp_path / "recorder.toml"), env=env,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                messages: list[bytes] = []
+                loop = asyncio.get_running_loop()
+                deadline = time.monotonic() + 60
+                while not any(m.startswith(b"READY=1") for m in messages):
+                    assert time.monotonic() < deadline, messages
+                    messages.append(await loop.run_in_executor(None, listener.recv, 1024))
+                watchdogs = 0
+                while watchdogs < 2:
+                    message = await loop.run_in_executor(None, listener.recv, 1024)
+                    messages.append(message)
+                    watchdogs += message == b"WATCHDOG=1"
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), 60) == 0
+                while b"STOPPING=1" not in messages:
+                    messages.append(await loop.run_in_executor(None, listener.recv, 1024))
+                return messages
+
+        messages = asyncio.run(run_it())
+    assert messages[0].startswith(b"READY=1\nSTATUS=recording 1 pairs")
+    assert b"STOPPING=1" in messages
+
+
+@pytest.fixture
+def own_server() -> Iterator[Any]:
+    import pgserver
+
+    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-force-"))
+    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_a_second_signal_stops_at_once_and_the_next_start_commits_the_rest(
+    sim: Simulator, own_server: Any, tmp_path: Path
+) -> None:
+    import pgserver
+
+    dsn = own_server.get_uri()
+    config = daemon_config(tmp_path, sim, dsn)
+    daemon = Daemon(config)
+    running = await start(daemon)
+    await eventually(lambda: query(dsn, "SELECT count(*) FROM book_events")[0][0] > 0,
+                     what="events")  # fmt: skip
+    pgserver.pg_ctl(["-m", "immediate", "stop"], pgdata=own_server.pgdata,
+                    user=own_server.system_user)  # fmt: skip
+    down_at = datetime.now(UTC)
+    await asyncio.sleep(2)  # events keep coming; the writer holds them
+    sim.pause()
+    await sim.drained()
+    await asyncio.sleep(0.5)
+    daemon.request_stop("SIGTERM")  # would wait up to drain_timeout_s for the database
+    await asyncio.sleep(0.5)
+    stopped_at = time.monotonic()
+    signalled_at = datetime.now(UTC)
+    daemon.request_stop("SIGINT")  # the second signal: at once
+    assert await asyncio.wait_for(running, 30) == 0
+    assert time.monotonic() - stopped_at < daemon.drain_timeout_s / 2
+    spool = config.recorder.data_dir / "spool"
+    assert list(spool.glob("*.jsonl")), "what was not committed must be in the spool"
+
+    own_server.ensure_postgres_running()
+    sim.resume()
+    second = Daemon(config)
+    running = await start(second)
+    sim.pause()
+    await sim.drained()
+    total = len(sim.engine.trades)
+    await eventually(lambda: query(dsn, "SELECT count(*) FROM trades")[0][0] == total,
+                     what="the whole tape")  # fmt: skip
+    await stop(second, running)
+    assert not list(spool.glob("*.jsonl"))
+    # The events received while the database was down reached it through the spool.
+    during = query(dsn, "SELECT count(*) FROM book_events WHERE received_at BETWEEN %s AND %s",
+                   down_at, signalled_at)  # fmt: skip
+    assert during[0][0] > 0
