@@ -256,6 +256,7 @@ class RecorderConfig(Section):
     snapshot_interval_s: PositiveSeconds = 60.0
     trades_poll_interval_s: PositiveSeconds = 2.0
     candles_poll_interval_s: PositiveSeconds = 30.0
+    metadata_refresh_s: PositiveSeconds = 300.0
     candle_types: Annotated[
         tuple[CandleType, ...],
         NoDecode,

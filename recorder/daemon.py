@@ -178,6 +178,7 @@ class Daemon:
             configured_pairs=recorder.pairs,
             follow_all=recorder.all_pairs,
             on_new_pairs=follow,
+            refresh_s=recorder.metadata_refresh_s,
         )
 
         await self._first_metadata(metadata)

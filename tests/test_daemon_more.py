@@ -222,3 +222,30 @@ async def test_a_second_signal_stops_at_once_and_the_next_start_commits_the_rest
     during = query(dsn, "SELECT count(*) FROM book_events WHERE received_at BETWEEN %s AND %s",
                    down_at, signalled_at)  # fmt: skip
     assert during[0][0] > 0
+
+
+async def test_a_pair_listed_later_is_recorded_without_a_restart(
+    sim: Simulator, db: str, tmp_path: Path
+) -> None:
+    daemon = Daemon(daemon_config(tmp_path, sim, db, metadata_refresh_s=0.5))
+    running = await start(daemon)
+    sim.list_pair("LTC_USD")
+    await eventually(
+        lambda: query(db, "SELECT count(*) FROM book_events WHERE pair = 'LTC_USD'")[0][0] > 0,
+        what="events of the new pair",
+    )
+    await eventually(
+        lambda: query(db, "SELECT count(*) FROM book_snapshots WHERE pair = 'LTC_USD'")[0][0] > 0,
+        what="a snapshot of the new pair",
+    )
+    sim.pause()
+    await sim.drained()
+    wanted = {f.tid for f in sim.engine.trades_by_pair["LTC_USD"]}
+    await eventually(
+        lambda: (
+            wanted <= {r[0] for r in query(db, "SELECT tid FROM trades WHERE pair = 'LTC_USD'")}
+        ),
+        what="the new pair's trades",
+    )
+    await stop(daemon, running)
+    assert query(db, "SELECT count(*) FROM pairs WHERE name = 'LTC_USD'")[0][0] == 1

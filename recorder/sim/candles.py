@@ -144,6 +144,11 @@ class Charts:
             for pair in pairs
         }
 
+    def add_pair(self, pair: str) -> None:
+        self.series.setdefault(
+            pair, {chart_type: CandleSeries(chart_type) for chart_type in BUCKET_SECONDS}
+        )
+
     def add(self, trade: Fill) -> None:
         for series in self.series[trade.pair].values():
             series.add(trade)

@@ -245,6 +245,14 @@ class Engine:
         self._next_cancel_id = 1
         self._listeners: list[Listener] = []
 
+    def add_pair(self, spec: PairSpec) -> None:
+        """List a new pair (the exchange adds markets while running); a no-op if listed."""
+        if spec.name in self.specs:
+            return
+        self.specs[spec.name] = spec
+        self.books[spec.name] = Book(spec)
+        self.trades_by_pair[spec.name] = []
+
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 

@@ -77,6 +77,14 @@ class OrderFlow:
         self._placed: dict[str, list[int]] = {pair: [] for pair in self.pairs}
         """Ids of orders this flow placed that may still rest (pruned lazily)."""
 
+    def add_pair(self, pair: str) -> None:
+        """Trade a pair listed after the flow started, too."""
+        if pair in self.mid:
+            return
+        self.pairs = sorted([*self.pairs, pair])
+        self.mid[pair] = float(start_price(self.engine.specs[pair]))
+        self._placed[pair] = []
+
     def step(self) -> Event:
         """Make one book event on a pair chosen at random."""
         pair = self.random.choice(self.pairs)

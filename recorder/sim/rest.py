@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -76,6 +77,7 @@ class RestApi:
             ("POST", "/admin/resume", self.admin_resume),
             ("POST", "/admin/burst", self.admin_burst),
             ("GET", "/admin/book/{pair}", self.admin_book),
+            ("POST", "/admin/pairs", self.admin_list_pair),
         ]
         for kind, routes in (("public", public), ("private", private), ("admin", admin)):
             for method, path, handler in routes:
@@ -361,6 +363,13 @@ class RestApi:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise BadRequest("seconds must be a number >= 0")
         self.sim.start_outage(float(seconds))
+        return ok(self.sim.state())
+
+    async def admin_list_pair(self, request: web.Request) -> web.Response:
+        name = (await admin_json(request)).get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Z0-9]+_[A-Z0-9]+", name):
+            raise BadRequest("name must be a pair name like LTC_USD")
+        self.sim.list_pair(name)
         return ok(self.sim.state())
 
     async def admin_pause(self, request: web.Request) -> web.Response:

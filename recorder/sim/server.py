@@ -36,7 +36,8 @@ What it serves (DESIGN §2, the docs' JSON shapes):
 - admin (never faulted, never rate limited): `GET /admin/state`, `POST /admin/faults`
   (JSON of `Faults` switches), `POST /admin/drop-sockets`, `POST /admin/outage
   {"seconds": N}`, `POST /admin/pause`, `POST /admin/resume`, `POST /admin/burst
-  {"malformed": N, "unknown": N}`, `GET /admin/book/<pair>` (the exact ungrouped book and
+  {"malformed": N, "unknown": N}`, `POST /admin/pairs {"name": "LTC_USD"}` (list a new
+  pair while running), `GET /admin/book/<pair>` (the exact ungrouped book and
   the engine's event count).
 
 Every book event goes through one outbox and one emitter task, so sockets see events in the
@@ -215,6 +216,12 @@ class Simulator:
         for sid in sids:
             await self.sio.disconnect(sid)
         return len(sids)
+
+    def list_pair(self, name: str) -> None:
+        """List a new pair at run time: in /pairs/, on the socket, in the order flow."""
+        self.engine.add_pair(pair_spec(name))
+        self.charts.add_pair(name)
+        self.flow.add_pair(name)
 
     def start_outage(self, seconds: float) -> None:
         self.faults.outage_until_s = time.monotonic() + seconds

@@ -86,7 +86,12 @@ class BookRecorder:
             self.session = None
 
     def follow(self, pair: str) -> PairBook:
-        return self.pairs.setdefault(pair, PairBook())
+        """The pair's book state; a pair followed for the first time is snapshotted at once."""
+        book = self.pairs.get(pair)
+        if book is None:
+            book = self.pairs[pair] = PairBook(resync_reason="start")
+            book.resync.set()
+        return book
 
     # -- the stream ---------------------------------------------------------------------
 

@@ -51,3 +51,20 @@ async def test_admin_rejects_bad_bodies(sim: Simulator, http: aiohttp.ClientSess
         async with http.post(sim.base_url + path, data=body) as response:
             assert response.status == 400, path
             assert (await response.json())["detail"]
+
+
+async def test_admin_pairs_lists_a_new_pair_while_running(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(sim.base_url + "/admin/pairs", json={"name": "LTC_USD"}) as response:
+        assert response.status == 200
+    _, pairs = await get_json(http, sim.base_url + "/api/v1/pairs/")
+    assert "LTC_USD" in {p["name"] for p in pairs}
+    _, currencies = await get_json(http, sim.base_url + "/api/v1/currencies/")
+    assert "LTC" in {c["short_name"] for c in currencies}
+    sim.resume()
+    for _ in range(400):  # the order flow trades the new pair too
+        sim.flow.step()
+    assert sim.engine.books["LTC_USD"].order_count() > 0
+    async with http.post(sim.base_url + "/admin/pairs", json={"name": "ltc usd"}) as response:
+        assert response.status == 400
