@@ -46,6 +46,8 @@ log = get_logger(__name__)
 
 
 class Daemon:
+    """One run of the recorder; `run()` returns its exit code. Tests run it in-process."""
+
     def __init__(self, config: Config, *, drain_timeout_s: float = 20.0) -> None:
         self.config = config
         self.drain_timeout_s = drain_timeout_s
@@ -88,7 +90,8 @@ class Daemon:
 
     async def _run_with_database(self, dsn: str) -> int:
         if not await self._migrate_when_reachable(dsn):
-            return exitcodes.STARTUP_FAILURE if not self.stopping.is_set() else exitcodes.OK
+            # Asked to stop while waiting for the database: a clean stop. Else: bad schema.
+            return exitcodes.OK if self.stopping.is_set() else exitcodes.STARTUP_FAILURE
         metrics_server = self._serve_metrics()
         recorder = self.config.recorder
         try:
@@ -101,8 +104,7 @@ class Daemon:
                 book = await self._record(dsn, client, writer)
                 await self._shutdown(writer, book)
         finally:
-            if metrics_server is not None:
-                metrics_server.shutdown()
+            metrics_server.shutdown()
         return exitcodes.OK
 
     async def _migrate_when_reachable(self, dsn: str) -> bool:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -66,3 +67,32 @@ def fresh_database(server_dsn: str, owner: str) -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for one test (tests that compare a run with its own simulator)."""
+    with fresh_database(pg_server_dsn, request.node.name) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[Any]:
+    """A PostgreSQL of the test's own, which it may kill (`pg_ctl -m immediate stop`) and
+    start again (`ensure_postgres_running()`); deleted after the test."""
+    import pgserver
+
+    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-own-pg-"))
+    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def crash(server: Any) -> None:
+    """Stop `server` the way a crash does: no checkpoint, connections cut."""
+    import pgserver
+
+    pgserver.pg_ctl(["-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ import pytest
 from recorder.config import Config, load_config
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.conftest import fresh_database
 
 PAIRS = ("BTC_USD", "ETH_USD")
 
@@ -74,13 +73,6 @@ def _holds(check: Callable[[], bool]) -> bool:
 def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql.encode(), params or None).fetchall()
-
-
-@pytest.fixture
-def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh database for each test: each run is compared with its own simulator."""
-    with fresh_database(pg_server_dsn, request.node.name) as dsn:
-        yield dsn
 
 
 @pytest.fixture
@@ -152,6 +144,20 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     assert {r[0] for r in query(db, "SELECT DISTINCT resolution FROM candles")} == {"1", "60"}
     assert query(db, "SELECT count(*) FROM raw_messages")[0][0] == 0
     assert isinstance(stored[0][3], Decimal)
+
+
+async def start_daemon(daemon: Daemon) -> asyncio.Task[int]:
+    """Run `daemon` in-process until it is recording; the task ends with its exit code."""
+    running = asyncio.create_task(daemon.run())
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait([running, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    assert daemon.ready.is_set(), "the daemon did not come up"
+    return running
+
+
+async def stop_daemon(daemon: Daemon, running: asyncio.Task[int]) -> None:
+    daemon.request_stop("SIGTERM")
+    assert await asyncio.wait_for(running, 60) == 0
 
 
 async def start_recorder(config_path: Path) -> asyncio.subprocess.Process:

@@ -8,9 +8,7 @@ exactly once and exactly, that the stream came back with a resync, and what was 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +16,16 @@ import pytest
 
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.conftest import fresh_database
-from tests.test_daemon import PAIRS, daemon_config, eventually, query
+from tests.conftest import crash
+from tests.test_daemon import (
+    PAIRS,
+    daemon_config,
+    eventually,
+    query,
+    start_daemon,
+)
 
 OUTAGE_S = 30.0
-
-
-@pytest.fixture
-def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_database(pg_server_dsn, request.node.name) as dsn:
-        yield dsn
 
 
 @pytest.fixture
@@ -35,14 +33,6 @@ async def sim() -> AsyncIterator[Simulator]:
     settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=30, history_hours=0.25)
     async with run_sim(settings) as simulator:
         yield simulator
-
-
-async def start(daemon: Daemon) -> asyncio.Task[int]:
-    running = asyncio.create_task(daemon.run())
-    ready = asyncio.create_task(daemon.ready.wait())
-    await asyncio.wait([running, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    assert daemon.ready.is_set(), "the daemon did not come up"
-    return running
 
 
 async def finish(daemon: Daemon, running: asyncio.Task[int], sim: Simulator, dsn: str) -> None:
@@ -76,7 +66,7 @@ def sessions(dsn: str) -> int:
 
 async def test_exchange_outage_then_rest_storms(sim: Simulator, db: str, tmp_path: Path) -> None:
     daemon = Daemon(daemon_config(tmp_path, sim, db))
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     await eventually(lambda: sessions(db) == 1, what="the stream")
     sim.start_outage(OUTAGE_S)  # REST 502, sockets dropped and refused
     await asyncio.sleep(OUTAGE_S)
@@ -102,7 +92,7 @@ async def test_malformed_socket_events_are_kept_and_recording_goes_on(
     sim: Simulator, db: str, tmp_path: Path
 ) -> None:
     daemon = Daemon(daemon_config(tmp_path, sim, db))
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     await eventually(lambda: sessions(db) == 1, what="the stream")
     await sim.burst(malformed=5, unknown=3)
     await eventually(
@@ -119,37 +109,20 @@ async def test_malformed_socket_events_are_kept_and_recording_goes_on(
     assert sessions(db) == 1  # bad input did not cost a reconnect
 
 
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL of this test's own, which it stops and starts again."""
-    import pgserver
-
-    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-dbdown-"))
-    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 async def test_database_down_for_a_while_loses_nothing(
-    sim: Simulator, own_server: Any, tmp_path: Path
+    sim: Simulator, own_pg_server: Any, tmp_path: Path
 ) -> None:
-    import pgserver
-
-    dsn = own_server.get_uri()
+    dsn = own_pg_server.get_uri()
     daemon = Daemon(daemon_config(tmp_path, sim, dsn))
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     await eventually(lambda: sessions(dsn) == 1, what="the stream")
-    pgserver.pg_ctl(["-m", "immediate", "stop"], pgdata=own_server.pgdata,
-                    user=own_server.system_user)  # fmt: skip
+    crash(own_pg_server)
     events_before = sim.emitted_count
     await asyncio.sleep(OUTAGE_S)
     events_during = sim.emitted_count - events_before
     assert daemon.writer is not None
     assert daemon.writer.buffered_rows > 0
-    own_server.ensure_postgres_running()
+    own_pg_server.ensure_postgres_running()
     await finish(daemon, running, sim, dsn)
     # Every event delivered during the outage was kept: one session, nothing missing.
     assert sessions(dsn) == 1

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,33 +22,21 @@ import pytest
 from recorder.daemon import Daemon
 from recorder.exchange.rest import ExchangeClient
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.conftest import fresh_database
-from tests.test_daemon import PAIRS, daemon_config, eventually, query
-
-
-@pytest.fixture
-def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_database(pg_server_dsn, request.node.name) as dsn:
-        yield dsn
+from tests.conftest import crash
+from tests.test_daemon import (
+    PAIRS,
+    daemon_config,
+    eventually,
+    query,
+    start_daemon,
+    stop_daemon,
+)
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     async with run_sim(SimSettings(seed=21, pairs=PAIRS, rate_per_s=30, history_hours=1)) as s:
         yield s
-
-
-async def start(daemon: Daemon) -> asyncio.Task[int]:
-    running = asyncio.create_task(daemon.run())
-    ready = asyncio.create_task(daemon.ready.wait())
-    await asyncio.wait([running, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    assert daemon.ready.is_set(), "the daemon did not come up"
-    return running
-
-
-async def stop(daemon: Daemon, running: asyncio.Task[int]) -> None:
-    daemon.request_stop()
-    assert await asyncio.wait_for(running, 60) == 0
 
 
 async def test_with_keys_the_account_is_recorded(sim: Simulator, db: str, tmp_path: Path) -> None:
@@ -68,10 +55,10 @@ async def test_with_keys_the_account_is_recorded(sim: Simulator, db: str, tmp_pa
         "api_key": _secret(alice.credentials.key), "api_secret": _secret(alice.credentials.secret),
     })})  # fmt: skip
     daemon = Daemon(config)
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     await eventually(lambda: query(db, "SELECT count(*) FROM account_withdraws")[0][0] > 0,
                      timeout_s=30, what="a round of account calls")  # fmt: skip
-    await stop(daemon, running)
+    await stop_daemon(daemon, running)
 
     wallets = dict(query(db, "SELECT currency, balance FROM account_wallets"))
     assert set(wallets) == set(alice.balances)
@@ -99,7 +86,7 @@ async def test_trades_backfill_decides_how_far_back_an_empty_database_goes(
     started = datetime.now(UTC)
     newest_before = max(f.tid for f in sim.engine.trades)
     daemon = Daemon(daemon_config(tmp_path, sim, db, trades_backfill=backfill))
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     await asyncio.sleep(2)
     sim.pause()
     await sim.drained()
@@ -118,7 +105,7 @@ async def test_trades_backfill_decides_how_far_back_an_empty_database_goes(
         )  # fmt: skip
     await eventually(lambda: set(wanted) <= {r[0] for r in query(db, "SELECT tid FROM trades")},
                      what="the trades wanted")  # fmt: skip
-    await stop(daemon, running)
+    await stop_daemon(daemon, running)
     stored = sorted(r[0] for r in query(db, "SELECT tid FROM trades"))
     if backfill == "none":
         assert stored == wanted  # nothing from before the start
@@ -166,32 +153,16 @@ def test_systemd_hears_ready_watchdog_and_stopping(db: str, tmp_path: Path) -> N
     assert b"STOPPING=1" in messages
 
 
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    import pgserver
-
-    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-force-"))
-    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 async def test_a_second_signal_stops_at_once_and_the_next_start_commits_the_rest(
-    sim: Simulator, own_server: Any, tmp_path: Path
+    sim: Simulator, own_pg_server: Any, tmp_path: Path
 ) -> None:
-    import pgserver
-
-    dsn = own_server.get_uri()
+    dsn = own_pg_server.get_uri()
     config = daemon_config(tmp_path, sim, dsn)
     daemon = Daemon(config)
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     await eventually(lambda: query(dsn, "SELECT count(*) FROM book_events")[0][0] > 0,
                      what="events")  # fmt: skip
-    pgserver.pg_ctl(["-m", "immediate", "stop"], pgdata=own_server.pgdata,
-                    user=own_server.system_user)  # fmt: skip
+    crash(own_pg_server)
     down_at = datetime.now(UTC)
     await asyncio.sleep(2)  # events keep coming; the writer holds them
     sim.pause()
@@ -207,16 +178,16 @@ async def test_a_second_signal_stops_at_once_and_the_next_start_commits_the_rest
     spool = config.recorder.data_dir / "spool"
     assert list(spool.glob("*.jsonl")), "what was not committed must be in the spool"
 
-    own_server.ensure_postgres_running()
+    own_pg_server.ensure_postgres_running()
     sim.resume()
     second = Daemon(config)
-    running = await start(second)
+    running = await start_daemon(second)
     sim.pause()
     await sim.drained()
     total = len(sim.engine.trades)
     await eventually(lambda: query(dsn, "SELECT count(*) FROM trades")[0][0] == total,
                      what="the whole tape")  # fmt: skip
-    await stop(second, running)
+    await stop_daemon(second, running)
     assert not list(spool.glob("*.jsonl"))
     # The events received while the database was down reached it through the spool.
     during = query(dsn, "SELECT count(*) FROM book_events WHERE received_at BETWEEN %s AND %s",
@@ -228,7 +199,7 @@ async def test_a_pair_listed_later_is_recorded_without_a_restart(
     sim: Simulator, db: str, tmp_path: Path
 ) -> None:
     daemon = Daemon(daemon_config(tmp_path, sim, db, metadata_refresh_s=0.5))
-    running = await start(daemon)
+    running = await start_daemon(daemon)
     sim.list_pair("LTC_USD")
     await eventually(
         lambda: query(db, "SELECT count(*) FROM book_events WHERE pair = 'LTC_USD'")[0][0] > 0,
@@ -247,5 +218,5 @@ async def test_a_pair_listed_later_is_recorded_without_a_restart(
         ),
         what="the new pair's trades",
     )
-    await stop(daemon, running)
+    await stop_daemon(daemon, running)
     assert query(db, "SELECT count(*) FROM pairs WHERE name = 'LTC_USD'")[0][0] == 1

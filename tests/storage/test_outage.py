@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from recorder import metrics
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
+from tests.conftest import crash
 from tests.storage.records_factory import trade
 
 UNREACHABLE_DSN = "postgresql://recorder:secret@127.0.0.1:9/recorder?connect_timeout=1"
@@ -29,26 +26,10 @@ def stored_tids(dsn: str) -> list[int]:
         return [row[0] for row in conn.execute("SELECT tid FROM trades ORDER BY tid")]
 
 
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL of this test's own, which it may kill and restart."""
-    import pgserver
-
-    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-outage-"))
-    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 async def test_database_killed_and_restarted_mid_write_loses_nothing(
-    own_server: Any, tmp_path: Path
+    own_pg_server: Any, tmp_path: Path
 ) -> None:
-    import pgserver
-
-    dsn = own_server.get_uri()
+    dsn = own_pg_server.get_uri()
     migrate(dsn)
     total = 6000
     seen_down = False
@@ -66,16 +47,14 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
         while len(stored_tids(dsn)) < 500:  # noqa: ASYNC110 - polling the database itself
             await asyncio.sleep(0.02)
         # An immediate stop is a crash: no checkpoint, connections cut, recovery at start.
-        pgserver.pg_ctl(
-            ["-m", "immediate", "stop"], pgdata=own_server.pgdata, user=own_server.system_user
-        )
+        crash(own_pg_server)
         for _ in range(200):
             await asyncio.sleep(0.02)
             seen_down = seen_down or gauge(metrics.db_up) == 0
         await producer
         assert writer.buffered_rows > 0
         assert list((tmp_path / "spool").glob("*.jsonl")), "the overflow was not spilled to disk"
-        own_server.ensure_postgres_running()
+        own_pg_server.ensure_postgres_running()
         assert await writer.flush(60)
     assert seen_down, "recorder_db_up stayed 1 while the database was down"
     assert gauge(metrics.db_up) == 1
