@@ -107,6 +107,10 @@ def format_report(report: Report) -> str:
                 f"  since the first session ({_at(first)}): live {human(live)} of "
                 f"{human(since_first)} ({100 * live / since_first:.1f}%)"
             )
+    if report.sessions and report.sessions[-1].status == "open":
+        lines.append(
+            "  the newest session is open: counted live until now, as if a recorder were running"
+        )
     unclosed = [s for s in report.sessions if s.status == "unclosed"]
     if unclosed:
         lines.append(

@@ -177,14 +177,15 @@ def _write_csv(
         sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params))
     )
     lines = 0
-    with conn.cursor().copy(statement) as copy, out.open("wb") as file:
-        for block in copy:
-            file.write(block)
-            lines += bytes(block).count(b"\n")
-            if bar is not None:
-                bar.update(max(0, lines - 1))
-    # Newlines inside quoted text would be counted too; the count is only for the bar.
-    return max(0, lines - 1)
+    with conn.cursor() as cursor:
+        with cursor.copy(statement) as copy, out.open("wb") as file:
+            for block in copy:
+                file.write(block)
+                if bar is not None:
+                    # Newlines inside quoted text count too: good enough for the bar.
+                    lines += bytes(block).count(b"\n")
+                    bar.update(max(0, lines - 1))
+        return cursor.rowcount  # the server's own count of rows copied
 
 
 def _write_parquet(

@@ -117,6 +117,7 @@ def test_format_report_names_gaps_causes_and_counts() -> None:
     text = format_report(report)
     assert "stream: 3 sessions, live 1m 20.0s of 1m 40.0s (80.0%)" in text
     assert "1 sessions never closed" in text
+    assert "the newest session is open" in text
     assert "2 gaps" in text
     gap = "2024-01-01 00:00:40.000Z -> 2024-01-01 00:00:50.000Z  10.0s  cause: transport close"
     assert gap in text
