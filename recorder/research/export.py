@@ -50,6 +50,10 @@ SOURCES: dict[str, Source] = {
     "ohlcv_1m": Source("bucket", ("bucket",)),
     "ohlcv_1h": Source("bucket", ("bucket",)),
     "ohlcv_1d": Source("bucket", ("bucket",)),
+    "vwap_1m": Source("bucket", ("bucket",)),
+    "vwap_1h": Source("bucket", ("bucket",)),
+    "vwap_1d": Source("bucket", ("bucket",)),
+    "top_of_book_snapshots": Source("taken_at", ("taken_at", "snapshot_id")),
 }
 
 NUMERIC_OID = 1700

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from recorder.config import Config
 from recorder.daemon import Daemon
+from recorder.sim.engine import Side
 from recorder.sim.server import SimSettings, run_sim
 from tests.conftest import fresh_database
 from tests.test_daemon import daemon_config, eventually, query
@@ -34,6 +37,8 @@ class Recording:
     config_path: Path
     outage_from: datetime
     outage_to: datetime
+    tops: dict[str, tuple[Any, ...]]
+    """The simulator's own (best_bid, bid_size, best_ask, ask_size) per pair at the end."""
 
 
 async def record(dsn: str, tmp_path: Path) -> Recording:
@@ -63,7 +68,16 @@ async def record(dsn: str, tmp_path: Path) -> Recording:
         await asyncio.sleep(1.0)
         daemon.request_stop("SIGTERM")
         assert await asyncio.wait_for(running, 60) == 0
-    return Recording(dsn, config, tmp_path / "recorder.toml", outage_from, outage_to)
+        tops = {pair: top(sim.engine.books[pair].levels) for pair in PAIRS}
+    return Recording(dsn, config, tmp_path / "recorder.toml", outage_from, outage_to, tops)
+
+
+def top(levels: Callable[[Side], list[tuple[Decimal, Decimal]]]) -> tuple[Any, ...]:
+    """Best price and size of each side from the simulator's book (None when empty)."""
+    bids, asks = levels("buy"), levels("sell")
+    bid = bids[0] if bids else (None, None)
+    ask = asks[0] if asks else (None, None)
+    return (*bid, *ask)
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from recorder.research.export import Selection, export
 from recorder.storage.migrate import migrate
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -176,3 +178,53 @@ def test_researchers_may_read_the_views(dsn: str) -> None:
             "'top_of_book_at(text, timestamptz)', 'EXECUTE')"
         ).fetchone() or (False,)
         assert allowed
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "trades",
+        "book_snapshot_orders",
+        "book_events",
+        "candles",
+        "ohlcv_1m",
+        "vwap_1m",
+        "top_of_book_snapshots",
+    ],
+)
+def test_export_reads_back_equal_on_both_backends(dsn: str, tmp_path: Path, table: str) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    selection = Selection(table, pair="BTC_USD")
+    query, params = selection.query()
+    with psycopg.connect(dsn) as conn:
+        cursor = conn.execute(query, params)
+        expected = [tuple(str(v) if isinstance(v, uuid.UUID) else v for v in row)
+                    for row in cursor.fetchall()]  # fmt: skip
+        names = [c.name for c in cursor.description or []]
+    out = tmp_path / "out.parquet"
+    assert export(dsn, selection, "parquet", out, batch_rows=2, progress=False) == len(expected)
+    got = [tuple(row[n] for n in names) for row in pq.read_table(out).to_pylist()]
+    assert got == expected
+    assert export(dsn, selection, "csv", tmp_path / "out.csv", progress=False) == len(expected)
+
+
+def test_numerics_too_wide_for_decimal128_stay_exact(dsn: str, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    wide = Decimal("123456789012345678901234567890.0000000001")  # 40 digits
+    huge = Decimal("1" + "0" * 80 + ".5")  # 82 digits
+    with psycopg.connect(dsn) as conn:
+        for tid, (pair, amount) in enumerate([("WIDE", wide), ("HUGE", huge)], start=1000):
+            conn.execute(
+                "INSERT INTO trades VALUES (%s, %s, %s, 'buy', 1, %s, %s)",
+                (pair, tid, T0, amount, T0),
+            )
+    for pair, amount, arrow_type in [
+        ("WIDE", wide, pa.decimal256(76, 10)),
+        ("HUGE", huge, pa.string()),
+    ]:
+        out = tmp_path / f"{pair}.parquet"
+        export(dsn, Selection("trades", pair=pair), "parquet", out, progress=False)
+        column = pq.read_table(out).column("amount")
+        assert column.type == arrow_type
+        assert Decimal(column.to_pylist()[0]) == amount
