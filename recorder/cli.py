@@ -121,6 +121,79 @@ def cmd_sql(args: argparse.Namespace, config: Config) -> int:
     return exitcodes.OK
 
 
+def cmd_coverage(args: argparse.Namespace, config: Config) -> int:
+    """Summarize what was recorded per pair, with the stream's gaps and their causes."""
+    import psycopg
+
+    from recorder.research.coverage import format_report, load_report
+    from recorder.research.export import ExportError, parse_time
+    from recorder.storage.embedded import database_dsn
+
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+        with (
+            database_dsn(config.database, config.recorder.data_dir) as dsn,
+            psycopg.connect(dsn) as conn,
+        ):
+            conn.read_only = True
+            conn.execute("SET TIME ZONE 'UTC'")
+            report = load_report(conn, args.pair, since, until)
+    except ExportError as exc:
+        print(f"recorder coverage: {exc}", file=sys.stderr)
+        return exitcodes.BAD_CONFIG
+    except psycopg.Error as exc:
+        print(f"recorder coverage: {str(exc).strip()}", file=sys.stderr)
+        return exitcodes.STARTUP_FAILURE
+    print(format_report(report))
+    return exitcodes.OK
+
+
+def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    """Stream one table of a pair and time range to a Parquet or CSV file."""
+    import psycopg
+
+    from recorder.research.export import ExportError, Selection, export, parse_time
+    from recorder.storage.embedded import database_dsn
+
+    try:
+        selection = Selection(
+            table=args.table,
+            pair=args.pair,
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until) if args.until else None,
+        )
+        selection.query()  # a bad table or filter fails before the database is started
+        with database_dsn(config.database, config.recorder.data_dir) as dsn:
+            rows = export(dsn, selection, args.format, args.out, batch_rows=args.batch_rows)
+    except ExportError as exc:
+        print(f"recorder export: {exc}", file=sys.stderr)
+        return exitcodes.BAD_CONFIG
+    except psycopg.Error as exc:
+        print(f"recorder export: {str(exc).strip()}", file=sys.stderr)
+        return exitcodes.STARTUP_FAILURE
+    print(f"recorder export: {rows} rows of {args.table} written to {args.out}", file=sys.stderr)
+    return exitcodes.OK
+
+
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pair", help="only this pair, e.g. BTC_USD")
+    parser.add_argument("--since", help="from this instant (ISO 8601; UTC without a zone)")
+    parser.add_argument("--until", help="before this instant (ISO 8601; UTC without a zone)")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from recorder.research.export import FORMATS, SOURCES
+
+    parser.add_argument("--table", required=True, choices=sorted(SOURCES))
+    add_window_arguments(parser)
+    parser.add_argument("--format", choices=FORMATS, default="parquet")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE")
+    parser.add_argument(
+        "--batch-rows", type=int, default=50_000, help="rows per batch (Parquet row group)"
+    )
+
+
 def add_sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="one SQL statement, run in a read-only transaction")
 
@@ -135,6 +208,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (cmd_run, "record the exchange into the database until SIGTERM/SIGINT"),
     "demo": (cmd_demo, "embedded PostgreSQL + simulated exchange + recorder, for a first look"),
     "sql": (cmd_sql, "run a read-only SQL query on the recorder's database and print the rows"),
+    "coverage": (cmd_coverage, "what was recorded per pair, with the stream's gaps and causes"),
+    "export": (cmd_export, "stream a table of a pair and time range to Parquet or CSV"),
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
     "migrate": (cmd_migrate, "apply pending database migrations and exit"),
     "sim": (sim_cli.cmd_sim, "run the simulated bitexbit exchange (REST + socket.io)"),
@@ -144,6 +219,8 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sim": sim_cli.add_arguments,
     "demo": add_demo_arguments,
     "sql": add_sql_arguments,
+    "coverage": add_window_arguments,
+    "export": add_export_arguments,
 }
 """A command's own arguments, besides --config which every command takes."""
 

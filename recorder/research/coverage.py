@@ -1,0 +1,213 @@
+"""`recorder coverage`: what was recorded, and where it has holes, before trusting a dataset.
+
+`load_report` asks the database (the views of migrations/0006_research.sql) and returns a
+plain `Report`; `format_report` and `live_seconds` are pure, so the summary's wording and
+arithmetic are tested without a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    connected_at: datetime
+    ended_at: datetime
+    status: str  # closed, open (the newest, assumed live) or unclosed (its recorder died)
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    start: datetime
+    end: datetime
+    cause: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PairCoverage:
+    pair: str
+    trades: int
+    first_trade: datetime | None
+    last_trade: datetime | None
+    book_events: int
+    book_fills: int
+    snapshots: int
+    first_snapshot: datetime | None
+    last_snapshot: datetime | None
+    candles: int
+    tape_holes: int
+    candle_holes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    start: datetime
+    end: datetime
+    sessions: list[Session]
+    gaps: list[Gap]
+    pairs: list[PairCoverage] = field(default_factory=list)
+
+
+def live_seconds(sessions: list[Session], start: datetime, end: datetime) -> float:
+    """Seconds of [start, end) covered by at least one session (overlaps counted once)."""
+    spans = sorted(
+        (max(s.connected_at, start), min(s.ended_at, end))
+        for s in sessions
+        if s.ended_at > start and s.connected_at < end
+    )
+    total = 0.0
+    covered_until: datetime | None = None
+    for begin, finish in spans:
+        if covered_until is not None:
+            begin = max(begin, covered_until)
+        if finish > begin:
+            total += (finish - begin).total_seconds()
+        covered_until = finish if covered_until is None else max(covered_until, finish)
+    return total
+
+
+def human(seconds: float) -> str:
+    """A duration as 1d 2h 3m 4.5s, leading zero units left out."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, _ = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    parts += [f"{hours}h"] if hours or days else []
+    parts += [f"{minutes}m"] if minutes or hours or days else []
+    parts.append(f"{seconds - whole + whole % 60:.1f}s")
+    return " ".join(parts)
+
+
+def _at(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_report(report: Report) -> str:
+    """The human summary: stream uptime and gaps with their causes, then each pair."""
+    span = (report.end - report.start).total_seconds()
+    live = live_seconds(report.sessions, report.start, report.end)
+    share = f"{100 * live / span:.1f}%" if span > 0 else "-"
+    lines = [
+        f"coverage from {_at(report.start)} to {_at(report.end)} ({human(span)})",
+        "",
+        f"stream: {len(report.sessions)} sessions, live {human(live)} of {human(span)} ({share})",
+    ]
+    if report.sessions:
+        first = max(report.start, report.sessions[0].connected_at)
+        since_first = (report.end - first).total_seconds()
+        if since_first > 0 and first > report.start:
+            lines.append(
+                f"  since the first session ({_at(first)}): live {human(live)} of "
+                f"{human(since_first)} ({100 * live / since_first:.1f}%)"
+            )
+    if report.sessions and report.sessions[-1].status == "open":
+        lines.append(
+            "  the newest session is open: counted live until now, as if a recorder were running"
+        )
+    unclosed = [s for s in report.sessions if s.status == "unclosed"]
+    if unclosed:
+        lines.append(
+            f"  {len(unclosed)} sessions never closed (recorder died): their end is the last "
+            "event received"
+        )
+    if report.gaps:
+        lines.append(f"  {len(report.gaps)} gaps (no book events or fills; book_at invalid):")
+        for gap in report.gaps:
+            seconds = (gap.end - gap.start).total_seconds()
+            lines.append(
+                f"    {_at(gap.start)} -> {_at(gap.end)}  {human(seconds)}  "
+                f"cause: {gap.cause or 'unknown'}"
+            )
+    else:
+        lines.append("  no gaps")
+    for pair in report.pairs:
+        lines += [
+            "",
+            f"{pair.pair}",
+            f"  trades       {pair.trades:>10}  {_at(pair.first_trade)} -> {_at(pair.last_trade)}",
+            f"  book events  {pair.book_events:>10}",
+            f"  book fills   {pair.book_fills:>10}",
+            f"  snapshots    {pair.snapshots:>10}  "
+            f"{_at(pair.first_snapshot)} -> {_at(pair.last_snapshot)}",
+            f"  candles      {pair.candles:>10}",
+            f"  tape holes   {pair.tape_holes:>10}  (fills seen on the socket, missing "
+            "from the tape)",
+            f"  candle holes {pair.candle_holes:>10}  (gaps in the candles where the tape has "
+            "trades)",
+        ]
+    return "\n".join(lines)
+
+
+_PAIR_SQL = """
+SELECT p.name,
+  (SELECT count(*) FROM trades t WHERE t.pair = p.name AND t.ts >= %(s)s AND t.ts < %(e)s),
+  (SELECT min(ts) FROM trades t WHERE t.pair = p.name AND t.ts >= %(s)s AND t.ts < %(e)s),
+  (SELECT max(ts) FROM trades t WHERE t.pair = p.name AND t.ts >= %(s)s AND t.ts < %(e)s),
+  (SELECT count(*) FROM book_events x WHERE x.pair = p.name AND x.ts >= %(s)s AND x.ts < %(e)s),
+  (SELECT count(*) FROM book_fills x WHERE x.pair = p.name AND x.ts >= %(s)s AND x.ts < %(e)s),
+  (SELECT count(*) FROM book_snapshots x
+   WHERE x.pair = p.name AND x.taken_at >= %(s)s AND x.taken_at < %(e)s),
+  (SELECT min(taken_at) FROM book_snapshots x
+   WHERE x.pair = p.name AND x.taken_at >= %(s)s AND x.taken_at < %(e)s),
+  (SELECT max(taken_at) FROM book_snapshots x
+   WHERE x.pair = p.name AND x.taken_at >= %(s)s AND x.taken_at < %(e)s),
+  (SELECT count(*) FROM candles x
+   WHERE x.pair = p.name AND x.bucket >= %(s)s AND x.bucket < %(e)s),
+  (SELECT count(*) FROM trade_tape_holes x
+   WHERE x.pair = p.name AND x.ts >= %(s)s AND x.ts < %(e)s),
+  (SELECT count(*) FROM candle_gaps x
+   WHERE x.pair = p.name AND x.trades > 0 AND x.gap_end > %(s)s AND x.gap_start < %(e)s)
+FROM pairs p
+WHERE %(pair)s::text IS NULL OR p.name = %(pair)s
+ORDER BY p.name
+"""
+
+_BOUNDS_SQL = """
+SELECT least((SELECT min(connected_at) FROM stream_sessions), (SELECT min(ts) FROM trades),
+             (SELECT min(taken_at) FROM book_snapshots)),
+       now()
+"""
+
+
+def load_report(
+    conn: psycopg.Connection[Any],
+    pair: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Report:
+    """Ask the database for the coverage of [since, until) (default: all that was recorded)."""
+    first, now = conn.execute(_BOUNDS_SQL).fetchone() or (None, None)
+    assert now is not None  # the bounds query always returns a row with now()
+    start = since or first or now
+    end = until or now
+    sessions = [
+        Session(*row)
+        for row in conn.execute(
+            "SELECT connected_at, ended_at, status, reason FROM stream_coverage "
+            "WHERE ended_at > %s AND connected_at < %s ORDER BY connected_at",
+            (start, end),
+        ).fetchall()
+    ]
+    gaps = [
+        Gap(*row)
+        for row in conn.execute(
+            "SELECT gap_start, gap_end, cause FROM stream_gaps "
+            "WHERE gap_end > %s AND gap_start < %s ORDER BY gap_start",
+            (start, end),
+        ).fetchall()
+    ]
+    pairs = [
+        PairCoverage(*row)
+        for row in conn.execute(_PAIR_SQL, {"s": start, "e": end, "pair": pair}).fetchall()
+    ]
+    return Report(start, end, sessions, gaps, pairs)
+
+
+__all__ = ["Gap", "PairCoverage", "Report", "Session", "format_report", "live_seconds"]

@@ -1,0 +1,96 @@
+"""One recording for the research tests: the daemon against the simulator, with an outage.
+
+The recorder runs in-process for some seconds; in the middle the simulated exchange has an
+outage (sockets dropped and refused, REST 502) of OUTAGE_S seconds, which leaves a gap
+between two stream sessions that `coverage` must find. The database is then left as the
+recorder wrote it, for the coverage and export tests to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recorder.config import Config
+from recorder.daemon import Daemon
+from recorder.sim.engine import Side
+from recorder.sim.server import SimSettings, run_sim
+from tests.conftest import fresh_database
+from tests.test_daemon import daemon_config, eventually, query
+
+PAIRS = ("BTC_USD", "ETH_USD")
+OUTAGE_S = 3.0
+
+
+@dataclass(frozen=True)
+class Recording:
+    dsn: str
+    config: Config
+    config_path: Path
+    outage_from: datetime
+    outage_to: datetime
+    tops: dict[str, tuple[Any, ...]]
+    """The simulator's own (best_bid, bid_size, best_ask, ask_size) per pair at the end."""
+
+
+async def record(dsn: str, tmp_path: Path) -> Recording:
+    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=40, history_hours=0.2)
+    async with run_sim(settings) as sim:
+        config = daemon_config(tmp_path, sim, dsn)
+        daemon = Daemon(config)
+        running = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 60)
+        await eventually(lambda: query(dsn, "SELECT count(*) FROM book_events")[0][0] > 20,
+                         what="live events")  # fmt: skip
+        await asyncio.sleep(1.0)
+        outage_from = datetime.now(UTC)
+        sim.start_outage(OUTAGE_S)
+        await asyncio.sleep(OUTAGE_S)
+        outage_to = datetime.now(UTC)
+        await eventually(
+            lambda: query(dsn, "SELECT count(*) FROM stream_sessions")[0][0] >= 2,
+            timeout_s=60, what="the stream back after the outage",
+        )  # fmt: skip
+        await asyncio.sleep(1.5)
+        sim.pause()
+        await sim.drained()
+        total = len(sim.engine.trades)
+        await eventually(lambda: query(dsn, "SELECT count(*) FROM trades")[0][0] == total,
+                         timeout_s=60, what="every trade of the tape")  # fmt: skip
+        await asyncio.sleep(1.0)
+        daemon.request_stop("SIGTERM")
+        assert await asyncio.wait_for(running, 60) == 0
+        tops = {pair: top(sim.engine.books[pair].levels) for pair in PAIRS}
+    return Recording(dsn, config, tmp_path / "recorder.toml", outage_from, outage_to, tops)
+
+
+def top(levels: Callable[[Side], list[tuple[Decimal, Decimal]]]) -> tuple[Any, ...]:
+    """Best price and size of each side from the simulator's book (None when empty)."""
+    bids, asks = levels("buy"), levels("sell")
+    bid = bids[0] if bids else (None, None)
+    ask = asks[0] if asks else (None, None)
+    return (*bid, *ask)
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """`main()` points logging at the test's captured stderr; put the handlers back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="package")
+def recording(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+    with fresh_database(pg_server_dsn, "research_recording") as dsn:
+        yield asyncio.run(record(dsn, tmp_path_factory.mktemp("research")))
