@@ -88,13 +88,15 @@ def migrate(dsn: str, directory: Path | None = None) -> list[str]:
 
 
 def _apply_pending(conn: psycopg.Connection, migrations: list[Migration]) -> list[str]:
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version    text PRIMARY KEY,
-               name       text NOT NULL,
-               checksum   text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not (exists and exists[0]):
+        conn.execute(
+            """CREATE TABLE schema_migrations (
+                   version    text PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
     conn.add_notice_handler(
         lambda notice: log.info("migration notice", text=notice.message_primary)
     )
