@@ -15,6 +15,7 @@ Nothing here parses or writes SQL: sources make records, the writer stores them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
@@ -25,6 +26,7 @@ import psycopg
 from prometheus_client import start_http_server
 
 from recorder import exitcodes, metrics
+from recorder.backoff import Backoff
 from recorder.config import Config
 from recorder.exchange.rest import ExchangeClient, MalformedResponse
 from recorder.exchange.stream import BookStream
@@ -39,7 +41,7 @@ from recorder.storage.embedded import database_dsn
 from recorder.storage.migrate import MigrationError, migrate
 from recorder.storage.queries import last_candle_buckets, last_trade_ids
 from recorder.storage.writer import Writer
-from recorder.supervisor import Backoff, Supervisor
+from recorder.supervisor import Supervisor
 from recorder.systemd import Notifier
 
 log = get_logger(__name__)
@@ -110,18 +112,16 @@ class Daemon:
     async def _migrate_when_reachable(self, dsn: str) -> bool:
         """Apply migrations, waiting while the database is unreachable (not a startup failure)."""
         backoff = Backoff(initial_s=0.5, max_s=10.0)
-        while not self.stopping.is_set():
+        for attempt in itertools.count():
+            if self.stopping.is_set():
+                break
             try:
                 applied = await asyncio.to_thread(migrate, dsn)
             except MigrationError as exc:
                 log.error("cannot migrate the database", problem=str(exc))
                 return False
             except psycopg.OperationalError as exc:
-                delay_s = backoff.next_delay_s()
-                log.warning("database unreachable; waiting", error=str(exc).strip(),
-                            retry_in_s=round(delay_s, 1))  # fmt: skip
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay_s)
+                await self._wait_to_retry("database unreachable", exc, backoff.delay_s(attempt))
                 continue
             if applied:
                 log.info("migrations applied", versions=applied)
@@ -227,16 +227,20 @@ class Daemon:
     async def _first_metadata(self, metadata: MetadataRecorder) -> None:
         """The pair list decides what to record: retry until the exchange answers."""
         backoff = Backoff(initial_s=0.5, max_s=30.0)
-        while not self.stopping.is_set():
+        for attempt in itertools.count():
+            if self.stopping.is_set():
+                return
             try:
                 await metadata.refresh()
                 return
-            except Exception as exc:
-                delay_s = backoff.next_delay_s()
-                log.warning("exchange unreachable; waiting", error=str(exc),
-                            retry_in_s=round(delay_s, 1))  # fmt: skip
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay_s)
+            except Exception as exc:  # an exchange outage at start is waited out
+                await self._wait_to_retry("exchange unreachable", exc, backoff.delay_s(attempt))
+
+    async def _wait_to_retry(self, problem: str, exc: BaseException, delay_s: float) -> None:
+        """Log why start-up waits, then wait `delay_s` or until asked to stop."""
+        log.warning(f"{problem}; waiting", error=str(exc).strip(), retry_in_s=round(delay_s, 1))
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay_s)
 
     async def _shutdown(self, writer: Writer, book: BookRecorder) -> None:
         """Stop taking data, then commit what was received, unless a second signal says no."""

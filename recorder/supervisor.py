@@ -10,12 +10,12 @@ waits, within a bound, logging the names of any that would not stop.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
 
+from recorder.backoff import Backoff
 from recorder.logs import get_logger
 
 log = get_logger(__name__)
@@ -27,24 +27,6 @@ task_failures = Counter(
 )
 
 TaskFactory = Callable[[], Awaitable[None]]
-
-
-class Backoff:
-    """Capped exponential backoff with jitter; one object per thing that retries."""
-
-    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0, multiplier: float = 2.0):
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.multiplier = multiplier
-        self.attempt = 0
-
-    def next_delay_s(self) -> float:
-        delay = min(self.max_s, self.initial_s * self.multiplier**self.attempt)
-        self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Supervisor:
@@ -72,6 +54,7 @@ class Supervisor:
 
     async def _guard(self, name: str, factory: TaskFactory) -> None:
         backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
+        failures = 0
         while True:
             started = time.monotonic()
             try:
@@ -81,8 +64,9 @@ class Supervisor:
             except Exception as exc:
                 task_failures.labels(name).inc()
                 if time.monotonic() - started > self.HEALTHY_AFTER_S:
-                    backoff.reset()
-                delay_s = backoff.next_delay_s()
+                    failures = 0
+                delay_s = backoff.delay_s(failures)
+                failures += 1
                 log.error(
                     "task failed; restarting",
                     task=name,

@@ -75,6 +75,19 @@ def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql.encode(), params or None).fetchall()
 
 
+def assert_book_at_now_is_the_engines(dsn: str, sim: Simulator, pairs: tuple[str, ...]) -> None:
+    """book_at(pair, now()) holds exactly the simulator's resting orders, for every pair."""
+    for pair in pairs:
+        rebuilt = query(dsn, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
+                        "ORDER BY side, order_id", pair)  # fmt: skip
+        truth = sorted(
+            (o.side, o.oid, o.price, o.amount)
+            for side in ("buy", "sell")
+            for o in sim.engine.books[pair].orders(side)  # type: ignore[arg-type]
+        )
+        assert rebuilt == truth, pair
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     settings = SimSettings(seed=5, pairs=PAIRS, rate_per_s=40, history_hours=0.5)
@@ -131,15 +144,7 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     assert sessions[-1][1] in {"stopped", "recorder stopped"}  # the stream's, or our own
     # The book at the end, rebuilt from the last snapshot and the events after it, is the
     # exchange's own book, order by order.
-    for pair in PAIRS:
-        rebuilt = query(db, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
-                        "ORDER BY side, order_id", pair)  # fmt: skip
-        truth_book = sorted(
-            (o.side, o.oid, o.price, o.amount)
-            for side in ("buy", "sell")
-            for o in sim.engine.books[pair].orders(side)  # type: ignore[arg-type]
-        )
-        assert rebuilt == truth_book, pair
+    assert_book_at_now_is_the_engines(db, sim, PAIRS)
     # Candles of the configured resolutions, and nothing refused.
     assert {r[0] for r in query(db, "SELECT DISTINCT resolution FROM candles")} == {"1", "60"}
     assert query(db, "SELECT count(*) FROM raw_messages")[0][0] == 0

@@ -19,6 +19,7 @@ from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.conftest import crash
 from tests.test_daemon import (
     PAIRS,
+    assert_book_at_now_is_the_engines,
     daemon_config,
     eventually,
     query,
@@ -49,15 +50,7 @@ async def finish(daemon: Daemon, running: asyncio.Task[int], sim: Simulator, dsn
     assert stored == sorted((f.tid, f.pair, f.type, f.price, f.amount) for f in sim.engine.trades)
     # No event after the last snapshot is missing: the book rebuilt from them is the
     # exchange's own, order by order.
-    for pair in PAIRS:
-        rebuilt = query(dsn, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
-                        "ORDER BY side, order_id", pair)  # fmt: skip
-        truth = sorted(
-            (o.side, o.oid, o.price, o.amount)
-            for side in ("buy", "sell")
-            for o in sim.engine.books[pair].orders(side)  # type: ignore[arg-type]
-        )
-        assert rebuilt == truth, pair
+    assert_book_at_now_is_the_engines(dsn, sim, PAIRS)
 
 
 def sessions(dsn: str) -> int:

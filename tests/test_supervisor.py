@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from recorder.supervisor import Backoff, Supervisor, task_failures
+from recorder.backoff import Backoff
+from recorder.supervisor import Supervisor, task_failures
 
 
 async def test_a_failing_task_is_logged_counted_and_restarted() -> None:
@@ -67,9 +68,8 @@ async def test_stop_reports_tasks_that_refuse_to_stop() -> None:
 
 def test_backoff_is_capped_jittered_and_resets() -> None:
     backoff = Backoff(initial_s=1, max_s=8)
-    delays = [backoff.next_delay_s() for _ in range(10)]
+    delays = [backoff.delay_s(attempt) for attempt in range(10)]
     assert all(0.5 <= d <= 8 for d in delays)
     assert max(delays[5:]) <= 8
     assert delays[0] <= 1
-    backoff.reset()
-    assert backoff.next_delay_s() <= 1
+    assert backoff.delay_s(0) <= 1  # counting attempts from 0 again starts small again

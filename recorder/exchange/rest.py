@@ -33,9 +33,9 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from recorder import metrics
+from recorder.backoff import Backoff
 from recorder.config import CANDLE_TYPES, ExchangeConfig
 from recorder.exchange import parse
-from recorder.exchange.backoff import Backoff
 from recorder.exchange.parse import NewOrder, OrderBook, ParseError
 from recorder.exchange.ratelimit import PRIVATE_CALLS_PER_S, PUBLIC_CALLS_PER_S, TokenBucket
 from recorder.exchange.signing import NonceSource, PayloadValue, auth_headers, payload_text

@@ -32,8 +32,8 @@ import socketio  # type: ignore[import-untyped]
 from socketio import packet as sio_packet
 
 from recorder import metrics
+from recorder.backoff import Backoff
 from recorder.config import ExchangeConfig
-from recorder.exchange.backoff import Backoff
 from recorder.exchange.classify import SOURCE, BookUpdate, channel, classify
 from recorder.exchange.parse import load_json
 from recorder.logs import get_logger

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from recorder import metrics
@@ -63,44 +64,39 @@ class TradeRecorder:
 
     async def fetch_new(self, pair: str) -> int:
         """Write every trade newer than the last one written; return how many."""
+        return await self._take_all(
+            pair, trades_after(self._client, pair, self.last_tids.get(pair))
+        )
+
+    async def _first_fill(self, pair: str) -> None:
+        """No trade of `pair` is stored: backfill as configured."""
+        window_s = self._backfill.window_s
+        if window_s is None:
+            return  # fetch_new with no last id reads the whole tape
+        if window_s > 0:
+            since = utc_now() - timedelta(seconds=window_s)
+            log.info("backfilling trades", pair=pair, since=since.isoformat())
+            await self._take_all(pair, trades_since(self._client, pair, since))
+        else:
+            log.info("trades_backfill is none: recording new trades only", pair=pair)
+        if pair not in self.last_tids:
+            # Nothing wanted from the past: start from the newest trade, not the beginning.
+            newest = await self._client.trades(pair, limit=1, ordering="-id")
+            if newest:
+                self.last_tids[pair] = newest[0].tid
+
+    async def _take_all(self, pair: str, trades: AsyncIterator[Trade]) -> int:
+        """Write every trade `trades` yields, showing progress when it is a long catch-up."""
         count = 0
         progress = _Progress(pair)
         try:
-            async for trade in trades_after(self._client, pair, self.last_tids.get(pair)):
+            async for trade in trades:
                 self._take(trade)
                 count += 1
                 progress.tick(count)
         finally:
             progress.done(count)
         return count
-
-    async def _first_fill(self, pair: str) -> None:
-        """No trade of `pair` is stored: backfill as configured."""
-        window_s = self._backfill.window_s
-        if window_s == 0:
-            newest = await self._client.trades(pair, limit=1, ordering="-id")
-            if newest:
-                self.last_tids[pair] = newest[0].tid
-            log.info("trades_backfill is none: recording new trades only", pair=pair)
-            return
-        if window_s is None:
-            return  # fetch_new with no last id reads the whole tape
-        since = utc_now() - timedelta(seconds=window_s)
-        log.info("backfilling trades", pair=pair, since=since.isoformat())
-        count = 0
-        progress = _Progress(pair)
-        try:
-            async for trade in trades_since(self._client, pair, since):
-                self._take(trade)
-                count += 1
-                progress.tick(count)
-        finally:
-            progress.done(count)
-        if pair not in self.last_tids:
-            # Nothing in the window: start from the newest trade, not the beginning.
-            newest = await self._client.trades(pair, limit=1, ordering="-id")
-            if newest:
-                self.last_tids[pair] = newest[0].tid
 
     def _take(self, trade: Trade) -> None:
         self._writer.put(trade)

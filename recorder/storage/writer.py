@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -35,6 +34,7 @@ from typing import Any, Self
 import psycopg
 
 from recorder import metrics
+from recorder.backoff import Backoff
 from recorder.logs import get_logger
 from recorder.records import RawMessage, Record, new_id, utc_now
 from recorder.storage.spool import Spool, encode
@@ -68,8 +68,7 @@ class Writer:
         self._flush_interval_s = flush_interval_s
         self._max_buffer_rows = max_buffer_rows
         self._statement_timeout_s = statement_timeout_s
-        self._retry_initial_s = retry_initial_s
-        self._retry_max_s = retry_max_s
+        self._backoff = Backoff(initial_s=retry_initial_s, max_s=retry_max_s)
         self._spool = Spool(spool_dir)
         self._pending: deque[Record] = deque()
         self._inflight: list[Record] = []
@@ -291,8 +290,7 @@ class Writer:
         metrics.db_up.set(0)
         await self._disconnect()
         self._failures += 1
-        delay_s = min(self._retry_max_s, self._retry_initial_s * 2 ** min(self._failures - 1, 16))
-        delay_s *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        delay_s = self._backoff.delay_s(self._failures - 1)
         if self._failures == 1:
             log.warning(
                 "database unavailable; buffering and retrying",

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from recorder.exchange.backoff import Backoff
+from recorder.backoff import Backoff
 from recorder.exchange.ratelimit import TokenBucket
 
 

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from recorder.backoff import Backoff
 from recorder.config import CANDLE_TYPES, ExchangeConfig
-from recorder.exchange.backoff import Backoff
 from recorder.exchange.ratelimit import TokenBucket
 from recorder.exchange.rest import (
     BadRequest,
