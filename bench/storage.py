@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Bytes on disk per trade, book event, fill, snapshot order and candle, plain and Timescale.
+
+    .venv/bin/python bench/storage.py [--seconds 60] [--rate 500] [--no-timescaledb]
+
+One simulated exchange (in this process) is recorded by two recorders at once, one into a
+plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
+both databases hold the same market data. The simulator starts with a day of trade history
+(backfilled by both recorders), then makes `--rate` book events per second for
+`--seconds`, with a REST snapshot of each book every 5 seconds. The recorders are stopped
+cleanly (everything committed), then each table is measured after VACUUM ANALYZE:
+
+  heap    pg_table_size: the rows, their TOAST and free-space/visibility maps
+  index   pg_indexes_size: the primary key and the other indexes
+  total   heap + index, divided by the table's row count: bytes per row
+
+On TimescaleDB the hypertables (trades, book_events, book_fills, candles) are measured with
+`hypertable_detailed_size` twice: as written (row store, as during the first 7 days) and
+after converting every chunk to the columnstore (`convert_to_columnstore`, what the
+migration's columnstore policy does to chunks older than 7 days).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import runpy
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recorder.config import load_config
+from recorder.daemon import Daemon
+from recorder.sim.server import SimSettings, Simulator, run_sim
+from recorder.storage.embedded import embedded_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+TSDB_SCRIPT = ROOT.parent / "shared" / "timescaledb" / "tsdb.py"
+TABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "book_snapshots")
+HYPERTABLES = ("trades", "book_events", "book_fills", "candles")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(directory: Path, sim: Simulator, dsn: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "recorder.toml"
+    path.write_text(
+        f"""
+[exchange]
+base_url = "{sim.base_url}"
+socket_url = "{sim.base_url}"
+[database]
+dsn = "{dsn}"
+[recorder]
+data_dir = "{directory / "data"}"
+snapshot_interval_s = 5
+trades_poll_interval_s = 1
+candles_poll_interval_s = 5
+candle_types = ["1", "5", "60"]
+trades_backfill = "all"
+[metrics]
+listen = "127.0.0.1:{free_port()}"
+[logging]
+level = "warning"
+"""
+    )
+    return path
+
+
+async def record(settings: SimSettings, dsns: dict[str, str], work: Path, seconds: float) -> None:
+    async with run_sim(settings) as sim:
+        sim.pause()
+        await record_live(sim, dsns, work, seconds)
+
+
+async def record_live(sim: Simulator, dsns: dict[str, str], work: Path, seconds: float) -> None:
+    daemons = {
+        name: Daemon(load_config(write_config(work / name, sim, dsn))) for name, dsn in dsns.items()
+    }
+    runs = [asyncio.create_task(daemon.run()) for daemon in daemons.values()]
+    for name, daemon in daemons.items():
+        await asyncio.wait_for(daemon.ready.wait(), 120)
+        # `ready` comes before the socket is subscribed; the first snapshot of each book is
+        # taken once it is, so from then on both recorders see every event.
+        while snapshotted_pairs(dsns[name]) < len(sim.settings.pairs):  # noqa: ASYNC110 - polls the database
+            await asyncio.sleep(0.2)
+        print(f"{name}: recording", flush=True)
+    sim.resume()
+    await asyncio.sleep(seconds)
+    sim.pause()
+    await asyncio.sleep(3)  # the last events and trades reach both recorders
+    for daemon in daemons.values():
+        daemon.request_stop("SIGTERM")
+    codes = await asyncio.gather(*runs)
+    if any(codes):
+        sys.exit(f"a recorder exited with {codes}")
+
+
+def snapshotted_pairs(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(DISTINCT pair) FROM book_snapshots").fetchone()
+        return int(row[0]) if row else 0
+
+
+def table_sizes(dsn: str) -> dict[str, tuple[int, int, int]]:
+    """{table: (rows, heap bytes, index bytes)} on plain PostgreSQL tables."""
+    sizes = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        for table in (*TABLES, "candles"):
+            row = conn.execute(
+                f"SELECT count(*), pg_table_size('{table}'), pg_indexes_size('{table}') "  # noqa: S608
+                f"FROM {table}"
+            ).fetchone()
+            assert row is not None
+            sizes[table] = (int(row[0]), int(row[1]), int(row[2]))
+    return sizes
+
+
+def hypertable_sizes(dsn: str) -> dict[str, tuple[int, int, int]]:
+    """{hypertable: (rows, heap + toast bytes, index bytes)} from TimescaleDB's own sizes."""
+    sizes = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        for table in HYPERTABLES:
+            row = conn.execute(
+                f"SELECT (SELECT count(*) FROM {table}), table_bytes + toast_bytes, "  # noqa: S608
+                "index_bytes FROM hypertable_detailed_size(%s)",
+                (table,),
+            ).fetchone()
+            assert row is not None
+            sizes[table] = (int(row[0]), int(row[1]), int(row[2]))
+    return sizes
+
+
+def to_columnstore(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        chunks = 0
+        for table in HYPERTABLES:
+            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (table,)).fetchall():
+                conn.execute(
+                    "CALL convert_to_columnstore(%s, if_not_columnstore => true)", (chunk,)
+                )
+                chunks += 1
+        return chunks
+
+
+def print_table(title: str, sizes: dict[str, tuple[int, int, int]]) -> None:
+    print(f"\n{title}")
+    print("| table | rows | heap bytes/row | index bytes/row | total bytes/row |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for table, (rows, heap, index) in sizes.items():
+        if rows == 0:
+            print(f"| {table} | 0 | - | - | - |")
+            continue
+        print(
+            f"| {table} | {rows:,} | {heap / rows:.0f} | {index / rows:.0f} | "
+            f"{(heap + index) / rows:.0f} |"
+        )
+
+
+def same_data(dsns: dict[str, str]) -> None:
+    """Both recorders saw one exchange: say where their recordings differ, if they do."""
+    keys: dict[str, set[tuple[Any, ...]]] = {}
+    for name, dsn in dsns.items():
+        with psycopg.connect(dsn) as conn:
+            keys[name] = (
+                {("trade", *row) for row in conn.execute("SELECT pair, tid, ts FROM trades")}
+                | {
+                    ("event", *row)
+                    for row in conn.execute("SELECT pair, oid, kind, ts FROM book_events")
+                }
+                | {("fill", *row) for row in conn.execute("SELECT pair, tid, ts FROM book_fills")}
+            )
+    if len(keys) < 2:
+        return
+    (first, first_keys), (second, second_keys) = keys.items()
+    print(f"\n{first}: {len(first_keys):,} trades+events+fills, {second}: {len(second_keys):,}")
+    for name, missing in ((first, second_keys - first_keys), (second, first_keys - second_keys)):
+        if missing:
+            print(f"missing in {name}: {len(missing)}, e.g. {sorted(missing, key=str)[:5]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="live recording time")
+    parser.add_argument("--rate", type=float, default=500.0, help="book events per second")
+    parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-storage-"))
+    work.chmod(0o755)  # pgserver runs the server as its own user when we are root
+    tsdb: dict[str, Any] | None = None
+    try:
+        with embedded_postgres(work / "plain") as plain_dsn:
+            dsns = {"postgresql": plain_dsn}
+            if not args.no_timescaledb:
+                if not TSDB_SCRIPT.exists():
+                    sys.exit(f"{TSDB_SCRIPT} not found; use --no-timescaledb")
+                tsdb = runpy.run_path(str(TSDB_SCRIPT))
+                dsns["timescaledb"] = tsdb["start"](str(work / "tsdb"))
+            settings = SimSettings(
+                pairs=("BTC_USD", "ETH_USD"),
+                rate_per_s=args.rate,
+                history_hours=24,
+                history_events_per_hour=3600,
+            )
+            asyncio.run(record(settings, dsns, work, args.seconds))
+            same_data(dsns)
+            print_table("plain PostgreSQL 16", table_sizes(plain_dsn))
+            if "timescaledb" in dsns:
+                written = hypertable_sizes(dsns["timescaledb"])
+                print_table("TimescaleDB, hypertables as written", written)
+                chunks = to_columnstore(dsns["timescaledb"])
+                print_table(
+                    f"TimescaleDB, after convert_to_columnstore ({chunks} chunks)",
+                    hypertable_sizes(dsns["timescaledb"]),
+                )
+    finally:
+        if tsdb is not None:
+            tsdb["stop"](str(work / "tsdb"))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
