@@ -88,6 +88,7 @@ class RecorderResult:
     latency_p99_ms: float
     cpu: dict[str, float]
     """CPU seconds per second: "recorder", "sim" and "postgres"."""
+    flushes_per_s: float
     max_socket_backlog: int
     max_buffered_rows: int
     verdict: str
@@ -176,9 +177,11 @@ async def recorder_run(
             elapsed_s, end_wall_s = time.monotonic() - start_s, time.time()
             cpu = cpu_shares(start_cpu, cpu_now(pids, pg.postmaster_pid()), elapsed_s)
 
-            def committed_per_s(table: str) -> float:
-                key = f'recorder_rows_written_total{{table="{table}"}}'
+            def per_s(key: str) -> float:
                 return (metrics.get(key, 0.0) - start_metrics.get(key, 0.0)) / elapsed_s
+
+            def committed_per_s(table: str) -> float:
+                return per_s(f'recorder_rows_written_total{{table="{table}"}}')
 
             await sim.pause_and_drain(http)
             verdict = await check_recording(http, sim, dsn)
@@ -193,6 +196,7 @@ async def recorder_run(
         latency_p50_ms=p50.total_seconds() * 1000,
         latency_p99_ms=p99.total_seconds() * 1000,
         cpu=cpu,
+        flushes_per_s=per_s("recorder_db_write_duration_seconds_count"),
         max_socket_backlog=max_backlog,
         max_buffered_rows=max_buffered,
         verdict=verdict,
@@ -220,13 +224,15 @@ def report(rows: list[tuple[float, BareResult, RecorderResult]]) -> None:
             f"| {rec.max_buffered_rows:,} | {rec.max_socket_backlog:,} |"
         )
     print()
-    print("| asked ev/s | event to receipt p50 / p99, bare | event to commit p50 / p99, recorder "
-          "| CPU bare client / sim | CPU recorder / sim / PostgreSQL |")  # fmt: skip
-    print("| ---: " * 5 + "|")
+    print("| asked ev/s | event to receipt p50 / p99, bare | event to commit p50 / p99, "
+          "recorder | writer commits/s | CPU bare client / sim "
+          "| CPU recorder / sim / PostgreSQL |")  # fmt: skip
+    print("| ---: " * 6 + "|")
     for rate, bare, rec in rows:
         print(
             f"| {rate_label(rate)} | {bare.latency_p50_ms:,.1f} / {bare.latency_p99_ms:,.1f} ms "
             f"| {rec.latency_p50_ms:,.1f} / {rec.latency_p99_ms:,.1f} ms "
+            f"| {rec.flushes_per_s:,.0f} "
             f"| {bare.cpu['client']:.2f} / {bare.cpu['sim']:.2f} "
             f"| {rec.cpu['recorder']:.2f} / {rec.cpu['sim']:.2f} / {rec.cpu['postgres']:.2f} |"
         )
