@@ -140,19 +140,24 @@ async def measure(
 
 def print_runs(runs: list[Run]) -> None:
     print(
-        "| run | pairs | asked ev/s | made ev/s | recorder CPU (1.0 = a core) | PostgreSQL CPU "
-        "| RSS at window start / end / max MiB | REST calls/s |"
+        "| run | pairs | asked ev/s | made ev/s | recorder CPU (1.0 = a core) "
+        "| recorder CPU per 1k ev/s | PostgreSQL CPU | RSS at window start / end / max MiB "
+        "| REST calls/s |"
     )
-    print("| --- " + "| ---: " * 7 + "|")
+    print("| --- " + "| ---: " * 8 + "|")
     for run in runs:
         print(
             f"| {run.label} | {run.pairs} | {run.asked_per_s:,.0f} | {run.made_per_s:,.0f} "
-            f"| {run.cpu_share:.3f} | {run.postgres_cpu_share:.3f} "
+            f"| {run.cpu_share:.3f} | {per_thousand(run)} | {run.postgres_cpu_share:.3f} "
             f"| {run.rss_start_mb:.1f} / {run.rss_end_mb:.1f} / {run.rss_max_mb:.1f} "
             f"| {run.http_calls_per_s:.1f} |"
         )
     for run in runs:
         print(f"checked {run.label}: {run.verdict}; 429 answers: {run.http_429}")
+
+
+def per_thousand(run: Run) -> str:
+    return f"{run.cpu_share / (run.made_per_s / 1000):.3f}" if run.made_per_s else "-"
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -168,25 +173,25 @@ async def main_async(args: argparse.Namespace) -> None:
                       " MiB", flush=True)  # fmt: skip
             print()
             print_runs(runs)
-            per_k = [run.made_per_s / 1000 for run in runs]
-            cpu_per_k = least_squares_slope(per_k, [run.cpu_share for run in runs])
-            pg_per_k = least_squares_slope(per_k, [run.postgres_cpu_share for run in runs])
-            rss_per_k = least_squares_slope(per_k, [run.rss_end_mb for run in runs])
-            print(
-                f"per 1k events/s (least squares over the rates): recorder CPU "
-                f"{cpu_per_k:.3f} of a core, PostgreSQL CPU {pg_per_k:.3f}, "
-                f"recorder RSS {rss_per_k:+.1f} MiB"
-            )
+            # The first events cost more than the next ones (see docs/benchmarks.md), so the
+            # marginal cost is fitted over the rates above idle only.
+            busy = [run for run in runs if run.made_per_s > 0]
+            if len(busy) >= 2:
+                per_k = [run.made_per_s / 1000 for run in busy]
+                cpu_per_k = least_squares_slope(per_k, [run.cpu_share for run in busy])
+                pg_per_k = least_squares_slope(per_k, [run.postgres_cpu_share for run in busy])
+                rss_per_k = least_squares_slope(per_k, [run.rss_end_mb for run in busy])
+                print(
+                    f"each further 1k events/s (least squares over the rates above idle): "
+                    f"recorder CPU {cpu_per_k:+.3f} of a core, PostgreSQL CPU {pg_per_k:+.3f}, "
+                    f"recorder RSS {rss_per_k:+.1f} MiB"
+                )
             print()
         if "pairs" in parts:
             asked = args.pair_count * args.per_pair
             run = Run(f"pairs_{args.pair_count}", args.pair_count, asked)
             await measure(pg, run, work_dir, args.pairs_seconds)
             print_runs([run])
-            print(
-                f"per 1k events/s at {args.pair_count} pairs: recorder CPU "
-                f"{run.cpu_share / (run.made_per_s / 1000):.3f} of a core (REST work included)"
-            )
             print()
         if "soak" in parts:
             asked = args.pair_count * args.per_pair
