@@ -1,0 +1,404 @@
+"""What bench/ingest.py and bench/footprint.py share: real processes and how to read them.
+
+- `postgres_server()`: an embedded PostgreSQL (pgserver) in a temporary directory;
+  `fresh_database()` one database on it per measured run, dropped afterwards.
+- `SimProcess`: `recorder sim` as its own process, steered through its admin API.
+- `RecorderProcess`: `recorder run --config FILE` as its own process (config written here),
+  so its RSS and CPU can be read from /proc, its metrics from its endpoint.
+- `/proc` readers (`rss_mb`, `cpu_seconds`, `tree_cpu_seconds`), a Prometheus scrape,
+  least squares, and `check_recording()`: the database against the simulator's own record,
+  so that no figure comes from a broken run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+# pgserver asks platformdirs for a runtime directory, which root sessions lack: harmless.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Postgres:
+    dsn: str
+    pgdata: Path
+
+    def postmaster_pid(self) -> int:
+        return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """An embedded PostgreSQL for the whole bench run, deleted at its end."""
+    import pgserver  # type: ignore[import-untyped]
+
+    # Under /tmp: as root, pgserver runs postgres as a user who cannot enter private dirs.
+    data_dir = Path(tempfile.mkdtemp(prefix="recorder-bench-pg-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield Postgres(server.get_uri(), Path(server.pgdata))
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(server_dsn: str, label: str) -> Iterator[str]:
+    name = f"bench_{re.sub(r'[^a-z0-9]+', '_', label.lower())[:30]}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def query(dsn: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(statement.encode(), params or None).fetchall()
+
+
+def execute(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(statement.encode())
+
+
+def count_rows(dsn: str, table: str) -> int:
+    return int(query(dsn, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608 - our names
+
+
+# --- the simulator --------------------------------------------------------------------------
+
+
+class SimProcess:
+    """`recorder sim` with no history, the order flow paused until `resume()`."""
+
+    def __init__(self, rate_per_s: float, pairs: list[str], seed: int = 1) -> None:
+        command = [
+            sys.executable, "-m", "recorder", "sim", "--port", "0", "--seed", str(seed),
+            "--history-hours", "0", "--rate", str(rate_per_s), "--pairs", ",".join(pairs),
+            "--paused",
+        ]  # fmt: skip
+        self.pairs = pairs
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        while "serving" not in line:
+            if not line:
+                raise RuntimeError("recorder sim did not start")
+            line = self.process.stdout.readline()
+        self.url = line.split()[3]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def admin(self, http: aiohttp.ClientSession, action: str) -> dict[str, Any]:
+        method = http.get if action == "state" or action.startswith("book/") else http.post
+        async with method(f"{self.url}/admin/{action}") as response:
+            return json.loads(await response.text(), parse_float=Decimal)  # type: ignore[no-any-return]
+
+    async def pause_and_drain(self, http: aiohttp.ClientSession, timeout_s: float = 120) -> None:
+        """Stop the flow and wait until every event made has left for the sockets."""
+        await self.admin(http, "pause")
+
+        async def drained() -> bool:
+            state = await self.admin(http, "state")
+            return bool(
+                state["outbox"] == 0
+                and state["socket_backlog"] == 0
+                and state["emitted_count"] == state["event_count"]
+            )
+
+        await wait_for(drained, timeout_s, "the simulator's outbox and sockets to drain")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def sim_process(rate_per_s: float, pairs: list[str]) -> Iterator[SimProcess]:
+    sim = SimProcess(rate_per_s, pairs)
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+# --- the recorder ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RecorderProcess:
+    """`recorder run` against `sim` and `dsn`, with the config's defaults except the pairs."""
+
+    def __init__(self, work_dir: Path, sim: SimProcess, dsn: str, **settings: Any) -> None:
+        self.work_dir = work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.pairs = sim.pairs
+        port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        recorder = {"pairs": sim.pairs, "data_dir": str(work_dir / "data"), **settings}
+        lines = [
+            "[exchange]",
+            f'base_url = "{sim.url}"',
+            f'socket_url = "{sim.url}"',
+            "[database]",
+            f"dsn = {json.dumps(dsn)}",
+            "[recorder]",
+            *(f"{key} = {json.dumps(value)}" for key, value in recorder.items()),
+            "[metrics]",
+            f'listen = "127.0.0.1:{port}"',
+            "[logging]",
+            'format = "json"',
+        ]
+        self.config = work_dir / "recorder.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = work_dir / "recorder.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def migrate(self) -> None:
+        """Apply the migrations before the first start (so the bench can alter a table)."""
+        subprocess.run(
+            [sys.executable, "-m", "recorder", "migrate", "--config", str(self.config)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> int:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "recorder", "run", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        return self.process.pid
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> int:
+        """SIGTERM, as systemd and docker stop it; the exit code (0: everything committed)."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    async def wait_recording(self, http: aiohttp.ClientSession, dsn: str) -> None:
+        """Until the stream is up and every pair has its snapshot after the connect."""
+
+        async def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"recorder exited early:\n{self.log_tail()}")
+            try:
+                samples = await scrape(http, self.metrics_url)
+                snapshotted = query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots")
+            except (aiohttp.ClientError, psycopg.Error):
+                return False
+            return samples.get("recorder_socket_connected", 0) == 1 and snapshotted[0][0] == len(
+                self.pairs
+            )
+
+        await wait_for(ready, 120, "the recorder to record")
+        await asyncio.sleep(0.5)  # its subscriptions reach the simulator
+
+
+@contextmanager
+def recorder_process(
+    work_dir: Path, sim: SimProcess, dsn: str, **settings: Any
+) -> Iterator[RecorderProcess]:
+    recorder = RecorderProcess(work_dir, sim, dsn, **settings)
+    try:
+        yield recorder
+    finally:
+        if recorder.process is not None and recorder.process.poll() is None:
+            recorder.process.kill()
+            recorder.process.wait()
+
+
+# --- reading processes ----------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process (Linux /proc), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(parent: int) -> float:
+    """CPU time of `parent` and its live children (PostgreSQL's postmaster and backends)."""
+    total = cpu_seconds(parent)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat_fields(int(entry))
+            if int(fields[1]) == parent:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+    return total
+
+
+def cpu_now(pids: dict[str, int], postmaster: int | None = None) -> dict[str, float]:
+    """CPU seconds so far of each named process, and of PostgreSQL as "postgres"."""
+    now = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    if postmaster is not None:
+        now["postgres"] = tree_cpu_seconds(postmaster)
+    return now
+
+
+def cpu_shares(start: dict[str, float], end: dict[str, float], seconds: float) -> dict[str, float]:
+    """CPU seconds per second between two `cpu_now()` readings (1.0 = one core busy)."""
+    return {name: (end[name] - start[name]) / seconds for name in start}
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """Every sample of a Prometheus endpoint, summed per metric name over its labels,
+    plus `name{label="value",...}` keys for each labelled sample."""
+    async with http.get(url) as response:
+        text = await response.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+            if sample.labels:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def least_squares_slope(xs: list[float], ys: list[float]) -> float:
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile of `values` (need not be sorted)."""
+    ordered = sorted(values)
+    rank = max(1, round(share * len(ordered) + 0.5)) if share < 1 else len(ordered)
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# --- is the recording right? ----------------------------------------------------------------
+
+
+async def check_recording(
+    http: aiohttp.ClientSession, sim: SimProcess, dsn: str, timeout_s: float = 120
+) -> str:
+    """After `sim.pause_and_drain()`: wait until the database holds every book event and
+    fill the simulator made (it had no history and the recorder was subscribed before the
+    flow started) and the tape caught up, then compare each pair's book rebuilt by book_at
+    with the engine's. Returns a one-line verdict; raises if the recording is wrong."""
+    state = await sim.admin(http, "state")
+    made, trades = state["event_count"], state["trades"]
+
+    async def complete() -> bool:
+        return (
+            count_rows(dsn, "book_events") >= made
+            and count_rows(dsn, "book_fills") >= trades
+            and count_rows(dsn, "trades") >= trades
+        )
+
+    with suppress(TimeoutError):  # reported below with the counts
+        await wait_for(complete, timeout_s, "every event, fill and trade in the database")
+    counts = {table: count_rows(dsn, table) for table in
+              ("book_events", "book_fills", "trades", "raw_messages")}  # fmt: skip
+    expected = {"book_events": made, "book_fills": trades, "trades": trades, "raw_messages": 0}
+    if counts != expected:
+        raise RuntimeError(f"recording incomplete: database {counts}, simulator {expected}")
+    for pair in sim.pairs:
+        truth = await sim.admin(http, f"book/{pair}")
+        engine_book = sorted(
+            (side, int(o["id"]), Decimal(o["price"]), Decimal(o["amount"]))
+            for side in ("buy", "sell")
+            for o in truth[side]
+        )
+        rebuilt = query(dsn, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
+                        "ORDER BY side, order_id", pair)  # fmt: skip
+        if sorted(rebuilt) != engine_book:
+            raise RuntimeError(f"book_at({pair}) differs from the simulator's book")
+    return (
+        f"{made} events, {trades} fills and trades stored, none refused, book_at of "
+        f"{len(sim.pairs)} pair(s) equal to the engine's"
+    )
