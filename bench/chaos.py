@@ -2,6 +2,7 @@
 """Chaos run: record a busy simulated exchange through random faults, then prove what was kept.
 
     .venv/bin/python bench/chaos.py --minutes 10 --seed 1 [--rate 30] [--json out.json]
+    .venv/bin/python bench/chaos.py --seconds 40 --seed 3 --pace quick    # as CI runs it
 
 Starts the simulator in this process (with its per-connection delivery record on), a
 PostgreSQL of its own (pgserver, so it can be crashed and started again) and the recorder as
@@ -100,6 +101,9 @@ class ChaosSettings:
     catch_up_timeout_s: float = 120.0
     candle_types: tuple[str, ...] = ("1", "60")
     snapshot_interval_s: float = 10.0
+    overlap: bool = False
+    """Faults start `gap_s` after the previous one started, not after it ended, so that
+    kinds overlap (a SIGKILL while the database is down); one of each kind at a time."""
 
 
 @dataclass
@@ -129,7 +133,7 @@ def plan_faults(settings: ChaosSettings) -> list[Fault]:
         if at_s + duration_s > settings.seconds and len(faults) >= len(first):
             return faults
         faults.append(Fault(kind, round(at_s, 2), round(duration_s, 2), params))
-        at_s += duration_s + rng.uniform(*pace.gap_s)
+        at_s += (0 if settings.overlap else duration_s) + rng.uniform(*pace.gap_s)
 
 
 def _draw(kind: str, pace: Pace, rng: random.Random) -> tuple[float, dict[str, Any]]:
@@ -239,7 +243,7 @@ class RecorderProcess:
             return -9
 
     def errors(self) -> list[str]:
-        """Error lines the recorder logged (JSON lines), as `event: error`."""
+        """Error lines the recorder logged (JSON lines), as `event: error type`."""
         found = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
@@ -249,7 +253,8 @@ class RecorderProcess:
                     found.append(line)
                 continue
             if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
-                found.append(f"{entry.get('event')}: {entry.get('error', '')}".strip(": "))
+                error_type = str(entry.get("error", "")).split(":", 1)[0]
+                found.append(f"{entry.get('event')}: {error_type}".strip(": "))
         return found
 
 
@@ -563,7 +568,8 @@ class ChaosReport:
     def text(self) -> str:
         s, c = self.settings, self.comparison
         lines = [
-            f"chaos run: seed {s.seed}, {s.seconds:.0f} s of faults, {s.rate_per_s:g} events/s, "
+            f"chaos run: seed {s.seed}, {s.seconds:.0f} s of {'overlapping ' * s.overlap}"
+            f"faults, {s.rate_per_s:g} events/s, "
             f"pairs {','.join(s.pairs)}, candles {','.join(s.candle_types)}",
             "",
             "faults injected (t = seconds after the recorder first started):",
@@ -593,7 +599,7 @@ class ChaosReport:
             f"recorder starts: {self.recorder_starts}; exit code of the final SIGTERM: "
             f"{self.exit_code}; caught up {self.caught_up_s:.1f} s after the flow paused",
             f"error lines in the recorder's log: {len(self.recorder_errors)}"
-            + "".join(f"\n  {e}" for e in sorted(set(self.recorder_errors))[:10]),
+            + "".join(f"\n  {n:5} x {e}" for e, n in Counter(self.recorder_errors).most_common()),
             "",
             "RESULT: " + ("nothing lost, nothing extra, nothing duplicated" if self.ok
                           else "FAILED (see the rows above)"),
@@ -654,12 +660,23 @@ class ChaosRun:
         events_before = sim.engine.event_count
         await recorder.start()
         self.started_at = time.monotonic()
+        locks = {kind: asyncio.Lock() for kind in KINDS}
+
+        async def inject(fault: Fault) -> None:
+            async with locks[fault.kind]:
+                fault.at_s = round(self.elapsed_s(), 2)
+                await self._inject(fault, sim, pg, recorder)
+                fault.took_s = round(self.elapsed_s() - fault.at_s, 2)
+                _progress(f"t={fault.at_s:.1f} {fault.kind} {fault.effect}")
+
+        overlapping = []
         for fault in faults:
             await self._sleep_until(fault.planned_at_s)
-            fault.at_s = round(self.elapsed_s(), 2)
-            await self._inject(fault, sim, pg, recorder)
-            fault.took_s = round(self.elapsed_s() - fault.at_s, 2)
-            _progress(f"t={fault.at_s:.1f} {fault.kind} {fault.effect}")
+            if s.overlap:
+                overlapping.append(asyncio.create_task(inject(fault)))
+            else:
+                await inject(fault)
+        await asyncio.gather(*overlapping)
         await self._sleep_until(s.seconds)
 
         # Quiet: no more faults. The recorder must be subscribed again before the flow stops,
@@ -766,7 +783,8 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=10.0, help="of faults")
+    parser.add_argument("--seconds", type=float, help="of faults, instead of --minutes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=30.0, help="book events per second")
     parser.add_argument("--pairs", default="BTC_USD,ETH_USD")
@@ -776,15 +794,19 @@ def main() -> int:
         default="long",
         help="fault durations and gaps: long (3-20 s) or quick (as in CI)",
     )
+    parser.add_argument(
+        "--overlap", action="store_true", help="faults of different kinds may overlap"
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--workdir", type=Path, help="keep config, log and spool here")
     args = parser.parse_args()
     settings = ChaosSettings(
-        seconds=args.minutes * 60,
+        seconds=args.seconds if args.seconds is not None else args.minutes * 60,
         seed=args.seed,
         pairs=tuple(args.pairs.split(",")),
         rate_per_s=args.rate,
         pace=LONG if args.pace == "long" else QUICK,
+        overlap=args.overlap,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recorder-chaos-"))
     report = asyncio.run(run_chaos(settings, workdir))
