@@ -51,6 +51,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -200,9 +201,11 @@ class RecorderProcess:
         self.log_path = workdir / "recorder.log"
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self.metrics_port = 0
 
     def _write_config(self) -> Path:
         s = self.settings
+        self.metrics_port = free_port()
         types = ", ".join(f'"{t}"' for t in s.candle_types)
         path = self.workdir / "recorder.toml"
         path.write_text(
@@ -214,7 +217,7 @@ class RecorderProcess:
             "trades_poll_interval_s = 0.5\ncandles_poll_interval_s = 1\n"
             f"candle_types = [{types}]\n"
             # A fresh port each start: a killed process's port may linger a moment.
-            f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
         )
         return path
 
@@ -241,6 +244,25 @@ class RecorderProcess:
         except TimeoutError:
             await self.kill()
             return -9
+
+    async def metrics(self) -> dict[str, float]:
+        """The running recorder's unlabelled metrics (empty while it cannot answer)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return str(answer.read().decode())
+
+        try:
+            text = await asyncio.to_thread(scrape)
+        except OSError:
+            return {}
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if not line.startswith("#") and "{" not in name and value:
+                values[name] = float(value)
+        return values
 
     def errors(self) -> list[str]:
         """Error lines the recorder logged (JSON lines), as `event: error type`."""
@@ -679,22 +701,7 @@ class ChaosRun:
         await asyncio.gather(*overlapping)
         await self._sleep_until(s.seconds)
 
-        # Quiet: no more faults. The recorder must be subscribed again before the flow stops,
-        # so that the book is resynced by a snapshot after its last connect.
-        await self._wait_subscribed(sim)
-        await asyncio.sleep(1.0)
-        sim.pause()
-        await sim.drained()
-        paused_at = time.monotonic()
-        deadline = paused_at + s.catch_up_timeout_s
-        while True:
-            comparison = await self._compare(sim, pg)
-            if comparison.ok or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1.0)
-        caught_up_s = time.monotonic() - paused_at
-        exit_code = await recorder.stop()
-        comparison = await self._compare(sim, pg)  # after the stop: everything committed
+        comparison, exit_code, caught_up_s = await self.finish(sim, pg, recorder)
         for fault, sids in self.kills:
             tail = sum(comparison.tail_by_sid.get(sid, 0) for sid in sids)
             fault.effect += f"; {tail} event(s) sent to it after its last commit"
@@ -709,6 +716,29 @@ class ChaosRun:
             recorder_errors=recorder.errors(),
             recorder_starts=recorder.starts,
         )
+
+    async def finish(
+        self, sim: Simulator, pg: Postgres, recorder: RecorderProcess
+    ) -> tuple[Comparison, int, float]:
+        """No more faults: let the recorder catch up, stop it, compare. Returns the
+        comparison, the exit code of the SIGTERM and how long catching up took."""
+        # The recorder must be subscribed again before the flow stops, so that the book is
+        # resynced by a snapshot after its last connect.
+        await self._wait_subscribed(sim)
+        await asyncio.sleep(1.0)
+        sim.pause()
+        await sim.drained()
+        paused_at = time.monotonic()
+        deadline = paused_at + self.settings.catch_up_timeout_s
+        while True:
+            comparison = await self._compare(sim, pg)
+            if comparison.ok or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        caught_up_s = time.monotonic() - paused_at
+        exit_code = await recorder.stop()
+        comparison = await self._compare(sim, pg)  # after the stop: everything committed
+        return comparison, exit_code, caught_up_s
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_at
