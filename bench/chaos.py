@@ -355,9 +355,11 @@ class Stored:
     trades: dict[int, tuple[Any, ...]]
     trade_rows: int
     events: dict[EventKey, tuple[Any, ...]]
-    event_rows_by_oid_kind: int
+    events_duplicated: int
+    """Rows beyond one per (oid, kind): an order id stored under two pairs."""
     fills: dict[tuple[str, int], tuple[Any, ...]]
-    fill_rows_by_tid: int
+    fills_duplicated: int
+    """Rows beyond one per trade id (ids are global across pairs)."""
     candles: dict[tuple[str, str, datetime], tuple[Decimal, ...]]
     books: dict[str, dict[tuple[str, int], tuple[Decimal, Decimal]]]
     raw: dict[str, int]
@@ -394,9 +396,9 @@ def read_database(dsn: str, pairs: Iterable[str]) -> Stored:
         trades={r[0]: r[1:] for r in trades},
         trade_rows=len(trades),
         events={(r[0], r[1], r[2]): r[3:] for r in events},
-        event_rows_by_oid_kind=len(events) - len({(r[1], r[2]) for r in events}),
+        events_duplicated=len(events) - len({(r[1], r[2]) for r in events}),
         fills={(r[0], r[1]): r[2:] for r in fills},
-        fill_rows_by_tid=len(fills) - len({r[1] for r in fills}),
+        fills_duplicated=len(fills) - len({r[1] for r in fills}),
         candles={(r[0], r[1], r[2]): r[3:] for r in candles},
         books=books,
         raw=raw,
@@ -525,9 +527,9 @@ def compare(truth: Truth, stored: Stored) -> Comparison:
         compare_keyed("trades", truth.trades, stored.trades,
                       duplicated=stored.trade_rows - len(stored.trades)),
         compare_keyed("book events", sent.events, stored.events, may_miss=sent.tail_events,
-                      duplicated=stored.event_rows_by_oid_kind),
+                      duplicated=stored.events_duplicated),
         compare_keyed("book fills", sent.fills, stored.fills, may_miss=sent.tail_fills,
-                      duplicated=stored.fill_rows_by_tid),
+                      duplicated=stored.fills_duplicated),
         compare_keyed("candles", truth.candles, stored.candles),
     ]  # fmt: skip
     categories.append(

@@ -12,6 +12,7 @@ loopback port:
         sim.accounts.by_name["alice"].credentials   # key and secret of a seeded account
         sim.pause(); await sim.drained()            # stop the flow, wait until all is sent
         await sim.drop_sockets(); sim.start_outage(2.0); await sim.burst(3, 3)
+        sim.deliveries        # with record_deliveries=True: what each connection was sent
 
 `SimSettings()` defaults: port 0 (a free one), seed 1, pairs BTC_USD and ETH_USD, 20 events/s,
 one hour of history. `run_sim(port=..., ...)` also takes the settings as keywords.
