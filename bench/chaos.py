@@ -235,6 +235,11 @@ class RecorderProcess:
         self.process.kill()
         await self.process.wait()
 
+    async def kill_if_running(self) -> None:
+        """After a run, also a failed one: no recorder process outlives it."""
+        if self.process is not None and self.process.returncode is None:
+            await self.kill()
+
     async def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM; the exit code (or -9 if it had to be killed)."""
         assert self.process is not None
@@ -673,8 +678,7 @@ class ChaosRun:
                 try:
                     return await self._run(sim, pg, recorder)
                 finally:
-                    if recorder.process is not None and recorder.process.returncode is None:
-                        await recorder.kill()
+                    await recorder.kill_if_running()
         finally:
             pg.cleanup()
 

@@ -199,34 +199,37 @@ async def test_a_recorder_killed_while_the_database_is_down_loses_nothing_it_rec
         async with run_sim(sim_settings) as sim:
             assert sim.deliveries is not None
             recorder = RecorderProcess(tmp_path, sim.base_url, pg.dsn, settings)
-            await recorder.start()
-            await eventually(lambda: all(sim.subscribers(f"book_{p}") for p in settings.pairs),
-                             timeout_s=60, what="the recorder subscribed")  # fmt: skip
-            await asyncio.sleep(1.0)
-            await pg.crash()
-            await asyncio.sleep(3.0)  # events arrive while the database is down
-            sim.pause()
-            await sim.drained()
+            try:
+                await recorder.start()
+                await eventually(lambda: all(sim.subscribers(f"book_{p}") for p in settings.pairs),
+                                 timeout_s=60, what="the recorder subscribed")  # fmt: skip
+                await asyncio.sleep(1.0)
+                await pg.crash()
+                await asyncio.sleep(3.0)  # events arrive while the database is down
+                sim.pause()
+                await sim.drained()
 
-            async def only_on_disk() -> bool:
-                """Everything received and not committed is in the spool, none only in memory."""
-                values = await recorder.metrics()
-                spooled = values.get("recorder_spool_rows", 0)
-                return spooled > 0 and values.get("recorder_write_buffer_rows") == spooled
+                async def only_on_disk() -> bool:
+                    """All rows not committed are in the spool: none only in memory."""
+                    values = await recorder.metrics()
+                    spooled = values.get("recorder_spool_rows", 0)
+                    return spooled > 0 and values.get("recorder_write_buffer_rows") == spooled
 
-            # (Before the fix this never held; the kill below then lost the outage's events.)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            while loop.time() < deadline:
-                if await only_on_disk():
-                    break
-                await asyncio.sleep(0.2)
-            chaos.killed_sids |= {c.sid for c in sim.deliveries.open()}
-            await recorder.kill()
-            await pg.start()
-            sim.resume()
-            await recorder.start()
-            comparison, exit_code, _ = await chaos.finish(sim, pg, recorder)
+                # (Before the fix this never held; the kill below then lost the outage's events.)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 15
+                while loop.time() < deadline:
+                    if await only_on_disk():
+                        break
+                    await asyncio.sleep(0.2)
+                chaos.killed_sids |= {c.sid for c in sim.deliveries.open()}
+                await recorder.kill()
+                await pg.start()
+                sim.resume()
+                await recorder.start()
+                comparison, exit_code, _ = await chaos.finish(sim, pg, recorder)
+            finally:
+                await recorder.kill_if_running()
     finally:
         pg.cleanup()
     assert exit_code == 0
