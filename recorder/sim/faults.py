@@ -8,6 +8,7 @@ the same seed fails the same way.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ class Faults:
     paused: bool = False
     """The order flow is paused (private orders still trade)."""
     seed: int = 0
+    served: Counter[str] = field(default_factory=Counter, repr=False)
+    """How many REST answers got each fault (`429`, `5xx`, `truncated`), for chaos reports."""
     _random: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -46,6 +49,7 @@ class Faults:
             ("truncated", self.rate_truncated),
         ):
             if roll < rate:
+                self.served[fault] += 1
                 return fault  # type: ignore[return-value]
             roll -= rate
         return None

@@ -12,6 +12,7 @@ loopback port:
         sim.accounts.by_name["alice"].credentials   # key and secret of a seeded account
         sim.pause(); await sim.drained()            # stop the flow, wait until all is sent
         await sim.drop_sockets(); sim.start_outage(2.0); await sim.burst(3, 3)
+        sim.deliveries        # with record_deliveries=True: what each connection was sent
 
 `SimSettings()` defaults: port 0 (a free one), seed 1, pairs BTC_USD and ETH_USD, 20 events/s,
 one hour of history. `run_sim(port=..., ...)` also takes the settings as keywords.
@@ -63,6 +64,7 @@ from recorder.logs import get_logger
 from recorder.sim import wire
 from recorder.sim.accounts import Accounts
 from recorder.sim.candles import Charts
+from recorder.sim.deliveries import DeliveryLog, Garbage
 from recorder.sim.engine import Cancel, Engine, Event, NewOrder
 from recorder.sim.faults import Faults
 from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
@@ -100,6 +102,8 @@ class SimSettings:
     """Drop every socket connection this often; 0: never."""
     burst_every_s: float = 0.0
     """Send 3 malformed book events per channel and 3 unknown events this often; 0: never."""
+    record_deliveries: bool = False
+    """Keep which connection was sent which event (`Simulator.deliveries`), for chaos runs."""
 
 
 class Simulator:
@@ -117,7 +121,11 @@ class Simulator:
         self.emitted_count = 0
         self._enqueued_count = 0
         self.base_url = ""
-        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self._outbox: deque[tuple[str, dict[str, Any], Event]] = deque()
+        self.deliveries = DeliveryLog() if settings.record_deliveries else None
+        # Emission and dropping take turns, so that a dropped connection was sent exactly
+        # the events emitted before its disconnect packet (what `deliveries` records).
+        self._emitting = asyncio.Lock()
         self._outbox_ready = asyncio.Event()
         self._outbox_room = asyncio.Event()
         self._outbox_room.set()
@@ -212,10 +220,15 @@ class Simulator:
             await asyncio.sleep(0.005)
 
     async def drop_sockets(self) -> int:
-        sids = list(self._sids)
-        for sid in sids:
-            await self.sio.disconnect(sid)
+        async with self._emitting:
+            sids = list(self._sids)
+            for sid in sids:
+                await self.sio.disconnect(sid)
         return len(sids)
+
+    def subscribers(self, channel: str | None) -> list[str]:
+        """The sids in `channel`'s room (None: every connected client)."""
+        return [sid for sid, _ in self.sio.manager.get_participants("/", channel)]
 
     def list_pair(self, name: str) -> None:
         """List a new pair at run time: in /pairs/, on the socket, in the order flow."""
@@ -241,11 +254,19 @@ class Simulator:
             42,
             None,
         ]
-        for pair in self.engine.books:
-            for i in range(malformed):
-                await self.sio.emit(f"book_{pair}", bad[i % len(bad)], room=f"book_{pair}")
-        for i in range(unknown):
-            await self.sio.emit(f"unknown_event_{i % 3}", {"hello": i})
+        async with self._emitting:
+            for pair in self.engine.books:
+                channel = f"book_{pair}"
+                for i in range(malformed):
+                    self._log_sent(Garbage(channel), channel)
+                    await self.sio.emit(channel, bad[i % len(bad)], room=channel)
+            for i in range(unknown):
+                self._log_sent(Garbage(f"unknown_event_{i % 3}"), None)
+                await self.sio.emit(f"unknown_event_{i % 3}", {"hello": i})
+
+    def _log_sent(self, item: Event | Garbage, room: str | None) -> None:
+        if self.deliveries is not None:
+            self.deliveries.sent(item, self.subscribers(room))
 
     # --- order flow and emission ------------------------------------------------------------
 
@@ -260,7 +281,7 @@ class Simulator:
             if isinstance(event, Cancel)
             else wire.new_order_payload(event)
         )
-        self._outbox.append((f"book_{event.pair}", payload))
+        self._outbox.append((f"book_{event.pair}", payload, event))
         self._enqueued_count += 1
         self._outbox_ready.set()
 
@@ -268,8 +289,10 @@ class Simulator:
         while True:
             await self._outbox_ready.wait()
             while self._outbox:
-                channel, payload = self._outbox.popleft()
-                await self.sio.emit(channel, payload, room=channel)
+                async with self._emitting:
+                    channel, payload, event = self._outbox.popleft()
+                    self._log_sent(event, channel)
+                    await self.sio.emit(channel, payload, room=channel)
                 self.emitted_count += 1
                 if self.emitted_count % 100 == 0:
                     await self._wait_for_slow_sockets()
@@ -329,9 +352,13 @@ class Simulator:
             if self.faults.in_outage(time.monotonic()):
                 raise socketio.exceptions.ConnectionRefusedError("outage")
             self._sids.add(sid)
+            if self.deliveries is not None:
+                self.deliveries.connected(sid)
 
         async def disconnect(sid: str, *reason: Any) -> None:
             self._sids.discard(sid)
+            if self.deliveries is not None:
+                self.deliveries.disconnected(sid)
 
         async def subscribe(sid: str, channel: Any) -> dict[str, Any]:
             if not self._is_channel(channel):

@@ -1,0 +1,73 @@
+"""Which socket.io connection was sent what: the exact record a chaos run checks against.
+
+socket.io has no replay, so "every event delivered while connected is stored" can only be
+checked against a list of what each connection was actually sent. With
+`SimSettings(record_deliveries=True)` the simulator keeps one `Connection` per accepted
+socket.io client, holding, in the order they were handed to socket.io, the book events of
+the channels it had subscribed and the garbage (malformed or unknown events) it was sent.
+Events emitted while no connection had subscribed their channel are counted apart: only a
+snapshot can cover them.
+
+Off by default: it holds a reference to every emitted event for the simulator's lifetime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from recorder.sim.engine import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """A payload sent on purpose to be refused: `event` is its socket.io event name."""
+
+    event: str
+
+
+Item = Event | Garbage
+
+
+@dataclass
+class Connection:
+    sid: str
+    connected_at: float
+    """Unix seconds."""
+    disconnected_at: float | None = None
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Event]:
+        return [item for item in self.items if not isinstance(item, Garbage)]
+
+    @property
+    def garbage(self) -> int:
+        return sum(1 for item in self.items if isinstance(item, Garbage))
+
+
+class DeliveryLog:
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.undelivered: list[Event] = []
+        """Emitted while no connection had subscribed the event's channel."""
+
+    def connected(self, sid: str) -> None:
+        self.connections[sid] = Connection(sid, time.time())
+
+    def disconnected(self, sid: str) -> None:
+        connection = self.connections.get(sid)
+        if connection is not None and connection.disconnected_at is None:
+            connection.disconnected_at = time.time()
+
+    def sent(self, item: Item, sids: Iterable[str]) -> None:
+        """`item` was handed to socket.io for each of `sids` (possibly none)."""
+        recipients = [c for c in map(self.connections.get, sids) if c and c.disconnected_at is None]
+        for connection in recipients:
+            connection.items.append(item)
+        if not recipients and not isinstance(item, Garbage):
+            self.undelivered.append(item)
+
+    def open(self) -> list[Connection]:
+        return [c for c in self.connections.values() if c.disconnected_at is None]
