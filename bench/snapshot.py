@@ -63,6 +63,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ORDER_TYPES = ["uuid", "text", "int4", "int8", "numeric", "numeric", "timestamptz"]
 ORDER_COLUMNS = "snapshot_id, side, pos, order_id, price, amount, order_ts"
 PARTS = ("fetch", "parse", "store")
+PATHS = ("recorder", "bare", "bare+staging")
 
 Row = tuple[str, int, int, Decimal, Decimal, datetime]
 """What both paths must store per order: side, pos, order_id, price, amount, order_ts."""
@@ -112,7 +113,9 @@ async def recorder_snapshot(client: ExchangeClient, writer: Writer) -> tuple[uui
 # --- the bare path --------------------------------------------------------------------------
 
 
-def bare_snapshot(http: httpx.Client, conn: psycopg.Connection) -> tuple[uuid.UUID, Timer]:
+def bare_snapshot(
+    http: httpx.Client, conn: psycopg.Connection, *, idempotent: bool
+) -> tuple[uuid.UUID, Timer]:
     timer = Timer()
     snapshot_id = uuid.uuid4()
     taken_at = datetime.now(UTC)
@@ -128,17 +131,21 @@ def bare_snapshot(http: httpx.Client, conn: psycopg.Connection) -> tuple[uuid.UU
             for side in ("sell", "buy")
             for pos, o in enumerate(body[side])
         ]  # fmt: skip
+    table = "bare_stage" if idempotent else "book_snapshot_orders"
     with timer.part("store"), conn.transaction(), conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO book_snapshots VALUES (%s, %s, %s, %s, false, 'bench-bare')",
+            "INSERT INTO book_snapshots VALUES (%s, %s, %s, %s, false, 'bench-bare') "
+            "ON CONFLICT DO NOTHING",
             (snapshot_id, PAIR, taken_at, received_at),
         )
-        with cur.copy(
-            f"COPY book_snapshot_orders ({ORDER_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with cur.copy(f"COPY {table} ({ORDER_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(ORDER_TYPES)
             for row in rows:
                 copy.write_row(row)
+        if idempotent:
+            cur.execute(
+                "INSERT INTO book_snapshot_orders SELECT * FROM bare_stage ON CONFLICT DO NOTHING"
+            )
     return snapshot_id, timer
 
 
@@ -177,23 +184,27 @@ async def run_rounds(url: str, dsn: str, rounds: int, spool: Path) -> list[dict[
     ):
         with httpx.Client(base_url=url, timeout=30) as http, psycopg.connect(dsn) as conn:
             conn.autocommit = True
+            conn.execute(
+                "CREATE TEMP TABLE bare_stage (LIKE book_snapshot_orders) ON COMMIT DELETE ROWS"
+            )
             for round_no in range(rounds + 1):  # round 0 warms up and is not counted
                 conn.execute("TRUNCATE book_snapshots, book_snapshot_orders")
                 conn.execute("CHECKPOINT")
                 timers: dict[str, Timer] = {}
-                order = ("recorder", "bare") if round_no % 2 else ("bare", "recorder")
                 ids = {}
-                for path in order:
+                turn = round_no % len(PATHS)  # each path goes first as often as the others
+                for path in PATHS[turn:] + PATHS[:turn]:
                     if path == "recorder":
                         ids[path], timers[path] = await recorder_snapshot(client, writer)
                     else:
-                        ids[path], timers[path] = bare_snapshot(http, conn)
+                        idempotent = path == "bare+staging"
+                        ids[path], timers[path] = bare_snapshot(http, conn, idempotent=idempotent)
                 for path, snapshot_id in ids.items():
                     rows = stored(conn, snapshot_id)
                     assert rows == truth, f"round {round_no}: {path} stored other rows"
                 if round_no:
                     results.append(timers)
-    print(f"both paths stored the same {len(truth):,} rows as the engine's book, every round")
+    print(f"all paths stored the same {len(truth):,} rows as the engine's book, every round")
     return results
 
 
@@ -205,13 +216,15 @@ def report(results: list[dict[str, Timer]], orders: int) -> None:
         return 1000 * statistics.median(sum(r[path].parts[p] for p in PARTS) for r in results)
 
     print(f"\nmedian of {len(results)} rounds, milliseconds ({orders:,} orders per snapshot)")
-    print(f"{'path':<10}" + "".join(f"{p:>9}" for p in (*PARTS, "total")) + f"{'orders/s':>11}")
-    for path in ("recorder", "bare"):
+    print(f"{'path':<18}" + "".join(f"{p:>9}" for p in (*PARTS, "total")) + f"{'orders/s':>11}")
+    for path in PATHS:
         cells = "".join(f"{median_ms(path, p):>9.1f}" for p in PARTS)
         total = total_ms(path)
-        print(f"{path:<10}{cells}{total:>9.1f}{orders / total * 1000:>11,.0f}")
-    ratios = "".join(f"{median_ms('recorder', p) / median_ms('bare', p):>8.2f}x" for p in PARTS)
-    print(f"{'rec/bare':<10}{ratios}{total_ms('recorder') / total_ms('bare'):>8.2f}x")
+        print(f"{path:<18}{cells}{total:>9.1f}{orders / total * 1000:>11,.0f}")
+    for other in PATHS[1:]:  # how many times the other path's time the recorder takes
+        ratios = "".join(f"{median_ms('recorder', p) / median_ms(other, p):>8.2f}x" for p in PARTS)
+        total = total_ms("recorder") / total_ms(other)
+        print(f"{'rec/' + other:<18}{ratios}{total:>8.2f}x")
     print(
         f"the recorder's L3 book rebuilt from the snapshot: {median_ms('recorder', 'book'):.1f} ms"
     )
