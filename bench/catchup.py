@@ -64,8 +64,8 @@ class RestLog:
         if request.path.startswith("/api/"):
             self.answers.append((time.monotonic(), request.path, response.status))
 
-    def statuses(self, path: str) -> Counter[int]:
-        return Counter(status for _, p, status in self.answers if p == path)
+    def statuses(self, path: str, until: float) -> Counter[int]:
+        return Counter(status for t, p, status in self.answers if p == path and t <= until)
 
     def answers_to(self, path: str) -> int:
         return sum(1 for _, p, _ in self.answers if p == path)
@@ -209,7 +209,7 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
 
     start = rest_log.first(TRADES_PATH)
     seconds = done - start
-    sim_statuses = rest_log.statuses(TRADES_PATH)
+    sim_statuses = rest_log.statuses(TRADES_PATH, done)
     calls = sum(sim_statuses.values())
     all_429 = sum(1 for _, _, status in rest_log.answers if status == 429)
     recorder_calls = sum(n for (endpoint, _), n in requests.items() if endpoint == "exchanges")
@@ -231,6 +231,9 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
         f"{recorder_calls:,.0f} counted by the recorder; "
         f"{trades / max(calls, 1):.1f} trades per call"
     )
+    paging_s = max(t for t, p, _ in rest_log.answers if p == TRADES_PATH and t <= done) - start
+    print(f"  paging (first to last /exchanges/ answer) took {paging_s:.2f} s: "
+          f"{calls / paging_s:.1f} calls/s; the rest is the last batch's commit")  # fmt: skip
     print(f"  statuses of /exchanges/ answers: {dict(sorted(sim_statuses.items()))}")
     others = Counter(
         endpoint(p) for t, p, _ in rest_log.answers if start <= t <= done and p != TRADES_PATH
