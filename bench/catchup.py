@@ -261,6 +261,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--dsn", default="", help="an empty database (default: embedded)")
+    parser.add_argument("--keep-log", type=Path, help="copy the recorder's log (JSON) here")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-catchup-"))
@@ -274,6 +275,8 @@ def main() -> int:
             dsn = server.get_uri()
         return asyncio.run(run(args, dsn, workdir))
     finally:
+        if args.keep_log:
+            shutil.copyfile(workdir / "recorder.log", args.keep_log)
         if server is not None:
             server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
