@@ -19,10 +19,12 @@ alternates), each path takes one ungrouped snapshot of the book into an emptied
   bare       httpx.Client.get -> json.loads(parse_float=Decimal) -> one transaction:
              INSERT the header, binary COPY every order straight into the table (no
              staging, no idempotency, no checks)
+  bare+staging  the same, but COPY into a temporary table and INSERT ... ON CONFLICT DO
+             NOTHING from there: the writer's technique without the writer
 
 Each part is timed (fetch / parse / store) and the median of the rounds reported, with the
 recorder's in-memory L3 book rebuilt from the snapshot (its drift check) timed apart. Every
-round checks that both paths stored exactly the same rows, equal to the simulator's book.
+round checks that every path stored exactly the same rows, equal to the simulator's book.
 The writer here commits as soon as it has rows (`flush_interval_s=0`); the daemon's 0.25 s
 lets a short tail wait for company, which delays a snapshot's last rows but costs no work.
 """
