@@ -37,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1800.0,
         help="book events per hour in the generated past",
     )
+    parser.add_argument(
+        "--book-orders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fill each pair's book up to N resting orders at start (a deep book; 0: as the "
+        "history left it)",
+    )
     faults = parser.add_argument_group("faults (also switchable at run time under /admin/)")
     faults.add_argument("--rate-429", type=float, default=0.0, help="share of REST calls -> 429")
     faults.add_argument("--rate-5xx", type=float, default=0.0, help="share of REST calls -> 5xx")
@@ -71,6 +79,7 @@ def cmd_sim(args: argparse.Namespace, config: Config) -> int:
         rate_per_s=args.rate,
         history_hours=args.history_hours,
         history_events_per_hour=args.history_events_per_hour,
+        book_orders=args.book_orders,
         faults={
             "rate_429": args.rate_429,
             "rate_5xx": args.rate_5xx,

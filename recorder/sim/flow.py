@@ -105,6 +105,33 @@ class OrderFlow:
             self._placed[pair].append(event.oid)
         return event
 
+    def fill_book(self, pair: str, orders: int) -> int:
+        """Place passive orders on `pair` until its book holds at least `orders` resting ones.
+
+        Sides alternate; prices spread around the mid as the flow's passive orders do, one
+        tick short of the best opposite price at the closest, so nothing trades and no event
+        has fills. Return how many orders were placed.
+        """
+        book = self.engine.books[pair]
+        spec = self.engine.specs[pair]
+        placed = attempts = 0
+        while book.order_count() < orders:
+            side: Side = "buy" if attempts % 2 == 0 else "sell"
+            attempts += 1
+            distance = abs(self.random.gauss(0, self.settings.spread_share))
+            sign = -1 if side == "buy" else 1
+            price = self._price(spec, self.mid[pair] * (1 + sign * distance))
+            if book.crosses(side, price):
+                best = book.best_price("sell" if side == "buy" else "buy")
+                assert best is not None  # crosses() saw it
+                price = best - spec.tick if side == "buy" else best + spec.tick
+                if price <= 0:
+                    continue
+            event = self.engine.place(pair, side, price, self._amount(spec))
+            self._placed[pair].append(event.oid)
+            placed += 1
+        return placed
+
     def _pick_resting(self, pair: str) -> int | None:
         """A random order of this flow's still on the book, or None."""
         placed = self._placed[pair]

@@ -15,7 +15,8 @@ loopback port:
         sim.deliveries        # with record_deliveries=True: what each connection was sent
 
 `SimSettings()` defaults: port 0 (a free one), seed 1, pairs BTC_USD and ETH_USD, 20 events/s,
-one hour of history. `run_sim(port=..., ...)` also takes the settings as keywords.
+one hour of history; `book_orders=10_000` starts every pair with a book that deep.
+`run_sim(port=..., ...)` also takes the settings as keywords.
 
 What it serves (DESIGN §2, the docs' JSON shapes):
 
@@ -94,6 +95,10 @@ class SimSettings:
     history_events_per_hour: float = 1800.0
     public_calls_per_s: int = 100
     private_calls_per_s: int = 2
+    book_orders: int = 0
+    """At start, after the history, each pair's book is filled up to at least this many
+    resting orders (passive, both sides, no trades, no socket events): a deep book for
+    snapshot benchmarks. 0: the book the history left."""
     faults: dict[str, Any] = field(default_factory=dict)
     """Initial fault switches (keys of `Faults.update`)."""
     outage_s: float = 0.0
@@ -147,6 +152,8 @@ class Simulator:
             events_per_hour=self.settings.history_events_per_hour,
             end_s=time.time(),
         )
+        for pair in self.engine.books:
+            self.flow.fill_book(pair, self.settings.book_orders)
         self.engine.subscribe(self._enqueue)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()

@@ -90,7 +90,10 @@ class Writer:
         if not self._pending:
             self._oldest_at = time.monotonic()
         self._pending.append(record)
-        if len(self._pending) >= self._batch_rows:
+        if len(self._pending) == 1 or len(self._pending) >= self._batch_rows:
+            # An idle writer waits for a wake-up with no timer running: without this, a
+            # lone record (the last trades of a catch-up on a quiet market) would wait
+            # for the next put_many or flush, not flush_interval_s.
             self._wakeup.set()
         metrics.write_buffer_rows.inc()
         if len(self._pending) > self._max_buffer_rows:

@@ -26,6 +26,8 @@ def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
             "5",
             "--seed",
             "9",
+            "--book-orders",
+            "300",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -47,6 +49,11 @@ def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
         with urllib.request.urlopen(url + "/api/v1/pairs/", timeout=10) as response:  # noqa: S310 - our own http URL
             pairs = json.loads(response.read())
         assert [p["name"] for p in pairs] == ["ETH_BTC", "LTC_USD"]
+        with urllib.request.urlopen(url + "/api/v1/orderbook/LTC_USD/", timeout=10) as response:  # noqa: S310 - our own http URL
+            book = json.loads(response.read())
+        # --book-orders 300 (the history alone leaves about 80; the flow at 5 events/s may
+        # have cancelled a few since the start)
+        assert len(book["buy"]) + len(book["sell"]) > 250
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)

@@ -134,6 +134,22 @@ async def test_a_lone_record_is_committed_without_waiting_for_a_full_batch(
             await asyncio.sleep(0.02)
 
 
+async def test_a_record_put_into_an_idle_writer_is_committed_without_a_flush(
+    dsn: str, tmp_path: Path
+) -> None:
+    """The end of a trade catch-up on a quiet market: the writer had gone idle, one put()
+    arrives and nothing else follows (no put_many, no flush, no full batch)."""
+    async with Writer(dsn, tmp_path / "spool", batch_rows=10_000, flush_interval_s=0.05) as writer:
+        writer.put_many([trade(5100)])
+        assert await writer.flush(30)
+        await asyncio.sleep(0.2)  # the writer waits for work with an empty buffer
+        writer.put(trade(5101))
+        started = time.monotonic()
+        while count(dsn, "trades", "tid = 5101") == 0:
+            assert time.monotonic() - started < 20, "a record put into an idle writer waited"
+            await asyncio.sleep(0.02)
+
+
 async def test_a_refused_row_is_kept_verbatim_and_the_rest_committed(
     dsn: str, writer: Writer
 ) -> None:
