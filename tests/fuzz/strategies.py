@@ -27,9 +27,10 @@ SIDES = ("buy", "sell")
 CANDLE_TYPES = ("1", "5", "15", "30", "60", "240", "D")
 
 
-def examples(ci_default: int) -> int:
-    """How many examples a property runs: `ci_default` in CI, RECORDER_FUZZ_EXAMPLES if set."""
-    return int(os.environ.get("RECORDER_FUZZ_EXAMPLES", ci_default))
+def examples(ci_default: int, variable: str = "RECORDER_FUZZ_EXAMPLES") -> int:
+    """How many examples a property runs: `ci_default` in CI, `variable` if set (long runs:
+    `bench/fuzz.py`). The end-to-end properties read RECORDER_FUZZ_PIPELINE_EXAMPLES."""
+    return int(os.environ.get(variable, ci_default))
 
 
 # --- the JSON tree ----------------------------------------------------------------------------
@@ -273,6 +274,13 @@ odd_number_texts = st.sampled_from(
      "1.00000000000000000000000000000000000000000000000000000000001", "NaN", "Infinity",
      "-Infinity", "1e-7", "253402300799", "253402300798.9999999", "0.0000005", "1e2"]
 )  # fmt: skip
+edge_number_texts = st.sampled_from(
+    ["9223372036854775807", "9223372036854775808", "-9223372036854775808",
+     "-9223372036854775809", "2147483647", "2147483648", "-2147483648", "-2147483649",
+     "1" + "0" * 29, "1" + "0" * 30, "1E+60", "1E+61", "1E-60", "1E-61", "0E-60", "0E+60",
+     "-1", "-0", "0", "253402300798", "253402300799", "1" * 60, "0." + "1" * 60]
+)  # fmt: skip
+"""Values at the edges of what a column (bigint, integer, numeric, timestamptz) holds."""
 garbage_values = st.recursive(
     st.none()
     | st.booleans()
@@ -338,8 +346,19 @@ def mutated_tree(draw: st.DrawFn, tree: Any) -> Any:
         path = draw(st.sampled_from(paths))
         node = _node(tree, path)
         parent_is_obj = bool(path) and isinstance(_node(tree, path[:-1]), Obj)
-        how = draw(st.sampled_from(["retype", "number", "remove", "duplicate", "nest", "wrap"]))
-        if how == "remove" and parent_is_obj:
+        how = draw(
+            st.sampled_from(["edge", "edge", "retype", "number", "remove", "duplicate", "nest",
+                             "wrap"])
+        )  # fmt: skip
+        if how == "edge":
+            # One value at an edge, the rest valid: what must be refused or stored exactly.
+            leaves = [p for p in paths if isinstance(_node(tree, p), Lit | str)] or [path]
+            path = draw(st.sampled_from(leaves))
+            edge = draw(edge_number_texts.map(Lit) | odd_strings)
+            if isinstance(edge, Lit) and draw(st.booleans()):
+                edge = Lit(json.dumps(edge.text))
+            tree = _replace(tree, path, edge)
+        elif how == "remove" and parent_is_obj:
             tree = _replace(tree, path, _REMOVE)
         elif how == "duplicate" and isinstance(node, Obj) and node.items:
             key, _ = draw(st.sampled_from(node.items))
@@ -403,3 +422,42 @@ def any_input(valid: st.SearchStrategy[Valid]) -> st.SearchStrategy[str | bytes]
         damaged(valid), damaged(valid), damaged(valid), json_anything, st.binary(max_size=64),
         st.text(max_size=64),
     )  # fmt: skip
+
+
+@st.composite
+def wallets(draw: st.DrawFn) -> Valid:
+    trees, expected = [], []
+    for _ in range(draw(st.integers(0, 3))):
+        currency = draw(names)
+        balance_lit, balance = draw(decimal_lit())
+        reserve_lit, reserve = draw(decimal_lit())
+        trees.append(obj(currency=currency, balance=balance_lit, reserve=reserve_lit))
+        expected.append({"currency": currency, "balance": balance, "reserve": reserve})
+    return Valid(trees, expected)
+
+
+@st.composite
+def deposits(draw: st.DrawFn, with_status: bool = False) -> Valid:
+    """Deposits, or withdrawals (`with_status`): the same shape plus a status."""
+    trees, expected = [], []
+    for _ in range(draw(st.integers(0, 3))):
+        id_lit, item_id = draw(int_lit())
+        currency = draw(names)
+        amount_lit, amount = draw(decimal_lit())
+        ts_lit, ts = draw(time_lit())
+        tree = obj(id=id_lit, currency=currency, amount=amount_lit, timestamp=ts_lit)
+        row = {"id": item_id, "currency": currency, "amount": amount, "ts": ts}
+        if with_status:
+            status_lit, status = draw(int_lit(2**31 - 1))
+            tree.items.append(("status", status_lit))
+            row["status"] = status
+        trees.append(tree)
+        expected.append(row)
+    return Valid(trees, expected)
+
+
+@st.composite
+def own_trades(draw: st.DrawFn) -> Valid:
+    page = draw(trades_page(draw(pair_names)))
+    renamed = [{("id" if k == "tid" else k): v for k, v in e.items()} for e in page.expected]
+    return Valid(page.tree, renamed)

@@ -67,7 +67,7 @@ ROUTES = {
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 PIPELINE = settings(
-    max_examples=fz.examples(4),
+    max_examples=fz.examples(4, "RECORDER_FUZZ_PIPELINE_EXAMPLES"),
     deadline=None,
     # No shrinking: each example runs the daemon for seconds; the failing one is printed.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
