@@ -139,7 +139,7 @@ def to_int(value: Any, where: str = "value", *, bits: int = INT_BITS) -> int:
         raise ParseError(f"{where}: expected an integer, got {_kind(value)}")
     limit = 1 << (bits - 1)
     if not -limit <= number < limit:
-        raise ParseError(f"{where}: integer too large for {bits} bits: {_short(number)}")
+        raise ParseError(f"{where}: integer outside the {bits}-bit range: {_short(number)}")
     return number
 
 

@@ -213,9 +213,9 @@ def test_single_objects_parse_well_typed_or_are_refused(name: str, text: str | b
     ("name", "text", "reason"),
     [
         ("exchanges", '[{"id": 9223372036854775808, "pair": "BTC_USD", "type": "buy", '
-         '"price": 1, "amount": 1, "timestamp": 1}]', "too large for 64 bits"),
+         '"price": 1, "amount": 1, "timestamp": 1}]', "outside the 64-bit range"),
         ("pairs", '[{"name": "A_B", "currency1": "A", "currency2": "B", "price_precision": '
-         '"2147483648", "minimum_order_size": 1, "maximum_order_size": 2}]', "32 bits"),
+         '"2147483648", "minimum_order_size": 1, "maximum_order_size": 2}]', "32-bit range"),
         ("currencies", '[{"short_name": "BTC", "sign": "\\ud800"}]', "lone surrogate"),
         ("currencies", '[{"short_name": "B\\u0000", "sign": ""}]', "NUL"),
     ],

@@ -89,10 +89,11 @@ def metric(source: str) -> float:
     return value or 0.0
 
 
-def daemon_for(exchange: FakeExchange, dsn: str, data_dir: Path) -> Daemon:
+def daemon_for(exchange: FakeExchange, dsn: str, data_dir: Path, *, keys: bool = False) -> Daemon:
     config = data_dir / "recorder.toml"
+    secrets = 'api_key = "fuzz-key"\napi_secret = "fuzz-secret"\n' if keys else ""
     config.write_text(
-        f'[exchange]\nbase_url = "{exchange.url}"\nsocket_url = "{exchange.url}"\n'
+        f'[exchange]\nbase_url = "{exchange.url}"\nsocket_url = "{exchange.url}"\n{secrets}'
         f'request_timeout_s = 5\n[database]\ndsn = "{dsn}"\n'
         f'[recorder]\ndata_dir = "{data_dir / "data"}"\npairs = ["{PAIR}"]\n'
         'candle_types = ["1"]\nsnapshot_interval_s = 0.3\ntrades_poll_interval_s = 0.2\n'
@@ -335,3 +336,78 @@ def test_rest_garbage_is_kept_raw_and_recording_goes_on(
     assert levels == {("sell", 0, 7, Decimal("101.5"), Decimal("2")),
                       ("buy", 0, 8, Decimal("99"), Decimal("1.25"))}  # fmt: skip
     assert query(pg_dsn, "SELECT count(*) FROM stream_sessions") == [(1,)]
+
+
+# --- the private account -------------------------------------------------------------------------
+
+WALLETS = '[{"currency": "BTC", "balance": "1.50", "reserve": "0.25"}]'
+PRIVATE = {
+    "wallets": ("/api/v1/wallets/", WALLETS, lambda t: parse.parse_wallets(t, NOW),
+                fz.wallets()),
+    "orders_own": ("/api/v1/orders/own/", "[]", lambda t: parse.parse_orders(t, NOW),
+                   fz.account_orders()),
+    "exchanges_own": ("/api/v1/exchanges/own/", "[]", lambda t: parse.parse_own_trades(t, NOW),
+                      fz.own_trades()),
+    "deposits": ("/api/v1/deposits/", "[]", lambda t: parse.parse_deposits(t, NOW),
+                 fz.deposits()),
+    "withdraws": ("/api/v1/withdraws/", "[]", lambda t: parse.parse_withdraws(t, NOW),
+                  fz.deposits(with_status=True)),
+}  # fmt: skip
+
+
+@st.composite
+def private_garbage(draw: st.DrawFn) -> tuple[str, str]:
+    """(endpoint, body): an answer to a private request that its parser refuses."""
+    endpoint = draw(st.sampled_from(sorted(PRIVATE)))
+    _, _, parser, valid = PRIVATE[endpoint]
+    body = draw(fz.any_input(valid).filter(lambda t: isinstance(t, str)))
+    assert isinstance(body, str)
+    body = body.strip() or "-"
+    try:
+        parser(body)
+    except parse.ParseError:
+        if storable(body):
+            return endpoint, body
+    reject()
+
+
+# Slower: the exchange's private limit (2 calls/s) makes each round of the account 2.5 s.
+@settings(PIPELINE, max_examples=fz.examples(2, "RECORDER_FUZZ_PIPELINE_EXAMPLES"))
+@given(answers=st.lists(private_garbage(), min_size=1, max_size=3))
+def test_private_garbage_is_kept_raw_and_the_account_recorded(
+    pg_dsn: str, tmp_path_factory: pytest.TempPathFactory, answers: list[tuple[str, str]]
+) -> None:
+    empty_tables(pg_dsn)
+    before = metric("rest")
+
+    async def scenario() -> None:
+        exchange = exchange_with_good_answers()
+        for path, body, _, _ in PRIVATE.values():
+            exchange.bodies[path] = body
+        for endpoint, body in answers:
+            exchange.fail(PRIVATE[endpoint][0], Fault(status=200, body=body))
+        await exchange.start()
+        daemon = daemon_for(exchange, pg_dsn, tmp_path_factory.mktemp("private"), keys=True)
+        try:
+            running = await start_daemon(daemon)
+            await eventually(lambda: not any(exchange.faults.values()), what="every answer")
+            # After the garbage, a whole round of the account is recorded.
+            await eventually(lambda: query(pg_dsn, "SELECT 1 FROM account_wallets"),
+                             what="the wallets after the garbage")  # fmt: skip
+            await eventually(
+                lambda: sum(kept_payloads(pg_dsn, "rest").values()) >= len(answers),
+                what="every garbage answer kept",
+            )
+            await stop_daemon(daemon, running)
+        finally:
+            await exchange.stop()
+
+    asyncio.run(scenario())
+
+    assert kept_payloads(pg_dsn, "rest") == Counter(answers)
+    assert metric("rest") - before == len(answers)
+    assert set(query(pg_dsn, "SELECT currency, balance, reserve FROM account_wallets")) == {
+        ("BTC", Decimal("1.50"), Decimal("0.25"))
+    }
+    for table in ("account_orders", "account_trades", "account_deposits", "account_withdraws"):
+        assert query(pg_dsn, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
