@@ -81,7 +81,7 @@ def outcome(call: Callable[[], Any]) -> list[Any] | None:
     except ParseError as exc:
         refusal = str(exc)
     else:
-        found = _records(result)
+        found = records_of(result)
         for record in found:
             assert_well_typed(record)
         return found
@@ -89,7 +89,7 @@ def outcome(call: Callable[[], Any]) -> list[Any] | None:
     return None
 
 
-def _records(result: Any) -> list[Any]:
+def records_of(result: Any) -> list[Any]:
     if isinstance(result, list):
         return result
     if isinstance(result, parse.OrderBook):
@@ -150,7 +150,7 @@ PARSERS: dict[str, tuple[Callable[[str | bytes], Any], st.SearchStrategy[fz.Vali
     ),
     "orders_own": (lambda t: parse.parse_orders(t, NOW), fz.account_orders()),
     "created_order": (
-        lambda t: _records(parse.parse_created_order(t, pair="BTC_USD", received_at=NOW)),
+        lambda t: records_of(parse.parse_created_order(t, pair="BTC_USD", received_at=NOW)),
         fz.book_event().filter(lambda v: v.expected[0]["kind"] == "new"),
     ),
 }

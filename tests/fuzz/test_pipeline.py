@@ -14,6 +14,8 @@ damaged input, and then checks what reached the database:
   requests, each served once among good ones; every one is in `raw_messages` verbatim
   (source `rest`, the endpoint as `event`) and counted, the tables hold only the good
   answers' rows, and the trade that follows the garbage is recorded.
+- private (with API keys): the same for wallets, own orders and trades, deposits and
+  withdrawals; the account tables hold only the good answers' rows.
 
 PostgreSQL's text cannot hold NUL: a payload with one is kept by the writer instead (source
 `writer`), as the record's JSON, from which the verbatim text decodes back.
@@ -152,6 +154,10 @@ socket_bodies = st.one_of(
 ).filter(storable)  # fmt: skip
 
 
+SESSION = parse.new_id()
+SENTINEL_OID = 2**62
+
+
 def expected_from_socket(bodies: list[str]) -> tuple[dict[Any, Any], dict[Any, Any], list[Any]]:
     """What the recorder must store for these packets: events and fills (first write of a key
     wins), and the raw messages, as the stream's own decoding and classifier read them."""
@@ -166,7 +172,7 @@ def expected_from_socket(bodies: list[str]) -> tuple[dict[Any, Any], dict[Any, A
             raw.append((None, received.text))
             continue
         item = classify(received.event, received.args, payload_text=received.text,
-                        received_at=NOW, session_id=fz_session)  # fmt: skip
+                        received_at=NOW, session_id=SESSION)  # fmt: skip
         if isinstance(item, RawMessage):
             raw.append((item.event, item.payload))
             continue
@@ -177,10 +183,6 @@ def expected_from_socket(bodies: list[str]) -> tuple[dict[Any, Any], dict[Any, A
         for f in item.fills:
             fills.setdefault((f.pair, f.tid), (f.oid, f.o_id, f.type, f.price, f.amount, f.ts))
     return events, fills, raw
-
-
-fz_session = parse.new_id()
-SENTINEL_OID = 2**62
 
 
 # Found by this fuzzing: an event named `disconnect` ended a healthy session unrecorded; an
@@ -390,10 +392,12 @@ def test_private_garbage_is_kept_raw_and_the_account_recorded(
         daemon = daemon_for(exchange, pg_dsn, tmp_path_factory.mktemp("private"), keys=True)
         try:
             running = await start_daemon(daemon)
-            await eventually(lambda: not any(exchange.faults.values()), what="every answer")
+            # Each account round is five private calls, at most 2/s: slow on a loaded machine.
+            await eventually(lambda: not any(exchange.faults.values()), timeout_s=90,
+                             what="every answer")  # fmt: skip
             # After the garbage, a whole round of the account is recorded.
             await eventually(lambda: query(pg_dsn, "SELECT 1 FROM account_wallets"),
-                             what="the wallets after the garbage")  # fmt: skip
+                             timeout_s=90, what="the wallets after the garbage")  # fmt: skip
             await eventually(
                 lambda: sum(kept_payloads(pg_dsn, "rest").values()) >= len(answers),
                 what="every garbage answer kept",

@@ -24,7 +24,7 @@ from recorder.storage.migrate import migrate
 from recorder.storage.tables import SPECS
 from recorder.storage.writer import Writer
 from tests.fuzz import strategies as fz
-from tests.fuzz.test_parsers import PARSERS, _records
+from tests.fuzz.test_parsers import PARSERS, records_of
 from tests.fuzz.test_pipeline import empty_tables
 from tests.test_daemon import query
 
@@ -46,7 +46,7 @@ def parsed_batch(draw: st.DrawFn) -> list[Any]:
         call, valid = PARSERS[name]
         text = draw(st.one_of(valid.map(lambda v: v.text), fz.damaged(valid)))
         try:
-            found += _records(call(text))
+            found += records_of(call(text))
         except ParseError:
             continue
     return found
