@@ -209,17 +209,7 @@ class Daemon:
             try:
                 await factory()
             except MalformedResponse as exc:
-                metrics.malformed_messages.labels("rest").inc()
-                writer.put(
-                    RawMessage(
-                        id=new_id(),
-                        received_at=utc_now(),
-                        source="rest",
-                        event=exc.endpoint,
-                        payload=exc.text,
-                        error=exc.reason,
-                    )
-                )
+                _keep_malformed(writer, exc)
                 raise
 
         self.supervisor.spawn(name, source)
@@ -234,6 +224,8 @@ class Daemon:
                 await metadata.refresh()
                 return
             except Exception as exc:  # an exchange outage at start is waited out
+                if isinstance(exc, MalformedResponse) and self.writer is not None:
+                    _keep_malformed(self.writer, exc)  # kept like any later one
                 await self._wait_to_retry("exchange unreachable", exc, backoff.delay_s(attempt))
 
     async def _wait_to_retry(self, problem: str, exc: BaseException, delay_s: float) -> None:
@@ -254,6 +246,21 @@ class Daemon:
             task.cancel()
         await writer.close(0.0)  # whatever is still buffered goes to the spool
         log.info("stopped", spooled_rows=writer.buffered_rows)
+
+
+def _keep_malformed(writer: Writer, exc: MalformedResponse) -> None:
+    """A REST answer that did not parse: counted, and kept verbatim in `raw_messages`."""
+    metrics.malformed_messages.labels("rest").inc()
+    writer.put(
+        RawMessage(
+            id=new_id(),
+            received_at=utc_now(),
+            source="rest",
+            event=exc.endpoint,
+            payload=exc.text,
+            error=exc.reason,
+        )
+    )
 
 
 def run(config: Config) -> int:

@@ -63,10 +63,19 @@ def classify(
         id=new_id(),
         received_at=received_at,
         source=SOURCE,
-        event=str(event)[:200] if event is not None else None,
+        event=printable(str(event)[:200]) if event is not None else None,
         payload=payload_text,
         error=reason,
     )
+
+
+def printable(text: str) -> str:
+    """`text` with what a text column cannot hold (NUL, lone surrogates) written as escapes.
+
+    The event name is any JSON string the server sent; kept as it was, a lone surrogate in
+    it made the raw message itself unwritable (found by fuzzing: it stalled the writer).
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _book_update(

@@ -42,6 +42,11 @@ MAX_ABS_EXPONENT = 60
 """Values must lie between 1e-60 and 1e+60 (or be zero with at most 60 decimals)."""
 MAX_INT_DIGITS = 30
 """Ids, statuses and timestamps fit in far fewer digits; longer integers are malformed."""
+INT_BITS = 64
+"""Ids are stored as bigint; an integer outside its range cannot be a row (fuzzing found that
+one such id stalled the writer, which retried the batch for ever)."""
+SMALL_INT_BITS = 32
+"""Statuses and price precisions are stored as integer."""
 MAX_NUMBER_TEXT = 200
 MAX_TIMESTAMP_S = Decimal(253402300798)  # 9999-12-31, the last day `datetime` can hold
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -117,19 +122,25 @@ def to_decimal(value: Any, where: str = "value") -> Decimal:
     raise ParseError(f"{where}: expected a decimal number, got {_kind(value)}")
 
 
-def to_int(value: Any, where: str = "value") -> int:
-    """A JSON integer or an integer in a string (`3` or `"3"`); ParseError otherwise."""
+def to_int(value: Any, where: str = "value", *, bits: int = INT_BITS) -> int:
+    """A JSON integer or an integer in a string (`3` or `"3"`) that fits a signed `bits`-bit
+    column; ParseError otherwise."""
     if isinstance(value, bool):
         raise ParseError(f"{where}: expected an integer, got a boolean")
     if isinstance(value, int):
         if len(str(abs(value))) > MAX_INT_DIGITS:
             raise ParseError(f"{where}: integer too large")
-        return value
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, str):
         if len(value.lstrip("+-")) > MAX_INT_DIGITS or not _INT_TEXT.fullmatch(value):
             raise ParseError(f"{where}: not an integer: {_short(value)}")
-        return int(value)
-    raise ParseError(f"{where}: expected an integer, got {_kind(value)}")
+        number = int(value)
+    else:
+        raise ParseError(f"{where}: expected an integer, got {_kind(value)}")
+    limit = 1 << (bits - 1)
+    if not -limit <= number < limit:
+        raise ParseError(f"{where}: integer outside the {bits}-bit range: {_short(number)}")
+    return number
 
 
 def to_timestamp(value: Any, where: str = "value") -> datetime:
@@ -158,6 +169,21 @@ def to_side(value: Any, where: str = "value") -> Side:
 def to_text(value: Any, where: str = "value") -> str:
     if not isinstance(value, str) or not value:
         raise ParseError(f"{where}: expected a non-empty string, got {_short(value)}")
+    return storable_text(value, where)
+
+
+def storable_text(value: str, where: str = "value") -> str:
+    """`value` if PostgreSQL's text can hold it; ParseError for NUL or a lone surrogate.
+
+    JSON allows both (`"\\u0000"`, `"\\ud800"`); a text column takes neither, and a lone
+    surrogate cannot even be encoded to send (fuzzing found one stalling the writer).
+    """
+    if "\x00" in value:
+        raise ParseError(f"{where}: text with a NUL character: {_short(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(f"{where}: text with a lone surrogate: {_short(value)}") from None
     return value
 
 
@@ -197,8 +223,8 @@ class Fields:
     def decimal(self, key: str) -> Decimal:
         return to_decimal(self.raw(key), self.path(key))
 
-    def int(self, key: str) -> int:
-        return to_int(self.raw(key), self.path(key))
+    def int(self, key: str, *, bits: int = INT_BITS) -> int:
+        return to_int(self.raw(key), self.path(key), bits=bits)
 
     def timestamp(self, key: str) -> datetime:
         return to_timestamp(self.raw(key), self.path(key))
@@ -248,7 +274,7 @@ def _str(fields: Fields, key: str) -> str:
     value = fields.raw(key)
     if not isinstance(value, str):
         raise ParseError(f"{fields.path(key)}: expected a string, got {_kind(value)}")
-    return value
+    return storable_text(value, fields.path(key))
 
 
 def parse_pairs(text: str | bytes, seen_at: datetime) -> list[Pair]:
@@ -257,7 +283,7 @@ def parse_pairs(text: str | bytes, seen_at: datetime) -> list[Pair]:
             name=f.text("name"),
             currency1=f.text("currency1"),
             currency2=f.text("currency2"),
-            price_precision=f.int("price_precision"),
+            price_precision=f.int("price_precision", bits=SMALL_INT_BITS),
             minimum_order_size=f.decimal("minimum_order_size"),
             maximum_order_size=f.decimal("maximum_order_size"),
             seen_at=seen_at,
@@ -320,7 +346,7 @@ def _order(f: Fields, updated_at: datetime) -> AccountOrder:
         id=f.int("id"),
         pair=f.text("pair"),
         type=f.side("type"),
-        status=f.int("status"),
+        status=f.int("status", bits=SMALL_INT_BITS),
         price=f.decimal("price"),
         amount=f.decimal("amount"),
         updated_at=updated_at,
@@ -429,7 +455,7 @@ def parse_withdraws(text: str | bytes, updated_at: datetime) -> list[AccountWith
             id=f.int("id"),
             currency=f.text("currency"),
             amount=f.decimal("amount"),
-            status=f.int("status"),
+            status=f.int("status", bits=SMALL_INT_BITS),
             ts=f.timestamp("timestamp"),
             updated_at=updated_at,
         ),

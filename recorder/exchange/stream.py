@@ -95,6 +95,10 @@ UNDECODABLE = "\x00undecodable"
 """The event name under which a packet that could not be decoded reaches the handler."""
 
 
+RESERVED_EVENTS = frozenset(socketio.AsyncClient.reserved_events)
+"""Event names the client library handles itself instead of the catch-all handler."""
+
+
 class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
     """A socket.io packet decoded with exact decimals, its event's JSON text kept."""
 
@@ -115,7 +119,11 @@ class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
             data = self.data if isinstance(self.data, list) else [self.data]
             text = self.json.text or ""
             first = data[0] if data else None
-            name = first if isinstance(first, str) else UNDECODABLE
+            # An event named like one of the library's own (`disconnect`, `connect`) would
+            # run that handler: fuzzing found `2["disconnect"]` ending a healthy session
+            # unrecorded. Such a name reaches the catch-all handler, which keeps it raw.
+            usable = isinstance(first, str) and first not in RESERVED_EVENTS
+            name = first if usable else UNDECODABLE
             self.data = [name, Received(first, data[1:], text)]
         return attachments
 
