@@ -43,6 +43,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from recorder.exchange.ratelimit import PRIVATE_CALLS_PER_S, PUBLIC_CALLS_PER_S
+
 ENV_PREFIX = "RECORDER_"
 ENV_NESTED_DELIMITER = "__"
 MASK = "****"
@@ -85,6 +87,8 @@ def _split_list(value: Any) -> Any:
 
 
 PositiveSeconds = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, allow_inf_nan=False)]
+PositiveRate = PositiveSeconds
+"""Calls per second: the same constraints as a duration."""
 
 PAIR_NAME = re.compile(r"^(\*|[A-Za-z0-9]+_[A-Za-z0-9]+)$")
 
@@ -227,6 +231,10 @@ class ExchangeConfig(Section):
     subscribe_event: str = "subscribe"
     """The socket.io event that subscribes to a `book_<pair>` channel."""
     request_timeout_s: PositiveSeconds = 10.0
+    public_calls_per_s: PositiveRate = PUBLIC_CALLS_PER_S
+    """The client's pace of public REST calls; the exchange allows 100/s per IP."""
+    private_calls_per_s: PositiveRate = PRIVATE_CALLS_PER_S
+    """The client's pace of signed calls; the exchange allows 2/s per account."""
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
 

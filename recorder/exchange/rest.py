@@ -247,6 +247,8 @@ class ExchangeClient:
             api_key=config.api_key,
             api_secret=config.api_secret,
             nonce=NonceSource(data_dir),
+            public_limit=TokenBucket(config.public_calls_per_s),
+            private_limit=TokenBucket(config.private_calls_per_s),
         )
 
     def __repr__(self) -> str:

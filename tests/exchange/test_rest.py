@@ -324,10 +324,18 @@ async def test_rate_limits_hold_against_a_real_server(exchange: FakeExchange) ->
     assert elapsed_s >= 30 / 20 - 0.01
 
 
-async def test_default_limits_are_the_exchanges() -> None:
+async def test_limits_keep_under_the_exchanges_and_are_configurable(tmp_path: Path) -> None:
+    """The exchange allows 100 public and 2 private calls/s and counts them on arrival, so
+    by default the client keeps a margin for jitter; the configuration sets its pace."""
     async with ExchangeClient("http://127.0.0.1:9") as client:
-        assert client.public_limit.rate_per_s == 100
-        assert client.private_limit.rate_per_s == 2
+        assert 90 <= client.public_limit.rate_per_s < 100
+        assert 1.5 <= client.private_limit.rate_per_s < 2
+    config = ExchangeConfig(
+        base_url="http://127.0.0.1:9", public_calls_per_s=20, private_calls_per_s=0.5
+    )
+    async with ExchangeClient.from_config(config, data_dir=tmp_path) as client:
+        assert client.public_limit.rate_per_s == 20
+        assert client.private_limit.rate_per_s == 0.5
 
 
 async def test_private_calls_are_spaced_half_a_second(exchange: FakeExchange) -> None:
