@@ -65,7 +65,9 @@ def _encode_value(value: Any) -> Any:
 
 def encode(record: Record) -> str:
     values = [_encode_value(getattr(record, field.name)) for field in fields(record)]
-    return json.dumps([type(record).__name__, values], ensure_ascii=False, separators=(",", ":"))
+    # ASCII only: a string the file's UTF-8 (or a text column) cannot hold, such as a lone
+    # surrogate or NUL, is written as a JSON escape and decodes back to the same string.
+    return json.dumps([type(record).__name__, values], separators=(",", ":"))
 
 
 def decode(line: str) -> Record:

@@ -47,7 +47,9 @@ log = get_logger(__name__)
 # Errors that mean "the database is not there right now": retry later, keep everything.
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 # Errors that mean "the database will never take this row": isolate it, keep it verbatim.
-REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+# The last two are raised while encoding a row on our side (an integer beyond bigint, text
+# with a lone surrogate); retried as an outage, one such row would block every later write.
+REFUSED = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError)
 
 WRITER_ROLE = "recorder_writer"
 
