@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 
 PUBLIC_CALLS_PER_S = 95.0
 """The client's default pace for public calls: 5% under the exchange's 100/s. The server
-counts calls as they arrive, and network and event-loop jitter can bring two calls spaced
-exactly 1/100 s apart closer together: at exactly 100/s a long catch-up drew a few 429s."""
+counts calls as they arrive, and calls spaced exactly 1/100 s apart leave no room for jitter:
+any two brought closer on the way make 101 in a window. A server that stalls and then
+handles a queue of calls at once can still count more; a 429 is then retried after its
+Retry-After (docs/benchmarks.md, Footprint)."""
 PRIVATE_CALLS_PER_S = 1.8
 """The same for private calls (2/s per account): 10% under, as one call of jitter is a
 larger share of a 0.5 s spacing."""
