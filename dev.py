@@ -3,6 +3,8 @@
 
     python3 dev.py demo     set up .venv, then run `recorder demo` (Ctrl-C stops it)
     python3 dev.py test     set up .venv, then lint (ruff), type-check (mypy), test (pytest)
+    python3 dev.py bench NAME [ARGS]
+                            set up .venv, then run bench/NAME.py (`bench` alone lists them)
 
 Extra arguments after `test` go to pytest (`python3 dev.py test -k config -x`).
 The virtualenv lives in .venv and is reinstalled only when pyproject.toml changes.
@@ -82,7 +84,16 @@ def cmd_test(args: list[str]) -> int:
     return code
 
 
-COMMANDS = {"demo": cmd_demo, "test": cmd_test}
+def cmd_bench(args: list[str]) -> int:
+    scripts = sorted(p.stem for p in (ROOT / "bench").glob("[!_]*.py"))
+    if not args or args[0] not in scripts:
+        say(f"usage: python3 dev.py bench NAME [ARGS]; NAME is one of: {', '.join(scripts)}")
+        return 2
+    ensure_venv()
+    return run(BIN / "python", ROOT / "bench" / f"{args[0]}.py", *args[1:])
+
+
+COMMANDS = {"demo": cmd_demo, "test": cmd_test, "bench": cmd_bench}
 
 
 def main() -> int:
