@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +40,8 @@ import psycopg
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _recorder_procs import cpu_seconds, free_port
 
 from recorder.exchange.paging import PAGE_SIZE
 from recorder.sim.server import SimSettings, Simulator
@@ -77,19 +77,6 @@ class RestLog:
 def endpoint(path: str) -> str:
     """`orderbook`, `chart`, ...: a REST path without its pair."""
     return "chart" if path.startswith("/api/charts/") else path.split("/")[3]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import runpy
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _recorder_procs import free_port
 
 from recorder.config import load_config
 from recorder.daemon import Daemon
@@ -45,12 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TSDB_SCRIPT = ROOT.parent / "shared" / "timescaledb" / "tsdb.py"
 TABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "book_snapshots")
 HYPERTABLES = ("trades", "book_events", "book_fills", "candles")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(directory: Path, sim: Simulator, dsn: str) -> Path:

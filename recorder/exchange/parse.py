@@ -97,9 +97,10 @@ def load_json(text: str | bytes) -> Any:
 def _check_decimal(value: Decimal, where: str) -> Decimal:
     if not value.is_finite():
         raise ParseError(f"{where}: non-finite number {value} is not a decimal value")
-    if len(value.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
+    parts = value.as_tuple()  # once: it builds a tuple of every digit, for every number
+    if len(parts.digits) > MAX_SIGNIFICANT_DIGITS:
         raise ParseError(f"{where}: more than {MAX_SIGNIFICANT_DIGITS} significant digits")
-    exponent = int(value.as_tuple().exponent)
+    exponent = int(parts.exponent)
     if value.adjusted() > MAX_ABS_EXPONENT or exponent < -MAX_ABS_EXPONENT:
         raise ParseError(f"{where}: exponent out of range ({_short(value)})")
     return value
