@@ -33,7 +33,15 @@ def say(message: str) -> None:
 
 def run(*command: str | Path) -> int:
     say("$ " + " ".join(str(part) for part in command))
-    return subprocess.call([str(part) for part in command], cwd=ROOT)
+    with subprocess.Popen([str(part) for part in command], cwd=ROOT) as child:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached the child too (same process group): let it stop in its own
+                # time. subprocess.call would SIGKILL it 0.25 s later, before `recorder demo`
+                # has committed its buffer and stopped its PostgreSQL.
+                continue
 
 
 def ensure_venv() -> None:
