@@ -475,6 +475,31 @@ async def test_no_socket_io_server_is_a_warning_with_the_answers() -> None:
     assert finding.details["answers"]["EIO=4"].startswith("HTTP 404")
 
 
+async def test_a_pair_name_the_client_cannot_send_is_reported_not_fatal(tmp_path: Path) -> None:
+    async def currencies(request: web.Request) -> web.Response:
+        return web.json_response([{"sign": "B", "short_name": "BTC"}])
+
+    async def pairs(request: web.Request) -> web.Response:
+        listed = {"name": "BTC-USD", "currency1": "BTC", "currency2": "USD", "price_precision": 2,
+                  "minimum_order_size": "0.01", "maximum_order_size": "100"}  # fmt: skip
+        return web.json_response([listed])
+
+    app = web.Application()
+    app.router.add_get("/api/v1/currencies/", currencies)
+    app.router.add_get("/api/v1/pairs/", pairs)
+    async with serving(app) as url:
+        report = await probe(load_config(write_config(tmp_path, url)), 0.5)
+    findings = {f.key: f for f in report.findings}
+    assert findings["rest.pairs"].outcome == "ok"
+    orderbook = findings["rest.orderbook"]
+    assert (orderbook.outcome, orderbook.summary) == (
+        "fail",
+        "not asked: not a pair name like BTC_USD: 'BTC-USD'",
+    )
+    assert findings["socket.events"].outcome == "fail"
+    assert report.exit_code == 1
+
+
 # --- pure parts -----------------------------------------------------------------------------
 
 
@@ -675,13 +700,14 @@ def test_the_report_table_json_and_exit_code() -> None:
         Finding("rest.pairs", "ok", "HTTP 200 in 3 ms: 2 pairs", {"pairs": ["A_B"]}),
         Finding("trades.page", "warn", "capped at 100", {"cap": 100, "price": Decimal("1.50")}),
         Finding("socket.events", "fail", "no connection; key s3cr3t-value"),
+        Finding("rest.chart.D", "warn", "HTTP 502: <html>\n<body>\n" + "x" * 400),
     )
     report = Report("http://x", "http://x/socket.io/", T0, 2.0, findings)
     assert report.exit_code == 1
     document = json.loads(report.to_json())
     assert document["recording_would_work"] is False
     assert document["failures"] == ["socket.events: no connection; key ****"]
-    assert document["warnings"] == ["trades.page: capped at 100"]
+    assert document["warnings"][0] == "trades.page: capped at 100"
     assert document["findings"]["trades.page"] == {
         "outcome": "warn",
         "summary": "capped at 100",
@@ -690,6 +716,11 @@ def test_the_report_table_json_and_exit_code() -> None:
     }
     table = report.to_table()
     assert "s3cr3t-value" not in table
+    chart_line = next(line for line in table.splitlines() if line.startswith("rest.chart.D"))
+    assert chart_line.split("  warn    ")[1].startswith("HTTP 502: <html> <body> xxx")
+    assert chart_line.endswith("x...")
+    assert len(chart_line.split("  warn    ")[1]) == 300
+    assert document["findings"]["rest.chart.D"]["summary"].endswith("x" * 400)
     assert "rest.pairs     ok      HTTP 200 in 3 ms: 2 pairs" in table
     assert table.endswith("recording would not work:\n  socket.events: no connection; key ****")
     assert Report("http://x", "", T0, 1.0, findings[:2]).exit_code == 0

@@ -81,6 +81,10 @@ async def call_endpoint(
     details: dict[str, Any] = {"request": request, "needed_for_recording": needed}
     try:
         value = await fetch()
+    except ValueError as exc:  # the client refused to ask: a listed pair name it cannot send
+        details |= {"status": None, "parsed": False, "error": str(exc)}
+        summary = f"not asked: {exc}"
+        return Called(Finding(key, "fail" if needed else "warn", summary, details), None)
     except ExchangeError as exc:
         latency_ms = (time.perf_counter() - started) * 1000
         status = _status_seen(transport, seen, path) or failure_status(exc)
@@ -98,6 +102,10 @@ async def call_endpoint(
     details |= {"status": status, "latency_ms": latency_ms, "parsed": True, "error": None, **more}
     summary = f"HTTP {status} in {latency_ms:.0f} ms: {what}"
     return Called(Finding(key, "ok", summary, details), value)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def _status_seen(transport: ObservingTransport, seen: int, path: str) -> int | None:
@@ -152,7 +160,7 @@ async def check_public_endpoints(
         "rest.currencies",
         "GET /api/v1/currencies/",
         client.currencies,
-        lambda cs: (f"{len(cs)} currencies", {"items": len(cs)}),
+        lambda cs: (plural(len(cs), "currency", "currencies"), {"items": len(cs)}),
     )
     pairs = await call("rest.pairs", "GET /api/v1/pairs/", client.pairs, _describe_pairs(config))
     found.listed_pairs = [p.name for p in pairs] if pairs is not None else None
@@ -206,7 +214,8 @@ async def check_public_endpoints(
             f"GET /api/charts/{pair}/{resolution}/chart?limit={CANDLES_ASKED}",
             functools.partial(client.candles, pair, resolution, limit=CANDLES_ASKED),
             lambda cs: (
-                f"{len(cs)} candles" + (f", newest {cs[-1].bucket:%Y-%m-%d %H:%M}" if cs else ""),
+                plural(len(cs), "candle")
+                + (f", newest {cs[-1].bucket:%Y-%m-%d %H:%M}" if cs else ""),
                 {"items": len(cs)},
             ),
             needed=resolution in config.recorder.candle_types,
@@ -221,7 +230,7 @@ def _no_pair(key: str) -> Finding:
 def _describe_pairs(config: Config) -> Callable[[list[Any]], tuple[str, dict[str, Any]]]:
     def describe(pairs: list[Any]) -> tuple[str, dict[str, Any]]:
         names = [p.name for p in pairs]
-        text = f"{len(names)} pairs"
+        text = plural(len(names), "pair")
         details: dict[str, Any] = {"items": len(names), "pairs": names}
         if not config.recorder.all_pairs:
             missing = [p for p in config.recorder.pairs if p not in names]
@@ -250,7 +259,7 @@ def _describe_trades(trades: list[Trade]) -> tuple[str, dict[str, Any]]:
         return "no trades", {"items": 0}
     newest = max(trades, key=lambda t: t.tid)
     return (
-        f"{len(trades)} trades, newest id {newest.tid} at {newest.ts:%Y-%m-%d %H:%M:%S}",
+        f"{plural(len(trades), 'trade')}, newest id {newest.tid} at {newest.ts:%Y-%m-%d %H:%M:%S}",
         {"items": len(trades), "newest_id": newest.tid, "newest_ts": newest.ts},
     )
 

@@ -9,6 +9,7 @@ functions of what was heard.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
@@ -41,6 +42,10 @@ class Heard:
     raws: list[RawMessage] = field(default_factory=list)
     seeds: dict[str, Seed] = field(default_factory=dict)
     snapshot_errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    """Why listening itself broke off, if it did."""
+    protocol: str | None = None
+    """The socket.io generation the stream connected with, when the stream tells."""
 
     def add(self, item: StreamItem) -> None:
         if isinstance(item, BookUpdate):
@@ -49,6 +54,7 @@ class Heard:
             self.raws.append(item)
         elif isinstance(item, Connected):
             self.connects += 1
+            self.protocol = self.protocol or protocol_in_use(item)
         elif isinstance(item, Disconnected):
             self.disconnects.append(item.session.reason or "disconnected")
 
@@ -83,13 +89,23 @@ async def listen(
     return heard
 
 
-async def _seed(client: ExchangeClient, pair: str, session_id: Any, heard: Heard) -> None:
+async def _seed(client: ExchangeClient, pair: str, session_id: uuid.UUID, heard: Heard) -> None:
     try:
         book = await client.orderbook(pair, grouped=False, reason="probe")
     except ExchangeError as exc:
         heard.snapshot_errors[pair] = reason_of(exc)
         return
+    except ValueError as exc:  # a listed pair name the client will not put in a URL
+        heard.snapshot_errors[pair] = str(exc)
+        return
     heard.seeds[pair] = Seed(book, session_id)
+
+
+def protocol_in_use(connected: Connected) -> str | None:
+    """The socket.io generation ("2" or "4") a connection speaks, if `Connected` says."""
+    # `Connected.protocol` comes with the stream's support of both generations.
+    protocol = getattr(connected, "protocol", None)
+    return protocol if isinstance(protocol, str) else None
 
 
 # --- findings -------------------------------------------------------------------------------
@@ -134,7 +150,11 @@ def socket_events_finding(heard: Heard) -> Finding:
         "connects": heard.connects,
         "disconnects": heard.disconnects,
         "listened_s": heard.listened_s,
+        "snapshot_errors": heard.snapshot_errors,
+        "protocol_in_use": heard.protocol,
     }
+    if heard.error is not None:
+        return Finding(key, "fail", f"listening broke off: {heard.error}", details)
     if not heard.pairs:
         return Finding(key, "fail", "no pair to subscribe to (rest.pairs failed)", details)
     if heard.connects == 0:

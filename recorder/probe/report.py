@@ -18,6 +18,9 @@ from recorder.logs import redact
 
 Outcome = Literal["ok", "warn", "fail", "skip"]
 
+MAX_LINE_CHARS = 300
+"""A table line's summary is cut here; the JSON has it whole."""
+
 RECORDING_WOULD_FAIL = 1
 """Exit code: at least one finding says recording would not work (0 and 2 as everywhere)."""
 
@@ -78,14 +81,20 @@ class Report:
             f"{'check'.ljust(width)}  result  detail",
             f"{'-' * width}  ------  {'-' * 40}",
         ]
-        lines += [f"{f.key.ljust(width)}  {f.outcome.ljust(6)}  {f.summary}" for f in self.findings]
+        lines += [f"{f.key.ljust(width)}  {f.outcome.ljust(6)}  {_line(f)}" for f in self.findings]
         lines.append("")
         if self.recording_would_work:
             lines.append("recording would work")
         else:
             lines.append("recording would not work:")
-            lines += [f"  {f.key}: {f.summary}" for f in self.failures]
+            lines += [f"  {f.key}: {_line(f)}" for f in self.failures]
         return redact("\n".join(lines))
+
+
+def _line(finding: Finding) -> str:
+    """A summary on one table line: an exchange's reason may be a whole HTML page."""
+    text = " ".join(finding.summary.split())
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 3] + "..."
 
 
 def jsonable(value: Any) -> Any:

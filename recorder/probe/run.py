@@ -56,12 +56,21 @@ async def probe(config: Config, seconds: float) -> Report:
         async def hear() -> Heard:
             if not pairs:
                 return Heard(pairs, 0.0)
-            return await listen(exchange, client, pairs, seconds)
+            try:
+                return await listen(exchange, client, pairs, seconds)
+            except Exception as exc:  # whatever broke, the report must still come
+                broken = Heard(pairs, seconds)
+                broken.error = f"{type(exc).__name__}: {exc}"
+                return broken
+
+        async def sign() -> list[Finding]:
+            try:
+                return await signed_checks(config, ONCE)
+            except Exception as exc:  # the nonce file under data_dir, for one
+                return [Finding("signed.wallets", "fail", f"could not sign: {exc}")]
 
         heard, page, signed = await asyncio.gather(
-            hear(),
-            guarded("trades.page", lambda: largest_trade_page(client)),
-            signed_checks(config, ONCE),
+            hear(), guarded("trades.page", lambda: largest_trade_page(client)), sign()
         )
     tally = cancel_reading(heard.seeds, heard.updates)
     findings = [
