@@ -131,7 +131,7 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 async def test_a_healthy_exchange_exits_0_with_every_finding_in_the_json(tmp_path: Path) -> None:
     settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=40.0, history_hours=0.3)
     async with run_sim(settings) as sim:
-        ran = await probe_cli(write_config(tmp_path, sim.base_url), "--seconds", "2", "--json")
+        ran = await probe_cli(write_config(tmp_path, sim.base_url), "--seconds", "3", "--json")
         tape = len(sim.engine.trades)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     document = ran.json()
@@ -359,11 +359,19 @@ async def test_a_short_tape_is_not_taken_for_a_cap() -> None:
 
 
 def tape_app(
-    tape: int, *, cap: int | None = None, max_limit: int | None = None, use_offset: bool = True
+    tape: int,
+    *,
+    cap: int | None = None,
+    max_limit: int | None = None,
+    use_offset: bool = True,
+    growth: int = 0,
 ) -> web.Application:
-    """`/exchanges/` of a tape of `tape` trades, ids 1.., serving at most `cap` a page."""
+    """`/exchanges/` of a tape of `tape` trades, ids 1.., serving at most `cap` a page;
+    `growth` trades are added before each answer, as on a live exchange."""
 
     async def exchanges(request: web.Request) -> web.Response:
+        nonlocal tape
+        tape += growth
         limit = int(request.query.get("limit", "100"))
         if max_limit is not None and limit > max_limit:
             return web.json_response({"limit": [f"at most {max_limit}"]}, status=400)
@@ -394,6 +402,18 @@ def tape_app(
             "ok",
             "at least",
             "serves at least 1000 trades a page",
+        ),
+        (
+            tape_app(150, growth=20),
+            "ok",
+            "tape shorter",
+            "the whole tape is 190 trades, fewer than the 5000 asked: no cap seen up to 190",
+        ),
+        (
+            tape_app(1500, cap=300, growth=20),
+            "ok",
+            "capped",
+            "capped at 300 trades a page (asked 5000)",
         ),
         (
             tape_app(2000, cap=500, use_offset=False),

@@ -270,12 +270,18 @@ def _describe_trades(trades: list[Trade]) -> tuple[str, dict[str, Any]]:
 async def largest_trade_page(client: ExchangeClient) -> Finding:
     """Ask the whole tape for a large page, oldest first, and tell a cap from the tape's end.
 
-    Oldest first (`ordering=id`), offsets stay put while new trades arrive, so the trade at
-    offset `n` after a page of `n` is either the next one (the page was capped) or absent
-    (the tape ended). Catch-up relies on the same: a trade there that the page already held
-    means the exchange ignores `offset`.
+    The newest trade is asked for first: a page that stops short of it was capped, one that
+    reaches it held the whole tape. Trades made meanwhile only come after it, so a live tape
+    does not pass for a capped one. Oldest first (`ordering=id`), offsets stay put while new
+    trades arrive, so the trade at offset `n` after a page of `n` must be newer than the
+    page's last; catch-up relies on that, and a trade the page already held there means the
+    exchange ignores `offset`.
     """
     key = "trades.page"
+    try:
+        newest = await client.trades(None, limit=1, ordering="-id")
+    except ExchangeError as exc:
+        return Finding(key, "fail", f"the newest trade: {reason_of(exc)}")
     refused: list[str] = []
     page: list[Trade] | None = None
     for asked in LARGE_PAGES:
@@ -294,7 +300,7 @@ async def largest_trade_page(client: ExchangeClient) -> Finding:
     details["got"] = got
     if any(later.tid <= earlier.tid for earlier, later in itertools.pairwise(page)):
         return Finding(key, "fail", "ordering=id is not in ascending id order", details)
-    if got == 0:
+    if not page or not newest:
         return Finding(key, "warn", "the tape is empty: no page size to learn", details)
     try:
         beyond = await client.trades(None, limit=1, offset=got, ordering="id")
@@ -313,7 +319,7 @@ async def largest_trade_page(client: ExchangeClient) -> Finding:
     if got == asked:
         details |= {"verdict": "at least", "cap": None}
         return Finding(key, "ok", f"serves at least {asked} trades a page", details)
-    if beyond:
+    if last < newest[0].tid:
         details |= {"verdict": "capped", "cap": got}
         return Finding(key, "ok", f"capped at {got} trades a page (asked {asked})", details)
     details |= {"verdict": "tape shorter", "cap": None}
