@@ -110,7 +110,7 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
 
 def _status_seen(transport: ObservingTransport, seen: int, path: str) -> int | None:
     for exchange in reversed(transport.exchanges[seen:]):
-        if exchange.path == path:
+        if exchange.path.endswith(path):  # base_url may have a path of its own
             return exchange.status
     return None
 
