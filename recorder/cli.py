@@ -176,6 +176,38 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     return exitcodes.OK
 
 
+def cmd_probe(args: argparse.Namespace, config: Config) -> int:
+    """Ask the configured exchange what the docs leave open; exit 1 if recording would fail."""
+    import asyncio
+
+    from recorder.probe import probe
+
+    report = asyncio.run(probe(config, args.seconds))
+    print(report.to_json() if args.json else report.to_table())
+    return report.exit_code
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="N",
+        help="how long to listen to the socket.io book stream (default 10)",
+    )
+    parser.add_argument("--json", action="store_true", help="a JSON document instead of a table")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", help="only this pair, e.g. BTC_USD")
     parser.add_argument("--since", help="from this instant (ISO 8601; UTC without a zone)")
@@ -210,6 +242,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "sql": (cmd_sql, "run a read-only SQL query on the recorder's database and print the rows"),
     "coverage": (cmd_coverage, "what was recorded per pair, with the stream's gaps and causes"),
     "export": (cmd_export, "stream a table of a pair and time range to Parquet or CSV"),
+    "probe": (cmd_probe, "check a live exchange: what the docs leave open, would recording work"),
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
     "migrate": (cmd_migrate, "apply pending database migrations and exit"),
     "sim": (sim_cli.cmd_sim, "run the simulated bitexbit exchange (REST + socket.io)"),
@@ -221,6 +254,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sql": add_sql_arguments,
     "coverage": add_window_arguments,
     "export": add_export_arguments,
+    "probe": add_probe_arguments,
 }
 """A command's own arguments, besides --config which every command takes."""
 

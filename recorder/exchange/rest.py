@@ -38,7 +38,14 @@ from recorder.config import CANDLE_TYPES, ExchangeConfig
 from recorder.exchange import parse
 from recorder.exchange.parse import NewOrder, OrderBook, ParseError
 from recorder.exchange.ratelimit import PRIVATE_CALLS_PER_S, PUBLIC_CALLS_PER_S, TokenBucket
-from recorder.exchange.signing import NonceSource, PayloadValue, auth_headers, payload_text
+from recorder.exchange.signing import (
+    DEFAULT_SIGN_ENCODING,
+    NonceSource,
+    PayloadValue,
+    SignEncoding,
+    auth_headers,
+    payload_text,
+)
 from recorder.records import (
     AccountDeposit,
     AccountOrder,
@@ -216,6 +223,7 @@ class ExchangeClient:
         api_key: SecretStr | None = None,
         api_secret: SecretStr | None = None,
         nonce: NonceSource | None = None,
+        sign_encoding: SignEncoding = DEFAULT_SIGN_ENCODING,
         public_limit: TokenBucket | None = None,
         private_limit: TokenBucket | None = None,
         retry: RetryPolicy | None = None,
@@ -233,6 +241,7 @@ class ExchangeClient:
         self._key = api_key
         self._secret = api_secret
         self._nonce = nonce or NonceSource()
+        self.sign_encoding = sign_encoding
         self.public_limit = public_limit or TokenBucket(PUBLIC_CALLS_PER_S)
         self.private_limit = private_limit or TokenBucket(PRIVATE_CALLS_PER_S)
         self.retry = retry or RetryPolicy()
@@ -344,6 +353,7 @@ class ExchangeClient:
             self._secret.get_secret_value(),
             payload,
             self._nonce.next(),
+            self.sign_encoding,
         )
 
     @staticmethod

@@ -1,9 +1,17 @@
 """Headers for the private methods: the docs' HMAC signature and a nonce that only grows.
 
-The signature follows the docs' JavaScript, the stricter of their two samples:
 `X-SIGN = hex(HMAC-SHA256(secret, key + serialize(payload)))`, where `serialize` sorts the
-keys and joins `key=encodeURIComponent(value)` with `&` (a space is `%20`, and `!*'()` stay
-as they are; Python's `urlencode` would differ on exactly those).
+payload by key and joins `key=value` pairs with `&`, each value url-encoded. The docs' two
+samples url-encode differently, and the docs do not say which one the exchange checks:
+
+- `js` (the default), their JavaScript: `encodeURIComponent(value)`, keys as they are; a
+  space is `%20`, and `!*'()~` stay as they are;
+- `python`, their Python: `urlencode(sorted(payload.items()))`, keys encoded too; a space is
+  `+`, and `!*'()` become `%21%2A%27%28%29`.
+
+They agree on every payload made of letters, digits and `-_.` (all the recorder's own
+calls: order fields, ids, and `{}` for a GET), so the difference only shows on other
+characters; `recorder probe` finds out which one the exchange accepts.
 
 The nonce must exceed the previous call's, also the previous run's. It is the time in
 milliseconds, as in the docs' samples, or the last nonce + 1 when the clock has not moved
@@ -22,12 +30,17 @@ import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
+from typing import Literal, get_args
+from urllib.parse import quote, urlencode
 
 NONCE_FILE = "exchange-nonce"
 _URI_COMPONENT_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
 
 PayloadValue = str | int | Decimal
+SignEncoding = Literal["js", "python"]
+"""How payload values are url-encoded before signing: the docs' JavaScript or Python sample."""
+SIGN_ENCODINGS: tuple[SignEncoding, ...] = get_args(SignEncoding)
+DEFAULT_SIGN_ENCODING: SignEncoding = "js"
 
 
 def payload_text(value: PayloadValue) -> str:
@@ -39,17 +52,26 @@ def payload_text(value: PayloadValue) -> str:
     return str(value)
 
 
-def serialize_payload(payload: Mapping[str, PayloadValue]) -> str:
-    """The docs' `serializePayload`: keys sorted, values as encodeURIComponent, joined by &."""
-    return "&".join(
-        f"{key}={quote(payload_text(payload[key]), safe=_URI_COMPONENT_SAFE)}"
-        for key in sorted(payload)
-    )
+def serialize_payload(
+    payload: Mapping[str, PayloadValue], encoding: SignEncoding = DEFAULT_SIGN_ENCODING
+) -> str:
+    """The payload as signed: sorted by key, url-encoded as `encoding`'s sample does."""
+    items = [(key, payload_text(payload[key])) for key in sorted(payload)]
+    if encoding == "js":  # the docs' serializePayload
+        return "&".join(f"{k}={quote(v, safe=_URI_COMPONENT_SAFE)}" for k, v in items)
+    if encoding == "python":  # the docs' get_auth_headers
+        return urlencode(items)
+    raise ValueError(f"not a signing encoding ({', '.join(SIGN_ENCODINGS)}): {encoding!r}")
 
 
-def sign(key: str, secret: str, payload: Mapping[str, PayloadValue]) -> str:
-    """Hex HMAC-SHA256 with `secret` as key over `key + serialize_payload(payload)`."""
-    message = key + serialize_payload(payload)
+def sign(
+    key: str,
+    secret: str,
+    payload: Mapping[str, PayloadValue],
+    encoding: SignEncoding = DEFAULT_SIGN_ENCODING,
+) -> str:
+    """Hex HMAC-SHA256 with `secret` as key over `key + serialize_payload(payload, encoding)`."""
+    message = key + serialize_payload(payload, encoding)
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -101,6 +123,10 @@ class NonceSource:
 
 
 def auth_headers(
-    key: str, secret: str, payload: Mapping[str, PayloadValue], nonce: int
+    key: str,
+    secret: str,
+    payload: Mapping[str, PayloadValue],
+    nonce: int,
+    encoding: SignEncoding = DEFAULT_SIGN_ENCODING,
 ) -> dict[str, str]:
-    return {"X-KEY": key, "X-SIGN": sign(key, secret, payload), "X-NONCE": str(nonce)}
+    return {"X-KEY": key, "X-SIGN": sign(key, secret, payload, encoding), "X-NONCE": str(nonce)}

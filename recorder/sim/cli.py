@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fill each pair's book up to N resting orders at start (a deep book; 0: as the "
         "history left it)",
     )
+    parser.add_argument(
+        "--sign-encoding",
+        choices=("python", "js"),
+        help="accept only signatures url-encoded as this sample of the docs does (default: either)",
+    )
     faults = parser.add_argument_group("faults (also switchable at run time under /admin/)")
     faults.add_argument("--rate-429", type=float, default=0.0, help="share of REST calls -> 429")
     faults.add_argument("--rate-5xx", type=float, default=0.0, help="share of REST calls -> 5xx")
@@ -90,6 +95,7 @@ def cmd_sim(args: argparse.Namespace, config: Config) -> int:
         outage_s=args.outage_s,
         drop_every_s=args.drop_every_s,
         burst_every_s=args.burst_every_s,
+        sign_encoding=args.sign_encoding,
     )
     try:
         return asyncio.run(_serve(settings))

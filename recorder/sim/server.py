@@ -64,6 +64,7 @@ from aiohttp import web
 from recorder.logs import get_logger
 from recorder.sim import wire
 from recorder.sim.accounts import Accounts
+from recorder.sim.auth import SIGN_ENCODINGS, SignEncoding
 from recorder.sim.candles import Charts
 from recorder.sim.deliveries import DeliveryLog, Garbage
 from recorder.sim.engine import Cancel, Engine, Event, NewOrder
@@ -109,6 +110,8 @@ class SimSettings:
     """Send 3 malformed book events per channel and 3 unknown events this often; 0: never."""
     record_deliveries: bool = False
     """Keep which connection was sent which event (`Simulator.deliveries`), for chaos runs."""
+    sign_encoding: SignEncoding | None = None
+    """Accept only signatures url-encoded as this sample of the docs does; None: either."""
 
 
 class Simulator:
@@ -119,6 +122,10 @@ class Simulator:
         self.faults = Faults(seed=settings.seed)
         self.faults.update(dict(settings.faults))
         self.accounts = Accounts(self.engine, settings.seed, time.time())
+        if settings.sign_encoding not in (None, *SIGN_ENCODINGS):
+            raise ValueError(f"sign_encoding: not one of {', '.join(SIGN_ENCODINGS)}")
+        for account in self.accounts.by_name.values():
+            account.credentials.sign_encoding = settings.sign_encoding
         self.charts = Charts(list(self.engine.books))
         self.engine.subscribe(self._chart_trades)
         self.public_limit = SlidingWindow(settings.public_calls_per_s)

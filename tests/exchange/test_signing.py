@@ -2,7 +2,8 @@
 
 The fixed vectors were computed with the docs' own JavaScript `serializePayload` under
 Node.js (crypto.createHmac) and checked with `openssl dgst -sha256 -hmac`, not with the
-code under test.
+code under test; the `python` encoding's with the docs' Python sample (`urlencode`) and
+`openssl dgst -sha256 -hmac`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from recorder.exchange.signing import (
     NONCE_FILE,
+    SIGN_ENCODINGS,
     NonceSource,
     auth_headers,
     serialize_payload,
@@ -44,6 +46,34 @@ def test_fixed_vectors_from_the_docs_javascript() -> None:
 def test_values_are_encoded_as_encode_uri_component_does() -> None:
     # encodeURIComponent: space is %20 (not +), !*'()~ stay, UTF-8 bytes are %-escaped
     assert serialize_payload(AWKWARD) == "comment=a%20b%2Bc%26d%3De!*'()~%C3%A9%2F&order=63568"
+
+
+def test_the_python_encoding_is_the_docs_python_sample() -> None:
+    # urlencode: a space is +, !*'() are escaped, keys are encoded too
+    assert (
+        serialize_payload(AWKWARD, "python")
+        == "comment=a+b%2Bc%26d%3De%21%2A%27%28%29~%C3%A9%2F&order=63568"
+    )
+    assert (
+        sign("k1", "s3cr3t", AWKWARD, "python")
+        == "1c4f24f288bce7ba3ff7a29ede82fd81d652696d7b067280eaa2b37c893fc5a5"
+    )
+    headers = auth_headers("k1", "s3cr3t", AWKWARD, 5, "python")
+    assert headers["X-SIGN"] == sign("k1", "s3cr3t", AWKWARD, "python")
+
+
+def test_the_encodings_agree_where_the_recorder_signs() -> None:
+    # order fields, ids and the empty payload of a GET: the two samples write them alike
+    for payload in (ORDER, {}, {"order": 63568}, {"amount": Decimal("1E-8"), "pair": "ETH_BTC"}):
+        assert serialize_payload(payload, "js") == serialize_payload(payload, "python")
+    assert sign("0000-0000", "Z%2secret", ORDER, "python") == sign("0000-0000", "Z%2secret", ORDER)
+
+
+def test_js_is_the_default_and_an_unknown_encoding_is_refused() -> None:
+    assert SIGN_ENCODINGS == ("js", "python")
+    assert sign("k1", "s3cr3t", AWKWARD) == sign("k1", "s3cr3t", AWKWARD, "js")
+    with pytest.raises(ValueError, match="not a signing encoding"):
+        serialize_payload(AWKWARD, "perl")  # type: ignore[arg-type]
 
 
 def test_signature_matches_an_independent_hmac() -> None:

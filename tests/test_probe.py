@@ -1,0 +1,746 @@
+"""`recorder probe` against the real simulator (and small real servers for what the simulator
+does not do): as a process for its exit codes and output, in-process where a test drives
+the exchange, and its pure parts on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from recorder.book import Book, RestingOrder
+from recorder.config import CANDLE_TYPES, load_config
+from recorder.exchange.classify import BookUpdate
+from recorder.exchange.parse import OrderBook
+from recorder.exchange.rest import ExchangeClient, RetryPolicy
+from recorder.probe import Finding, Report, probe
+from recorder.probe.cancels import CancelTally, Seed, cancel_reading, cancel_reading_finding
+from recorder.probe.clock import http_date_skew, lags, parse_http_date, resolution_s
+from recorder.probe.endpoints import largest_trade_page
+from recorder.probe.generation import read_handshake, socket_generation
+from recorder.probe.listen import Heard, event_names, events_per_pair
+from recorder.probe.observe import HttpExchange
+from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, SnapshotOrder
+from recorder.sim import rest as sim_rest
+from recorder.sim.engine import Cancel, Event
+from recorder.sim.server import SimSettings, Simulator, run_sim
+
+PAIRS = ("BTC_USD", "ETH_USD")
+REST_KEYS = [
+    "rest.currencies",
+    "rest.pairs",
+    "rest.orderbook",
+    "rest.orderbook_grouped",
+    "rest.order",
+    "rest.exchanges",
+    *[f"rest.chart.{t}" for t in CANDLE_TYPES],
+]
+NEEDED_REST_KEYS = [k for k in REST_KEYS if k not in ("rest.orderbook_grouped", "rest.order")]
+ONCE = RetryPolicy(attempts=1)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, url: str, *, pairs: tuple[str, ...] | None = None) -> Path:
+    listed = ", ".join(f'"{p}"' for p in (pairs or ("*",)))
+    path = tmp_path / "probe.toml"
+    path.write_text(
+        f'[exchange]\nbase_url = "{url}"\nsocket_url = "{url}"\nrequest_timeout_s = 5\n'
+        f'[recorder]\ndata_dir = "{tmp_path / "var"}"\npairs = [{listed}]\n'
+        '[logging]\nformat = "json"\n'
+    )
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECORDER_")}
+    return env | extra
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.stdout)
+        return document
+
+
+async def probe_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> Ran:
+    """`recorder probe` as a process; the simulator keeps serving in this event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "recorder",
+        "probe",
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env or clean_env(),
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """A real aiohttp server on a free loopback port, for answers the simulator never gives."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+# --- the command, as a process --------------------------------------------------------------
+
+
+async def test_a_healthy_exchange_exits_0_with_every_finding_in_the_json(tmp_path: Path) -> None:
+    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=40.0, history_hours=0.3)
+    async with run_sim(settings) as sim:
+        ran = await probe_cli(write_config(tmp_path, sim.base_url), "--seconds", "3", "--json")
+        tape = len(sim.engine.trades)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    document = ran.json()
+    assert document["recording_would_work"] is True
+    assert document["failures"] == []
+    assert document["base_url"] == sim.base_url
+    findings = document["findings"]
+    for key in REST_KEYS:
+        assert findings[key]["outcome"] == "ok", (key, findings[key])
+        assert findings[key]["status"] == 200
+        assert findings[key]["parsed"] is True
+        assert findings[key]["latency_ms"] > 0
+    assert findings["rest.pairs"]["pairs"] == list(sim.engine.books)
+    order = findings["rest.order"]
+    assert order["answered_id"] == order["order_id"]
+
+    per_pair = findings["socket.events"]["pairs"]
+    assert set(per_pair) == set(PAIRS)
+    assert all(kinds["new"] > 0 for kinds in per_pair.values())
+    assert findings["socket.events"]["book_events"] == sum(
+        kinds["new"] + kinds["cancel"] for kinds in per_pair.values()
+    )
+    assert findings["socket.event_names"]["names"] == {
+        pair: {f"book_{pair}": kinds["new"] + kinds["cancel"]} for pair, kinds in per_pair.items()
+    }
+    assert findings["socket.generation"]["engine_io"] == "4"
+
+    # the simulator names the cancelled order by oid
+    cancels = findings["book.cancel_reading"]
+    assert cancels["reading"] == "oid"
+    assert cancels["oid_alone_resting"] > 0
+    assert cancels["cancel_order_id_alone_resting"] == 0
+
+    page = findings["trades.page"]
+    assert page["asked"] == 5000
+    assert page["verdict"] == "tape shorter"
+    assert 0 < page["got"] <= tape  # the tape grows while the probe runs
+
+    # one machine, one clock: the skew is zero within each estimate's precision
+    http_date = findings["clock.http_date"]
+    assert http_date["low_s"] <= 0 <= http_date["high_s"]
+    assert http_date["precision_s"] <= 0.5
+    events = findings["clock.event_date"]
+    assert 0 <= events["lag_min_s"] < 1
+    assert events["resolution_s"] == 1e-06
+    assert findings["clock.trade_date"]["lag_min_s"] >= 0
+    assert findings["signed.wallets"]["outcome"] == "skip"
+
+
+async def test_with_keys_the_signed_calls_are_accepted_and_no_secret_is_printed(
+    tmp_path: Path,
+) -> None:
+    async with run_sim(SimSettings(seed=12, pairs=PAIRS, rate_per_s=10.0)) as sim:
+        credentials = sim.accounts.by_name["alice"].credentials
+        env = clean_env(
+            RECORDER_EXCHANGE__API_KEY=credentials.key,
+            RECORDER_EXCHANGE__API_SECRET=credentials.secret,
+        )
+        ran = await probe_cli(write_config(tmp_path, sim.base_url), "--seconds", "1", env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in ran.stdout.splitlines() if " " in line}
+    assert rows["signed.wallets"][0] == "ok"
+    assert rows["signed.encoding"][:3] == ["ok", "js", "accepted"]
+    assert ran.stdout.rstrip().endswith("recording would work")
+    for secret in (credentials.key, credentials.secret):
+        assert secret not in ran.stdout + ran.stderr
+    # the nonce is the daemon's, kept under data_dir
+    assert (tmp_path / "var" / "exchange-nonce").exists()
+
+
+@pytest.mark.parametrize("accepted", ["python", "js"])
+async def test_the_url_encoding_the_exchange_checks_is_found(tmp_path: Path, accepted: str) -> None:
+    settings = SimSettings(seed=13, pairs=PAIRS, rate_per_s=5.0, sign_encoding=accepted)
+    async with run_sim(settings) as sim:
+        credentials = sim.accounts.by_name["bob"].credentials
+        env = clean_env(
+            RECORDER_EXCHANGE__API_KEY=credentials.key,
+            RECORDER_EXCHANGE__API_SECRET=credentials.secret,
+        )
+        config = write_config(tmp_path, sim.base_url)
+        ran = await probe_cli(config, "--seconds", "1", "--json", env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    findings = ran.json()["findings"]
+    assert findings["signed.wallets"]["accepted"] is True
+    encoding = findings["signed.encoding"]
+    assert encoding["first"] == "js"
+    assert encoding["accepted"] == accepted
+    tried = [(a["encoding"], a["accepted"], a["status"]) for a in encoding["attempts"]]
+    if accepted == "js":
+        assert tried == [("js", True, 400)]
+        assert encoding["outcome"] == "ok"
+    else:
+        assert tried == [("js", False, 401), ("python", True, 400)]
+        assert encoding["outcome"] == "warn"
+        assert "js refused" in encoding["summary"]
+        assert "python accepted" in encoding["summary"]
+    assert credentials.secret not in ran.stdout + ran.stderr
+
+
+async def test_server_errors_exit_1_naming_each_failing_item(tmp_path: Path) -> None:
+    settings = SimSettings(seed=14, pairs=PAIRS, rate_per_s=20.0, faults={"rate_5xx": 1.0})
+    async with run_sim(settings) as sim:
+        config = write_config(tmp_path, sim.base_url, pairs=PAIRS)
+        ran = await probe_cli(config, "--seconds", "1", "--json")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    document = ran.json()
+    assert document["recording_would_work"] is False
+    failing = [line.split(":")[0] for line in document["failures"]]
+    assert failing == [*NEEDED_REST_KEYS, "trades.page"]
+    findings = document["findings"]
+    for key in NEEDED_REST_KEYS:
+        assert findings[key]["status"] in (500, 502)
+        assert findings[key]["parsed"] is False
+    # not needed for recording: reported, not failing
+    assert findings["rest.orderbook_grouped"]["outcome"] == "warn"
+    assert findings["rest.order"]["outcome"] == "skip"
+    # socket.io is not behind the faults: the stream itself works
+    assert findings["socket.events"]["outcome"] == "ok"
+
+
+async def test_an_outage_exits_1_and_the_table_says_why(tmp_path: Path) -> None:
+    settings = SimSettings(seed=15, pairs=PAIRS, rate_per_s=20.0, outage_s=600.0)
+    async with run_sim(settings) as sim:
+        ran = await probe_cli(write_config(tmp_path, sim.base_url, pairs=PAIRS), "--seconds", "1")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    verdict = ran.stdout.split("recording would not work:\n", 1)[1].splitlines()
+    reasons = dict(line.strip().split(": ", 1) for line in verdict)
+    assert list(reasons) == [*NEEDED_REST_KEYS, "trades.page", "socket.events"]
+    assert reasons["rest.currencies"].startswith("HTTP 502 in ")
+    assert reasons["socket.events"] == "no socket.io connection in 1 s (the log says why)"
+
+
+async def test_malformed_answers_are_reported_not_fatal(tmp_path: Path) -> None:
+    settings = SimSettings(seed=16, pairs=PAIRS, rate_per_s=20.0, faults={"rate_truncated": 1.0})
+    async with run_sim(settings) as sim:
+        config = write_config(tmp_path, sim.base_url, pairs=PAIRS)
+        ran = await probe_cli(config, "--seconds", "1", "--json")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    findings = ran.json()["findings"]
+    for key in NEEDED_REST_KEYS:
+        assert findings[key]["status"] == 200
+        assert findings[key]["parsed"] is False
+        assert findings[key]["error"].startswith("not parsed: ")
+        assert findings[key]["body_start"]
+    assert findings["trades.page"]["outcome"] == "fail"
+
+
+def test_bad_arguments_and_configuration_exit_2(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "recorder", "probe", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=clean_env(),
+        )
+
+    for seconds in ("0", "-1", "soon", "inf"):
+        result = run("--seconds", seconds)
+        assert result.returncode == 2, seconds
+        assert "--seconds" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[exchange]\nbase_url = "ftp://example.com"\n')
+    result = run("--config", str(bad))
+    assert result.returncode == 2
+    assert "exchange.base_url" in result.stderr
+
+
+# --- in-process, with the test driving the exchange -----------------------------------------
+
+
+def config_for(sim: Simulator, tmp_path: Path, pairs: tuple[str, ...] = PAIRS) -> Any:
+    return load_config(write_config(tmp_path, sim.base_url, pairs=pairs))
+
+
+async def test_events_per_pair_are_exactly_what_the_exchange_sent(tmp_path: Path) -> None:
+    settings = SimSettings(seed=21, pairs=PAIRS, rate_per_s=0.0, history_hours=0.2)
+    async with run_sim(settings) as sim:
+        probing = asyncio.create_task(probe(config_for(sim, tmp_path), 5.0))
+        await wait_until(lambda: all(sim.subscribers(f"book_{pair}") for pair in PAIRS))
+        made: list[Event] = []
+        sim.engine.subscribe(made.append)
+        for _ in range(60):
+            sim.flow.step()
+        await sim.drained()
+        report = await probing
+    findings = {f.key: f for f in report.findings}
+    expected = {
+        pair: {
+            "new": sum(1 for e in made if e.pair == pair and not isinstance(e, Cancel)),
+            "cancel": sum(1 for e in made if e.pair == pair and isinstance(e, Cancel)),
+        }
+        for pair in PAIRS
+    }
+    assert findings["socket.events"].details["pairs"] == expected
+    assert findings["socket.event_names"].details["names"] == {
+        pair: {f"book_{pair}": counts["new"] + counts["cancel"]}
+        for pair, counts in expected.items()
+    }
+    assert report.exit_code == 0
+
+
+async def test_the_largest_page_is_the_exchanges_cap() -> None:
+    settings = SimSettings(
+        seed=22, pairs=("BTC_USD",), rate_per_s=0.0, history_hours=1, history_events_per_hour=5000
+    )
+    async with run_sim(settings) as sim, ExchangeClient(sim.base_url, retry=ONCE) as client:
+        assert len(sim.engine.trades) > sim_rest.MAX_LIMIT
+        finding = await largest_trade_page(client)
+    assert finding.outcome == "ok"
+    assert finding.details["verdict"] == "capped"
+    assert finding.details["cap"] == finding.details["got"] == sim_rest.MAX_LIMIT
+    assert finding.summary == f"capped at {sim_rest.MAX_LIMIT} trades a page (asked 5000)"
+
+
+async def test_a_short_tape_is_not_taken_for_a_cap() -> None:
+    settings = SimSettings(seed=23, pairs=PAIRS, rate_per_s=0.0, history_hours=0.2)
+    async with run_sim(settings) as sim, ExchangeClient(sim.base_url, retry=ONCE) as client:
+        finding = await largest_trade_page(client)
+        tape = len(sim.engine.trades)
+    assert 0 < tape < sim_rest.MAX_LIMIT
+    assert finding.details["verdict"] == "tape shorter"
+    assert finding.details["got"] == tape
+
+
+def tape_app(
+    tape: int,
+    *,
+    cap: int | None = None,
+    max_limit: int | None = None,
+    use_offset: bool = True,
+    growth: int = 0,
+) -> web.Application:
+    """`/exchanges/` of a tape of `tape` trades, ids 1.., serving at most `cap` a page;
+    `growth` trades are added before each answer, as on a live exchange."""
+
+    async def exchanges(request: web.Request) -> web.Response:
+        nonlocal tape
+        tape += growth
+        limit = int(request.query.get("limit", "100"))
+        if max_limit is not None and limit > max_limit:
+            return web.json_response({"limit": [f"at most {max_limit}"]}, status=400)
+        offset = int(request.query.get("offset", "0")) if use_offset else 0
+        ids = list(range(1, tape + 1))
+        if request.query.get("ordering", "-id") == "-id":
+            ids.reverse()
+        page = ids[offset : offset + min(limit, cap or limit)]
+        return web.json_response(
+            [
+                {"id": i, "price": "1.5", "amount": "2", "pair": "BTC_USD", "type": "buy",
+                 "timestamp": 1700000000 + i}
+                for i in page
+            ]
+        )  # fmt: skip
+
+    app = web.Application()
+    app.router.add_get("/api/v1/exchanges/", exchanges)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("app", "outcome", "verdict", "summary"),
+    [
+        (tape_app(1500, cap=300), "ok", "capped", "capped at 300 trades a page (asked 5000)"),
+        (
+            tape_app(6000, max_limit=1000),
+            "ok",
+            "at least",
+            "serves at least 1000 trades a page",
+        ),
+        (
+            tape_app(150, growth=20),
+            "ok",
+            "tape shorter",
+            "the whole tape is 190 trades, fewer than the 5000 asked: no cap seen up to 190",
+        ),
+        (
+            tape_app(1500, cap=300, growth=20),
+            "ok",
+            "capped",
+            "capped at 300 trades a page (asked 5000)",
+        ),
+        (
+            tape_app(2000, cap=500, use_offset=False),
+            "fail",
+            "offset ignored",
+            "offset=500 gave trade 1, which the first page held: the exchange seems to "
+            "ignore offset, which catch-up pages by",
+        ),
+    ],
+)
+async def test_page_sizes_of_other_exchanges(
+    app: web.Application, outcome: str, verdict: str, summary: str
+) -> None:
+    async with serving(app) as url, ExchangeClient(url, retry=ONCE) as client:
+        finding = await largest_trade_page(client)
+    assert (finding.outcome, finding.details["verdict"], finding.summary) == (
+        outcome,
+        verdict,
+        summary,
+    )
+
+
+async def test_a_refused_large_page_is_said_and_the_next_one_tried() -> None:
+    async with serving(tape_app(6000, max_limit=1000)) as url, ExchangeClient(url) as client:
+        finding = await largest_trade_page(client)
+    assert finding.details["asked"] == 1000
+    assert finding.details["refused"] == ['limit=5000: {"limit": ["at most 1000"]}']
+
+
+async def test_the_simulators_socket_io_generation_is_4() -> None:
+    async with run_sim(SimSettings(pairs=("BTC_USD",), rate_per_s=0.0)) as sim:
+        async with httpx.AsyncClient(timeout=5) as http:
+            finding = await socket_generation(http, sim.base_url, "/socket.io/")
+        # the handshake's session was closed (the server forgets it at its next sweep)
+        sessions = sim.sio.eio.sockets.values()
+        await wait_until(lambda: all(session.closed for session in sessions))
+        ping_interval_ms = int(sim.sio.eio.ping_interval * 1000)
+        ping_timeout_ms = int(sim.sio.eio.ping_timeout * 1000)
+    assert finding.outcome == "ok"
+    assert finding.details["engine_io"] == "4"
+    assert finding.details["socket_io"] == "socket.io 3.x/4.x"
+    assert finding.details["also_engine_io_3"] is False
+    assert finding.details["ping_interval_ms"] == ping_interval_ms
+    assert finding.details["ping_timeout_ms"] == ping_timeout_ms
+    assert finding.details["answers"]["EIO=3"].startswith("HTTP 400")
+
+
+async def test_an_engine_io_3_server_is_told_apart() -> None:
+    """A server framing as socket.io 2.x does, whatever version the client asks for."""
+    closed: list[tuple[str, str]] = []
+    opened = '0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000}'
+
+    async def handshake(request: web.Request) -> web.Response:
+        assert request.query["transport"] == "polling"
+        return web.Response(text=f"{len(opened)}:{opened}2:40")
+
+    async def close(request: web.Request) -> web.Response:
+        closed.append((request.query["sid"], await request.text()))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/socket.io/", handshake)
+    app.router.add_post("/socket.io/", close)
+    async with serving(app) as url, httpx.AsyncClient(timeout=5) as http:
+        finding = await socket_generation(http, url.replace("http://", "ws://"), "socket.io")
+    assert finding.outcome == "ok"
+    assert finding.details["engine_io"] == "3"
+    assert finding.summary == (
+        "Engine.IO 3: socket.io 1.x/2.x; ping every 25000 ms, timeout 5000 ms"
+    )
+    assert closed == [("abc", "1:1"), ("abc", "1:1")]
+
+
+async def test_no_socket_io_server_is_a_warning_with_the_answers() -> None:
+    async with serving(web.Application()) as url, httpx.AsyncClient(timeout=5) as http:
+        finding = await socket_generation(http, url, "/socket.io/")
+    assert finding.outcome == "warn"
+    assert finding.details["engine_io"] is None
+    assert finding.details["answers"]["EIO=4"].startswith("HTTP 404")
+
+
+async def test_a_pair_name_the_client_cannot_send_is_reported_not_fatal(tmp_path: Path) -> None:
+    async def currencies(request: web.Request) -> web.Response:
+        return web.json_response([{"sign": "B", "short_name": "BTC"}])
+
+    async def pairs(request: web.Request) -> web.Response:
+        listed = {"name": "BTC-USD", "currency1": "BTC", "currency2": "USD", "price_precision": 2,
+                  "minimum_order_size": "0.01", "maximum_order_size": "100"}  # fmt: skip
+        return web.json_response([listed])
+
+    app = web.Application()
+    app.router.add_get("/api/v1/currencies/", currencies)
+    app.router.add_get("/api/v1/pairs/", pairs)
+    async with serving(app) as url:
+        report = await probe(load_config(write_config(tmp_path, url)), 0.5)
+    findings = {f.key: f for f in report.findings}
+    assert findings["rest.pairs"].outcome == "ok"
+    orderbook = findings["rest.orderbook"]
+    assert (orderbook.outcome, orderbook.summary) == (
+        "fail",
+        "not asked: not a pair name like BTC_USD: 'BTC-USD'",
+    )
+    assert findings["socket.events"].outcome == "fail"
+    assert report.exit_code == 1
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('0{"sid":"x","pingInterval":25000,"pingTimeout":20000}', ("4", "x", 25000, 20000)),
+        ('0{"sid":"x","pingInterval":1}\x1e40', ("4", "x", 1, None)),
+        ('52:0{"sid":"y","pingInterval":25000,"pingTimeout":5000}2:40', ("3", "y", 25000, 5000)),
+        ('8:0{"sid":1}', None),  # sid must be text
+        ('5:0{"si', None),  # the length cuts the JSON
+        ('{"code":5,"message":"Unsupported protocol version"}', None),
+        ("", None),
+        ("0not json", None),
+    ],
+)
+def test_read_handshake(body: str, expected: tuple[str, str, int, int | None] | None) -> None:
+    shake = read_handshake(body)
+    got = None if shake is None else (
+        shake.engine_io, shake.sid, shake.ping_interval_ms, shake.ping_timeout_ms
+    )  # fmt: skip
+    assert got == expected
+
+
+def test_http_date_skew_intersects_the_bounds_of_every_answer() -> None:
+    date = "Sun, 29 Nov 2026 09:10:47 GMT"
+    at = parse_http_date(date)
+    assert at == datetime(2026, 11, 29, 9, 10, 47, tzinfo=UTC).timestamp()
+    assert at is not None
+    exchanges = [
+        # answered between 0.2 and 0.3 s after our clock showed `at`: skew in [-0.3, 0.8]
+        HttpExchange("/a", 200, date, at + 0.2, at + 0.3),
+        # another answer, made while our clock showed at + 0.6 .. at + 0.7: skew in [-0.7, 0.4]
+        HttpExchange("/b", 200, date, at + 0.6, at + 0.7),
+        HttpExchange("/c", 200, None, at, at + 5),  # no Date: no bound
+    ]
+    skew = http_date_skew(exchanges)
+    assert skew is not None
+    # unix seconds as floats keep about 1e-7 s of a fraction
+    assert (skew.low_s, skew.high_s, skew.samples, skew.consistent) == (
+        pytest.approx(-0.3, abs=1e-6),
+        pytest.approx(0.4, abs=1e-6),
+        2,
+        True,
+    )
+    assert skew.estimate_s == pytest.approx(0.05, abs=1e-6)
+    assert skew.precision_s == pytest.approx(0.35, abs=1e-6)
+    assert http_date_skew([HttpExchange("/c", 200, "not a date", at, at)]) is None
+
+
+def test_http_dates_that_contradict_each_other_give_their_hull() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    early = HttpExchange("/a", 200, "Thu, 01 Jan 2026 00:00:00 GMT", at, at + 0.1)
+    late = HttpExchange("/b", 200, "Thu, 01 Jan 2026 00:00:05 GMT", at, at + 0.1)
+    skew = http_date_skew([early, late])
+    assert skew is not None
+    assert not skew.consistent
+    assert (skew.low_s, skew.high_s) == (pytest.approx(-0.1, abs=1e-6), pytest.approx(6.0))
+
+
+def test_lags_bound_the_skew_from_one_side_and_tell_the_dates_resolution() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    dated = [
+        (t0, t0 + timedelta(seconds=0.25)),
+        (t0 + timedelta(milliseconds=10), t0 + timedelta(seconds=0.05)),
+        (t0 + timedelta(milliseconds=20), t0 + timedelta(seconds=3)),
+    ]
+    found = lags(dated)
+    assert found is not None
+    assert (found.samples, found.min_s, found.median_s, found.max_s) == (3, 0.04, 0.25, 2.98)
+    assert found.skew_at_least_s == -0.04
+    assert found.resolution_s == 0.01
+    assert lags([]) is None
+
+
+@pytest.mark.parametrize(
+    ("micros", "expected"),
+    [([0, 0], 1.0), ([500_000, 0], 0.1), ([123_000], 0.001), ([1], 1e-06), ([94462, 0], 1e-06)],
+)
+def test_resolution(micros: list[int], expected: float) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert resolution_s(t0.replace(microsecond=m) for m in micros) == expected
+
+
+SESSION = uuid.uuid4()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def seed(pair: str, orders: list[tuple[int, str, str, str]]) -> Seed:
+    snapshot = BookSnapshot(uuid.uuid4(), pair, T0, T0, False, "probe")
+    levels = [
+        SnapshotOrder(snapshot.snapshot_id, side, pos, oid, Decimal(price), Decimal(amount), T0)
+        for pos, (oid, side, price, amount) in enumerate(orders)
+    ]
+    return Seed(OrderBook(snapshot, levels), SESSION)
+
+
+def cancel(pair: str, oid: int, cancel_order_id: int, *, after_s: float = 1.0) -> BookUpdate:
+    event = BookEvent(
+        pair, oid, "cancel", T0, "sell", Decimal(1), Decimal(1), cancel_order_id,
+        T0 + timedelta(seconds=after_s), SESSION,
+    )  # fmt: skip
+    return BookUpdate(event, ())
+
+
+def new(
+    pair: str, oid: int, amount: str, fills: tuple[tuple[int, int, str], ...] = ()
+) -> BookUpdate:
+    at = T0 + timedelta(seconds=1)
+    event = BookEvent(pair, oid, "new", T0, "buy", Decimal(1), Decimal(amount), None, at, SESSION)
+    made = tuple(
+        BookFill(pair, tid, oid, o_id, "sell", Decimal(1), Decimal(filled), T0, at)
+        for tid, o_id, filled in fills
+    )
+    return BookUpdate(event, made)
+
+
+def test_cancels_are_read_by_the_id_that_rests() -> None:
+    seeds = {"BTC_USD": seed("BTC_USD", [(10, "sell", "1", "1"), (11, "sell", "1", "1")])}
+    tally = cancel_reading(
+        seeds,
+        [
+            cancel("BTC_USD", 10, 900),  # oid rests
+            new("BTC_USD", 12, "1"),  # rests
+            cancel("BTC_USD", 12, 901),  # oid rests
+            cancel("BTC_USD", 12, 902),  # already gone: neither
+            cancel("ETH_USD", 11, 903),  # no book for this pair: not counted
+            cancel("BTC_USD", 11, 904, after_s=0.0),  # not after the snapshot: not counted
+        ],
+    )
+    assert tally == CancelTally(oid=2, cancel_order_id=0, both=0, neither=1)
+    assert tally.established == "oid"
+
+
+def test_the_docs_sample_read_by_cancel_order_id() -> None:
+    # the docs' cancel: oid 15235, cancel_order_id 4535; here 4535 is the resting order
+    seeds = {"BTC_USD": seed("BTC_USD", [(4535, "sell", "935.23", "0.0123")])}
+    tally = cancel_reading(seeds, [cancel("BTC_USD", 15235, 4535)])
+    assert tally == CancelTally(oid=0, cancel_order_id=1, both=0, neither=0)
+    assert tally.established == "cancel_order_id"
+    finding = cancel_reading_finding(tally, 1)
+    assert finding.outcome == "ok"
+    assert finding.summary.startswith("cancel_order_id names the cancelled order")
+
+
+def test_when_both_ids_rest_the_established_reading_decides_or_both_leave() -> None:
+    book = Book([RestingOrder(i, "sell", Decimal(1), Decimal(1)) for i in (1, 2, 3, 4)])
+    tally = CancelTally()
+    # nothing established yet: both leave the book
+    assert tally.count(book, cancel("X_Y", 1, 2).event) == [1, 2]
+    assert tally.count(book, cancel("X_Y", 3, 99).event) == [3]  # establishes oid
+    assert tally.count(book, cancel("X_Y", 4, 1).event) == [4]  # 1 still rests here
+    assert tally == CancelTally(oid=1, cancel_order_id=0, both=2, neither=0)
+
+
+def test_fills_take_resting_orders_off_the_seeded_book() -> None:
+    seeds = {"BTC_USD": seed("BTC_USD", [(10, "sell", "1", "1")])}
+    updates = [new("BTC_USD", 20, "0", fills=((1, 10, "1"),)), cancel("BTC_USD", 10, 30)]
+    assert cancel_reading(seeds, updates) == CancelTally(neither=1)
+
+
+@pytest.mark.parametrize(
+    ("tally", "outcome", "start"),
+    [
+        (CancelTally(oid=3), "ok", "oid names the cancelled order"),
+        (CancelTally(oid=1, cancel_order_id=2), "warn", "the data supports both readings"),
+        (CancelTally(both=2, neither=4), "warn", "undetermined"),
+    ],
+)
+def test_cancel_reading_findings(tally: CancelTally, outcome: str, start: str) -> None:
+    finding = cancel_reading_finding(tally, 2)
+    assert (finding.outcome, finding.summary[: len(start)]) == (outcome, start)
+    assert cancel_reading_finding(CancelTally(oid=3), 0).outcome == "warn"
+
+
+def test_events_and_names_per_pair_with_what_was_kept_raw() -> None:
+    heard = Heard(("BTC_USD", "LTC_USD"), 1.0)
+    heard.updates += [new("BTC_USD", 1, "1"), new("BTC_USD", 2, "0"), cancel("BTC_USD", 1, 7)]
+    heard.raws += [
+        RawMessage(uuid.uuid4(), T0, "socket", "orderbook", "{}", "unknown event 'orderbook'"),
+        RawMessage(uuid.uuid4(), T0, "socket", None, "2[", "undecodable packet"),
+    ]
+    assert events_per_pair(heard) == {
+        "BTC_USD": {"new": 2, "cancel": 1},
+        "LTC_USD": {"new": 0, "cancel": 0},
+    }
+    assert event_names(heard) == {
+        "BTC_USD": {"book_BTC_USD": 3},
+        "raw": {"orderbook": 1, "(undecodable)": 1},
+    }
+
+
+def test_the_report_table_json_and_exit_code() -> None:
+    from recorder.logs import redact_secrets
+
+    redact_secrets(["s3cr3t-value"])
+    findings = (
+        Finding("rest.pairs", "ok", "HTTP 200 in 3 ms: 2 pairs", {"pairs": ["A_B"]}),
+        Finding("trades.page", "warn", "capped at 100", {"cap": 100, "price": Decimal("1.50")}),
+        Finding("socket.events", "fail", "no connection; key s3cr3t-value"),
+        Finding("rest.chart.D", "warn", "HTTP 502: <html>\n<body>\n" + "x" * 400),
+    )
+    report = Report("http://x", "http://x/socket.io/", T0, 2.0, findings)
+    assert report.exit_code == 1
+    document = json.loads(report.to_json())
+    assert document["recording_would_work"] is False
+    assert document["failures"] == ["socket.events: no connection; key ****"]
+    assert document["warnings"][0] == "trades.page: capped at 100"
+    assert document["findings"]["trades.page"] == {
+        "outcome": "warn",
+        "summary": "capped at 100",
+        "cap": 100,
+        "price": "1.50",
+    }
+    table = report.to_table()
+    assert "s3cr3t-value" not in table
+    chart_line = next(line for line in table.splitlines() if line.startswith("rest.chart.D"))
+    assert chart_line.split("  warn    ")[1].startswith("HTTP 502: <html> <body> xxx")
+    assert chart_line.endswith("x...")
+    assert len(chart_line.split("  warn    ")[1]) == 300
+    assert document["findings"]["rest.chart.D"]["summary"].endswith("x" * 400)
+    assert "rest.pairs     ok      HTTP 200 in 3 ms: 2 pairs" in table
+    assert table.endswith("recording would not work:\n  socket.events: no connection; key ****")
+    assert Report("http://x", "", T0, 1.0, findings[:2]).exit_code == 0
