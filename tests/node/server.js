@@ -9,7 +9,8 @@
 //
 // Options (JSON, all optional): port (0: the OS picks), pingInterval, pingTimeout (ms),
 // transports (["websocket"] to refuse long-polling), allowEIO3 (socket.io 4 only), cors
-// (true: allow any origin), path ("/socket.io"), subscribeEvent ("subscribe").
+// (true: allow any origin), path ("/socket.io"), subscribeEvent ("subscribe"), upstream
+// (a socket.io 3+/4 URL whose channels this server relays; see relayChannel below).
 //
 // Admin routes (JSON bodies):
 //   POST /admin/emit        {"room", "event", "payloads": [JSON text, ...]}: each text is
@@ -42,7 +43,7 @@ for (const key of ["pingInterval", "pingTimeout", "transports", "allowEIO3"]) {
 }
 if (options.cors) serverOptions.cors = { origin: "*" };
 
-const state = { connections: 0, subscriptions: [], heartbeats: {} };
+const state = { connections: 0, subscriptions: [], heartbeats: {}, relayed: 0 };
 
 const httpServer = http.createServer((req, res) => {
   const answer = (status, body) => {
@@ -92,8 +93,33 @@ io.on("connection", (socket) => {
   socket.on(subscribeEvent, (channel) => {
     state.subscriptions.push([socket.id, String(channel)]);
     socket.join(String(channel));
+    relayChannel(String(channel));
   });
 });
+
+// With {"upstream": URL}: a relay. A socket.io-client 4 connection to the upstream exchange
+// (the recorder's simulator) subscribes every channel a client of ours subscribed, and each
+// upstream event is emitted again here, into the room of its name, to our clients: the
+// simulator's exchange, served by a Node socket.io server of this generation.
+const upstreamChannels = new Set();
+let upstream = null;
+if (options.upstream) {
+  const { io: connect } = require(path.join(modules, "socket.io-client"));
+  upstream = connect(options.upstream, { transports: ["websocket"], reconnectionDelay: 100 });
+  upstream.on("connect", () => {
+    for (const channel of upstreamChannels) upstream.emit(subscribeEvent, channel);
+  });
+  upstream.onAny((event, ...args) => {
+    state.relayed += 1;
+    io.to(event).emit(event, ...args);
+  });
+}
+
+function relayChannel(channel) {
+  if (!upstream || upstreamChannels.has(channel)) return;
+  upstreamChannels.add(channel);
+  if (upstream.connected) upstream.emit(subscribeEvent, channel);
+}
 
 function emit(body) {
   for (const text of body.payloads) io.to(body.room).emit(body.event, JSON.parse(text));
@@ -125,6 +151,8 @@ function describe() {
       heartbeats: state.heartbeats[socket.id],
     })),
     subscriptions: state.subscriptions,
+    relayed: state.relayed,
+    upstream_connected: Boolean(upstream && upstream.connected),
   };
 }
 
