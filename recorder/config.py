@@ -115,6 +115,39 @@ def _check_http_url(value: Any) -> Any:
 
 HttpUrl = Annotated[str, BeforeValidator(_check_http_url)]
 
+SOCKET_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def _check_socket_url(value: Any) -> Any:
+    # The docs write the stream's address as wss://bitexbit.com; socket.io clients take the
+    # same server as http(s)://. Both name one endpoint, so both are accepted.
+    if not isinstance(value, str):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in SOCKET_SCHEMES or not parts.hostname:
+        raise ValueError("not a ws://, wss://, http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("a root URL carries no query or fragment")
+    if parts.path.strip("/"):
+        # socket.io clients use only the host of this URL; a path here would be ignored.
+        raise ValueError("a root URL has no path; the socket.io path is exchange.socket_path")
+    return value.rstrip("/")
+
+
+SocketUrl = Annotated[str, BeforeValidator(_check_socket_url)]
+
+
+def _protocol_text(value: Any) -> Any:
+    # TOML invites `socketio_protocol = 2`; the generation is a name, so 2 means "2".
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+SocketIOProtocol = Annotated[Literal["auto", "2", "4"], BeforeValidator(_protocol_text)]
+"""Which socket.io generation the exchange speaks: "2" for socket.io 1.x/2.x (Engine.IO v3),
+"4" for socket.io 3.x/4.x (Engine.IO v4), "auto" to find out when connecting."""
+
 
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -226,8 +259,10 @@ class Section(BaseModel):
 class ExchangeConfig(Section):
     base_url: HttpUrl = "https://bitexbit.com"
     """REST root; endpoints live under /api/v1/ and /api/charts/."""
-    socket_url: HttpUrl = "https://bitexbit.com"
+    socket_url: SocketUrl = "https://bitexbit.com"
     socket_path: str = "/socket.io/"
+    socketio_protocol: SocketIOProtocol = "auto"
+    """The exchange's socket.io generation; "auto" asks the server at every connection."""
     subscribe_event: str = "subscribe"
     """The socket.io event that subscribes to a `book_<pair>` channel."""
     request_timeout_s: PositiveSeconds = 10.0

@@ -13,6 +13,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 socket_connected = Gauge("recorder_socket_connected", "1 while the socket.io stream is up, else 0")
 socket_reconnects = Counter("recorder_socket_reconnects_total", "socket.io reconnects since start")
+stream_info = Gauge(
+    "recorder_stream_info",
+    "1 for the socket.io generation of the last stream connection: protocol 2 for socket.io"
+    " 1.x/2.x (Engine.IO v3), 4 for socket.io 3.x/4.x (Engine.IO v4)",
+    ["protocol"],
+)
 socket_events = Counter(
     "recorder_socket_events_total", "Book events received from the socket", ["pair", "kind"]
 )

@@ -62,6 +62,7 @@ def test_defaults_are_those_of_the_design() -> None:
     config = load_config(None)
     assert config.exchange.base_url == "https://bitexbit.com"
     assert config.exchange.socket_url == "https://bitexbit.com"
+    assert config.exchange.socketio_protocol == "auto"
     assert config.database.embedded
     assert config.recorder.data_dir == Path("./var")
     assert config.recorder.pairs == ("*",)
@@ -82,8 +83,9 @@ def test_every_key_from_a_file(tmp_path: Path) -> None:
             f"""
             [exchange]
             base_url = "http://127.0.0.1:8080/"
-            socket_url = "http://127.0.0.1:8081"
+            socket_url = "ws://127.0.0.1:8081/"
             socket_path = "/ws/"
+            socketio_protocol = "2"
             subscribe_event = "join"
             request_timeout_s = 2.5
             api_key = "{API_KEY}"
@@ -107,7 +109,9 @@ def test_every_key_from_a_file(tmp_path: Path) -> None:
         )
     )
     assert config.exchange.base_url == "http://127.0.0.1:8080"  # trailing slash dropped
+    assert config.exchange.socket_url == "ws://127.0.0.1:8081"
     assert config.exchange.socket_path == "/ws/"
+    assert config.exchange.socketio_protocol == "2"
     assert config.exchange.request_timeout_s == 2.5
     assert config.exchange.api_key is not None
     assert config.exchange.api_key.get_secret_value() == API_KEY
@@ -126,10 +130,36 @@ def test_every_key_from_a_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("wss://bitexbit.com", "wss://bitexbit.com"),  # the docs' own address
+        ("ws://127.0.0.1:8081/", "ws://127.0.0.1:8081"),
+        ("https://bitexbit.com/", "https://bitexbit.com"),
+        ("http://[::1]:8081", "http://[::1]:8081"),
+    ],
+)
+def test_socket_url_takes_websocket_and_http_schemes(
+    tmp_path: Path, written: str, expected: str
+) -> None:
+    config = load_config(write(tmp_path, f'[exchange]\nsocket_url = "{written}"'))
+    assert config.exchange.socket_url == expected
+
+
+@pytest.mark.parametrize(("written", "expected"), [('"auto"', "auto"), ("2", "2"), ('"4"', "4")])
+def test_socketio_protocol_is_a_name_also_when_written_as_a_number(
+    tmp_path: Path, written: str, expected: str
+) -> None:
+    config = load_config(write(tmp_path, f"[exchange]\nsocketio_protocol = {written}"))
+    assert config.exchange.socketio_protocol == expected
+
+
+@pytest.mark.parametrize(
     ("section", "key", "value", "expected"),
     [
         ("exchange", "base_url", "http://sim:8000", "http://sim:8000"),
         ("exchange", "socket_url", "http://sim:8001", "http://sim:8001"),
+        ("exchange", "socket_url", "wss://bitexbit.com", "wss://bitexbit.com"),
+        ("exchange", "socketio_protocol", "4", "4"),
         ("exchange", "request_timeout_s", "3", 3.0),
         ("database", "dsn", "host=db dbname=x", Dsn("host=db dbname=x")),
         ("recorder", "data_dir", "/data", Path("/data")),
@@ -221,6 +251,14 @@ def test_trades_backfill_rejects(text: str) -> None:
         ('[exchange]\nbase_url = "ftp://x"', "exchange.base_url"),
         ('[exchange]\nbase_url = "https://x/?a=1"', "exchange.base_url"),
         ("[exchange]\nsocket_url = 5", "exchange.socket_url"),
+        ('[exchange]\nsocket_url = "ftp://x"', "exchange.socket_url"),
+        ('[exchange]\nsocket_url = "wss://"', "exchange.socket_url"),
+        ('[exchange]\nsocket_url = "wss://x/?EIO=3"', "exchange.socket_url"),
+        ('[exchange]\nsocket_url = "wss://x/socket.io"', "exchange.socket_url"),
+        ('[exchange]\nbase_url = "wss://x"', "exchange.base_url"),
+        ('[exchange]\nsocketio_protocol = "3"', "exchange.socketio_protocol"),
+        ('[exchange]\nsocketio_protocol = "v4"', "exchange.socketio_protocol"),
+        ("[exchange]\nsocketio_protocol = true", "exchange.socketio_protocol"),
         ("[exchange]\nrequest_timeout_s = 0", "exchange.request_timeout_s"),
         ('[exchange]\napi_key = "abc"', "exchange"),  # a key without its secret
         ("[database]\ndsn = 5", "database.dsn"),
@@ -270,6 +308,8 @@ def test_bad_file_values_name_the_key_and_exit_2(
         ("RECORDER_RECORDER__PAIRS", '["BTC_USD",', "recorder.pairs"),
         ("RECORDER_RECORDER__PAIRS", "BTC/USD", "recorder.pairs[0]"),
         ("RECORDER_METRICS__LISTEN", "9108", "metrics.listen"),
+        ("RECORDER_EXCHANGE__SOCKETIO_PROTOCOL", "1", "exchange.socketio_protocol"),
+        ("RECORDER_EXCHANGE__SOCKET_URL", "tcp://x", "exchange.socket_url"),
         ("RECORDER_RECORDER__NOPE", "1", "recorder.nope: unknown key"),
         ("RECORDER_DATABSE__DSN", "host=x", "RECORDER_DATABSE__DSN: unknown section"),
     ],

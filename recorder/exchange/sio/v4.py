@@ -1,0 +1,172 @@
+"""A socket.io 3.x/4.x client (Engine.IO v4), through python-socketio's `AsyncClient`.
+
+The library does the protocol (handshake, the server-driven heartbeat, packets); this
+module fits it to `Connection` and keeps three things ours:
+
+- exact decoding, through `ExactPacket` as the library's serializer;
+- the aiohttp session: the library makes one per client and leaves it open when a
+  handshake fails in some ways (an answer it cannot decode, such as an Engine.IO v3 server's),
+  so we hand it a session we own and close it in `close()`, whatever happened;
+- cancellation and timeouts: `connect()` is bounded by `timeout_s` as a whole (the
+  library's websocket connect has no timeout of its own), and `close()` ends the
+  library's background tasks even when its own disconnect cannot run.
+
+Long-polling first, then the upgrade to a websocket, is the library's default and works
+through proxies that refuse websockets; `websocket_only` skips polling for servers that
+refuse it (and for a `ws(s)://` address, which asks for a websocket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Final
+
+import aiohttp
+import socketio  # type: ignore[import-untyped]
+
+from recorder.exchange.sio.connection import (
+    ConnectFailed,
+    ConnectionLost,
+    Generation,
+    OnEvent,
+    OnOpen,
+    future_reason,
+    resolve,
+)
+from recorder.exchange.sio.packets import ExactPacket, Received, _ExactJson
+from recorder.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that the library swallowed.
+
+    `AsyncClient.connect` waits with `asyncio.wait_for`, which on Python 3.11 can drop a
+    cancel that arrives just as the connection completes; the task still counts it, so a
+    stream being stopped would otherwise go on for ever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class SocketIO4Connection:
+    """One python-socketio client connection to a socket.io 3.x/4.x server."""
+
+    protocol: Final[Generation] = "4"
+
+    def __init__(
+        self,
+        socket_url: str,
+        *,
+        path: str,
+        timeout_s: float,
+        on_open: OnOpen,
+        on_event: OnEvent,
+        websocket_only: bool = False,
+    ) -> None:
+        self.socket_url = socket_url
+        self._path = path
+        self._timeout_s = timeout_s
+        self._on_open = on_open
+        self._on_event = on_event
+        self._transports = ["websocket"] if websocket_only else None
+        self.closed: asyncio.Future[str] = future_reason()
+        self._http: aiohttp.ClientSession | None = None
+        self._client: socketio.AsyncClient | None = None
+
+    async def connect(self) -> None:
+        self._http = aiohttp.ClientSession()
+        # handle_sigint=False: the library would otherwise take over SIGINT (and disconnect
+        # by itself); stopping is the daemon's business, which drains before it disconnects.
+        client = self._client = socketio.AsyncClient(
+            reconnection=False,
+            serializer=ExactPacket,
+            logger=False,
+            engineio_logger=False,
+            handle_sigint=False,
+            http_session=self._http,
+            request_timeout=self._timeout_s,
+        )
+
+        async def on_connect(*_: Any) -> None:
+            # Called inside connect(), before any event of the session is handled.
+            self._on_open()
+
+        async def on_disconnect(reason: Any = None) -> None:
+            resolve(self.closed, str(reason) if reason is not None else "disconnected")
+
+        async def on_event(event: Any, *args: Any) -> None:
+            # The library runs each message as its own task, in arrival order; no await
+            # here before the callback, so events reach it in wire order.
+            if len(args) == 1 and isinstance(args[0], Received):
+                self._on_event(args[0])
+            else:  # not through our packet class; should not happen, but keep what came
+                self._on_event(Received(event, list(args), _ExactJson.dumps([event, *args])))
+
+        client.on("connect", on_connect)
+        client.on("disconnect", on_disconnect)
+        client.on("*", on_event)
+        try:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await client.connect(
+                        self.socket_url,
+                        socketio_path=self._path,
+                        transports=self._transports,
+                        wait_timeout=self._timeout_s,
+                    )
+            finally:
+                _raise_if_cancelling()
+        except TimeoutError:
+            await self.close()
+            raise ConnectFailed(f"no socket.io 4 session within {self._timeout_s}s") from None
+        except (socketio.exceptions.ConnectionError, aiohttp.ClientError, OSError, ValueError) as e:
+            await self.close()
+            raise ConnectFailed(_why(e)) from None
+        except BaseException:
+            await self.close()
+            raise
+        if client.eio.state != "connected":
+            # Dropped before connect() returned: the library calls no disconnect handler then.
+            resolve(self.closed, "transport close")
+
+    async def emit(self, event: str, data: Any) -> None:
+        client = self._client
+        if client is None or self.closed.done():
+            raise ConnectionLost("not connected")
+        try:
+            await client.emit(event, data)
+        except socketio.exceptions.SocketIOError as exc:
+            raise ConnectionLost(str(exc)) from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await client.shutdown()
+            except Exception as exc:  # closing a broken connection may fail; it is gone anyway
+                log.debug("socket.io 4 client shutdown failed", error=repr(exc))
+            eio = client.eio
+            if eio.state != "disconnected":  # connect() cancelled half-way: shutdown() skips it
+                with contextlib.suppress(Exception):
+                    await eio.disconnect(abort=True)
+            tasks = [t for t in (eio.read_loop_task, eio.write_loop_task) if t and not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+        resolve(self.closed, "client disconnect")
+
+
+def _why(exc: BaseException) -> str:
+    # The library keeps the server's answer (a 400's JSON body) in the Engine.IO error.
+    cause = exc.__cause__
+    detail = cause.args[1] if cause is not None and len(cause.args) > 1 else None
+    return f"{exc}: {detail}" if detail else str(exc) or type(exc).__name__
