@@ -12,6 +12,7 @@ import signal
 import sys
 
 from recorder import exitcodes
+from recorder.book import READINGS
 from recorder.config import Config
 
 
@@ -44,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="fill each pair's book up to N resting orders at start (a deep book; 0: as the "
         "history left it)",
+    )
+    parser.add_argument(
+        "--cancel-id",
+        choices=READINGS,
+        default="oid",
+        help="the field of a cancel event that names the cancelled order (the other carries "
+        "the cancel's own id)",
     )
     faults = parser.add_argument_group("faults (also switchable at run time under /admin/)")
     faults.add_argument("--rate-429", type=float, default=0.0, help="share of REST calls -> 429")
@@ -90,6 +98,7 @@ def cmd_sim(args: argparse.Namespace, config: Config) -> int:
         outage_s=args.outage_s,
         drop_every_s=args.drop_every_s,
         burst_every_s=args.burst_every_s,
+        cancel_id=args.cancel_id,
     )
     try:
         return asyncio.run(_serve(settings))

@@ -61,6 +61,7 @@ from typing import Any
 import socketio  # type: ignore[import-untyped]
 from aiohttp import web
 
+from recorder.book import READINGS, Reading
 from recorder.logs import get_logger
 from recorder.sim import wire
 from recorder.sim.accounts import Accounts
@@ -109,10 +110,14 @@ class SimSettings:
     """Send 3 malformed book events per channel and 3 unknown events this often; 0: never."""
     record_deliveries: bool = False
     """Keep which connection was sent which event (`Simulator.deliveries`), for chaos runs."""
+    cancel_id: Reading = "oid"
+    """The field of a cancel payload that names the cancelled order (`wire.cancel_payload`)."""
 
 
 class Simulator:
     def __init__(self, settings: SimSettings) -> None:
+        if settings.cancel_id not in READINGS:
+            raise ValueError(f"cancel_id: {settings.cancel_id!r} is not one of {READINGS}")
         self.settings = settings
         self.engine = Engine([pair_spec(p) for p in settings.pairs], wall_clock(time.time_ns))
         self.flow = OrderFlow(self.engine, settings.seed)
@@ -284,7 +289,7 @@ class Simulator:
 
     def _enqueue(self, event: Event) -> None:
         payload = (
-            wire.cancel_payload(event)
+            wire.cancel_payload(event, self.settings.cancel_id)
             if isinstance(event, Cancel)
             else wire.new_order_payload(event)
         )
