@@ -6,6 +6,8 @@
 -- an order resting when the cancel came, as the recorder's own book does (recorder/book.py):
 --
 --   * only one of them does: that order goes, and the cancel is evidence for that reading;
+--     unless the order is at another side or price than the cancel states: then it is not
+--     the one cancelled (the snapshot already lacked that one) and stays;
 --   * both do (ambiguous): the reading with more evidence decides; with no evidence either
 --     way, the order that fits what the cancel states (its side and price, then its
 --     remaining amount); failing that, cancel_order_id, which the docs' own sample argues
@@ -73,7 +75,7 @@ AS $$
         WHERE f.pair = p_pair AND f.ts > snap.taken_at AND f.ts < snap.until
     ),
     -- the readings whose order rests when the cancel comes, and how well it fits the
-    -- cancel: 2 for the same side and price, 1 more for the same remaining amount
+    -- cancel: 2 for its side and price, 1 more for its remaining amount
     resting AS (
         SELECT n.ts, n.oid, n.reading,
                2 * (o.side = n.type AND o.price = n.price)::int
@@ -86,8 +88,9 @@ AS $$
     ),
     verdicts AS (
         SELECT c.ts, c.oid, c.cancel_order_id,
-               CASE count(r.reading) WHEN 0 THEN 'unknown' WHEN 1 THEN min(r.reading)
-                    ELSE 'ambiguous' END AS reading,
+               CASE WHEN count(r.reading) = 2 THEN 'ambiguous'
+                    WHEN max(r.fit) >= 2 THEN min(r.reading)
+                    ELSE 'unknown' END AS reading,
                max(r.fit) FILTER (WHERE r.reading = 'oid') AS oid_fit,
                max(r.fit) FILTER (WHERE r.reading = 'cancel_order_id') AS cancel_order_id_fit
         FROM cancels c LEFT JOIN resting r ON r.ts = c.ts AND r.oid = c.oid

@@ -13,12 +13,15 @@ How events change the book:
 - cancel: the order it names leaves the book. A cancel carries two ids, `oid` and
   `cancel_order_id`, and the exchange's docs do not say which one names the cancelled order
   (docs/research.md, "Which id a cancel names"). So the data decides, cancel by cancel:
-  the cancel removes whichever of the two is resting. When only one is, that is evidence
-  for its reading, counted in a `CancelReading`. When both are, the reading with more
-  evidence so far decides; with none yet, the order that fits what the cancel states (its
-  side and price, then its amount) does; failing that, `cancel_order_id`, which the docs'
-  own sample argues for (a cancel dated before a new order, yet with a higher `oid`). When
-  neither is resting, nothing is removed.
+  the cancel removes whichever of the two names a resting order. When only one does, that
+  is evidence for its reading, counted in a `CancelReading`, provided the order is at the
+  side and price the cancel states; an order elsewhere is not the one cancelled and stays
+  (a snapshot can already lack an order whose cancel the stream has yet to deliver, and
+  the cancel's other id may name some other resting order). When both do, the reading
+  with more evidence so far decides; with none yet, the order that fits what the cancel
+  states (its side and price, then its remaining amount); failing that, `cancel_order_id`,
+  which the docs' own sample argues for (a cancel dated before a new order, yet with a
+  higher `oid`). When neither does, nothing is removed.
 
 Whatever does not fit (a fill of an order the book does not hold, a fill larger than what
 rests, a cancel of an unknown order) is applied as far as it can be and reported in the
@@ -46,8 +49,9 @@ Reading = Literal["oid", "cancel_order_id"]
 READINGS: tuple[Reading, ...] = ("oid", "cancel_order_id")
 
 CancelOutcome = Literal["oid", "cancel_order_id", "ambiguous", "unknown"]
-"""How a cancel met the book: only its `oid` named a resting order, only its
-`cancel_order_id` did, both did (`ambiguous`), or neither did (`unknown`)."""
+"""How a cancel met the book: only its `oid` named a resting order (at the cancel's side and
+price), only its `cancel_order_id` did, both named one (`ambiguous`), or none was removed
+(`unknown`: neither named a resting order, or the only one named is elsewhere)."""
 
 DEFAULT_READING: Reading = "cancel_order_id"
 """Decides an ambiguous cancel when the data has established nothing yet and the two orders
@@ -94,7 +98,7 @@ class CancelReading:
     ambiguous: int = 0
     """Both ids named a resting order (the same one, or two); the reading decided."""
     unknown: int = 0
-    """Neither id named a resting order: nothing was removed."""
+    """No order removed: neither id named a resting order, or the only one is elsewhere."""
 
     @property
     def established(self) -> Reading | None:
@@ -191,8 +195,8 @@ class Book:
             "cancel_order_id": event.cancel_order_id,
         }
         resting: dict[Reading, RestingOrder] = {
-            reading: self._orders[order_id]
-            for reading, order_id in named.items()
+            name: self._orders[order_id]
+            for name, order_id in named.items()
             if order_id is not None and order_id in self._orders
         }
         outcome: CancelOutcome
@@ -200,8 +204,9 @@ class Book:
         if not resting:
             outcome, reading = "unknown", None
         elif len(resting) == 1:
-            (only,) = resting
-            outcome, reading = only, only
+            ((only, order),) = resting.items()
+            # An order elsewhere than the cancel says is not the one it removed (module doc).
+            outcome, reading = (only, only) if _fit(event, order)[0] else ("unknown", None)
         else:
             outcome = "ambiguous"
             reading = (
@@ -213,7 +218,10 @@ class Book:
             self.cancel_reading.count(outcome)
         if reading is None:
             ids = f"{event.oid} (oid) or {event.cancel_order_id} (cancel_order_id)"
-            return CancelApplied(outcome, None, None, [f"cancel of order {ids}: not on the book"])
+            where = f"{event.type} at {event.price}"
+            return CancelApplied(
+                outcome, None, None, [f"cancel of order {ids}: not on the book ({where})"]
+            )
         removed = self._orders.pop(resting[reading].order_id)
         return CancelApplied(outcome, removed, reading, [])
 
@@ -268,23 +276,21 @@ class Book:
         return lines
 
 
+def _fit(event: BookEvent, order: RestingOrder) -> tuple[bool, bool]:
+    """Whether `order` is at the cancel's side and price, and has its remaining amount.
+
+    Side and price weigh more than the amount: what remains is our reading of the docs'
+    `amount`.
+    """
+    return ((order.side, order.price) == (event.type, event.price), order.amount == event.amount)
+
+
 def _better_fit(
     event: BookEvent, by_oid: RestingOrder, by_cancel_id: RestingOrder
 ) -> Reading | None:
-    """The reading whose order fits what the cancel states better; None if both fit alike.
-
-    A cancel states the side, price and remaining amount of the order it removes. Side and
-    price weigh more than the amount: what remains is our reading of the docs' `amount`.
-    """
-
-    def fit(order: RestingOrder) -> tuple[bool, bool]:
-        return (
-            order.side == event.type and order.price == event.price,
-            order.amount == event.amount,
-        )
-
-    if fit(by_oid) > fit(by_cancel_id):
+    """The reading whose order fits what the cancel states better; None if both fit alike."""
+    if _fit(event, by_oid) > _fit(event, by_cancel_id):
         return "oid"
-    if fit(by_cancel_id) > fit(by_oid):
+    if _fit(event, by_cancel_id) > _fit(event, by_oid):
         return "cancel_order_id"
     return None

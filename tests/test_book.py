@@ -39,7 +39,7 @@ def cancel(
     oid: int,
     cancel_order_id: int | None = 99,
     side: str = "buy",
-    price: str = "1",
+    price: str = "100",
     amount: str = "1",
 ) -> BookEvent:
     return BookEvent("BTC_USD", oid, "cancel", NOW, side, D(price), D(amount), cancel_order_id,  # type: ignore[arg-type]
@@ -99,7 +99,7 @@ def test_cancel_removes_the_order() -> None:
 
 def test_a_cancel_removes_the_order_named_by_cancel_order_id_when_only_that_one_rests() -> None:
     book = Book.from_snapshot([level("buy", 1, "100", "1"), level("sell", 2, "101", "1")])
-    applied = book.cancel(cancel(15235, cancel_order_id=2))
+    applied = book.cancel(cancel(15235, cancel_order_id=2, side="sell", price="101"))
     assert (applied.outcome, applied.reading, applied.anomalies) == (
         "cancel_order_id",
         "cancel_order_id",
@@ -115,7 +115,9 @@ def test_a_cancel_naming_no_resting_order_removes_nothing_and_says_so() -> None:
     book = Book.from_snapshot([level("buy", 1, "100", "1")])
     applied = book.cancel(cancel(7, cancel_order_id=8))
     assert (applied.outcome, applied.removed, applied.reading) == ("unknown", None, None)
-    assert applied.anomalies == ["cancel of order 7 (oid) or 8 (cancel_order_id): not on the book"]
+    assert applied.anomalies == [
+        "cancel of order 7 (oid) or 8 (cancel_order_id): not on the book (buy at 100)"
+    ]
     assert len(book) == 1
     assert book.cancel_reading == CancelReading(unknown=1)
     assert book.cancel_reading.established is None
@@ -140,28 +142,42 @@ def test_both_ids_resting_the_established_reading_decides() -> None:
         assert book.cancel_reading == CancelReading(**{truth: 1}, ambiguous=1)
 
 
-def test_both_ids_resting_and_nothing_established_the_order_fitting_the_cancel_decides() -> None:
-    snapshot = [level("buy", 1, "100", "1"), level("buy", 2, "99", "1"), level("buy", 3, "99", "2")]
-    # side and price tell 1 from 2
-    for cancelled, event in ((1, cancel(1, 2, price="100")), (2, cancel(1, 2, price="99"))):
+def test_a_lone_order_at_another_side_or_price_than_the_cancel_states_is_not_the_one() -> None:
+    """As when a snapshot already lacks the cancelled order (its cancel still on the way) and
+    the cancel's other id names some other resting order: that one stays, and no evidence."""
+    snapshot = [
+        level("buy", 1, "100", "1"),
+        level("buy", 2, "99", "1"),
+        level("sell", 3, "99", "1"),
+    ]
+    for event in (cancel(9, 2, price="100"), cancel(3, 7, side="buy", price="99")):
         book = Book.from_snapshot(snapshot)
         applied = book.cancel(event)
-        assert applied.outcome == "ambiguous"
-        assert removed_id(applied) == cancelled
-    # same side and price: the remaining amount tells 2 from 3
-    for cancelled, amount in ((2, "1"), (3, "2")):
+        assert (applied.outcome, applied.removed) == ("unknown", None)
+        assert len(book) == 3
+        assert book.cancel_reading.established is None
+
+
+def test_both_ids_resting_and_nothing_established_the_order_fitting_the_cancel_decides() -> None:
+    snapshot = [level("buy", 1, "100", "1"), level("sell", 2, "99", "1"),
+                level("buy", 3, "99", "1"), level("buy", 4, "99", "2")]  # fmt: skip
+    cases = [
+        (1, cancel(1, 3, price="100")),  # the price tells 1 from 3
+        (3, cancel(2, 3, price="99")),  # the side tells 2 from 3
+        (3, cancel(4, 3, price="99", amount="1")),  # the remaining amount tells 3 from 4
+        (4, cancel(4, 3, price="99", amount="2")),
+        (1, cancel(1, 4, price="100", amount="2")),  # side and price weigh more than amount
+    ]
+    for cancelled, event in cases:
         book = Book.from_snapshot(snapshot)
-        applied = book.cancel(cancel(3, 2, price="99", amount=amount))
-        assert removed_id(applied) == cancelled
-    # the side and price weigh more than the amount
-    book = Book.from_snapshot(snapshot)
-    applied = book.cancel(cancel(1, 3, price="100", amount="2"))
-    assert removed_id(applied) == 1
+        applied = book.cancel(event)
+        assert (applied.outcome, removed_id(applied)) == ("ambiguous", cancelled), event
+        assert book.cancel_reading.established is None
 
 
 def test_both_ids_resting_nothing_established_and_nothing_to_tell_them_apart() -> None:
     book = Book.from_snapshot([level("buy", 1, "100", "1"), level("buy", 2, "100", "1")])
-    applied = book.cancel(cancel(1, 2, price="100"))
+    applied = book.cancel(cancel(1, 2))
     assert DEFAULT_READING == "cancel_order_id"
     assert (applied.outcome, applied.reading) == ("ambiguous", DEFAULT_READING)
     assert removed_id(applied) == 2
@@ -205,17 +221,23 @@ def test_the_established_reading_is_the_one_with_more_evidence(
     assert tally.established == expected
 
 
-@st.composite
-def exchanges(draw: st.DrawFn) -> tuple[Reading, list[RestingOrder], list[tuple[str, int, int]]]:
-    """A reading, a snapshot, and a run of steps (kind, a, b) of an exchange using it.
+Step = tuple[str, int, int]
+"""("new", which side/price/amount, _) or ("cancel", which order, the cancel's own id: 0 for
+one of the orders resting at the same side and price, when there is one)."""
 
-    Order ids and the ids of cancels are small numbers from two counters, so a cancel's own
-    id often equals a resting order's id: the ambiguous case.
+
+@st.composite
+def exchanges(draw: st.DrawFn) -> tuple[Reading, list[RestingOrder], list[Step]]:
+    """A reading, a snapshot, and a run of steps of an exchange using it.
+
+    Orders crowd on 2 sides x 4 prices, and a cancel's own id often names another resting
+    order, often at the same side and price: the ambiguous case. Orders at the same side
+    and price differ in amount, which tells them apart while no reading is established.
     """
     truth = draw(st.sampled_from(READINGS))
     fits = draw(
         st.lists(
-            st.tuples(st.sampled_from(["buy", "sell"]), st.integers(90, 110), st.integers(1, 50)),
+            st.tuples(st.sampled_from(["buy", "sell"]), st.integers(98, 101), st.integers(1, 50)),
             min_size=1,
             max_size=12,
             unique=True,
@@ -228,7 +250,9 @@ def exchanges(draw: st.DrawFn) -> tuple[Reading, list[RestingOrder], list[tuple[
     steps = draw(
         st.lists(
             st.tuples(
-                st.sampled_from(["new", "cancel"]), st.integers(0, 10**6), st.integers(1, 40)
+                st.sampled_from(["new", "cancel"]),
+                st.integers(0, 10**6),
+                st.just(0) | st.integers(1, 40),
             ),
             max_size=40,
         )
@@ -238,36 +262,37 @@ def exchanges(draw: st.DrawFn) -> tuple[Reading, list[RestingOrder], list[tuple[
 
 @given(exchanges())
 def test_a_complete_stream_rebuilds_the_exchanges_book_under_either_reading(
-    exchange: tuple[Reading, list[RestingOrder], list[tuple[str, int, int]]],
+    exchange: tuple[Reading, list[RestingOrder], list[Step]],
 ) -> None:
     """Under either reading, with every event seen: each cancel removes the order the exchange
-    cancelled, the evidence never points the wrong way, and the book is the exchange's.
-
-    Orders differ in side, price or amount from each other, as the fit rule needs when no
-    reading is established yet.
-    """
+    cancelled, the evidence never points the wrong way, and the book is the exchange's."""
     truth, orders, steps = exchange
     exact: dict[int, RestingOrder] = {o.order_id: o for o in orders}
     book = Book(orders)
     next_oid = len(orders) + 1
-    for kind, pick, cancel_id in steps:
+    for kind, pick, own_id in steps:
         if kind == "new" or not exact:
-            fit = {(o.side, o.price, o.amount) for o in exact.values()}
-            order = RestingOrder(next_oid, "sell", D(200 + pick % 1000), D(1), NOW)
+            side = ("buy", "sell")[pick % 2]
+            order = RestingOrder(next_oid, side, D(98 + pick // 2 % 4), D(pick % 97 + 1), NOW)
             next_oid += 1
-            if (order.side, order.price, order.amount) in fit:
+            if (side, order.price, order.amount) in {
+                (o.side, o.price, o.amount) for o in exact.values()
+            }:
                 continue
             exact[order.order_id] = order
-            assert book.apply(new(order.order_id, order.side, str(order.price), "1")) == []
+            assert book.apply(new(order.order_id, side, str(order.price), str(order.amount))) == []
             continue
         target = sorted(exact)[pick % len(exact)]
         gone = exact.pop(target)
-        oid, cancel_order_id = (target, cancel_id) if truth == "oid" else (cancel_id, target)
+        alike = [i for i, o in exact.items() if (o.side, o.price) == (gone.side, gone.price)]
+        if own_id == 0:
+            own_id = alike[pick % len(alike)] if alike else 41
+        oid, cancel_order_id = (target, own_id) if truth == "oid" else (own_id, target)
         applied = book.cancel(
             cancel(oid, cancel_order_id, gone.side, str(gone.price), str(gone.amount))
         )
         assert removed_id(applied) == target
-        assert applied.reading == truth or cancel_id == target
+        assert applied.reading == truth or own_id == target
     other = "cancel_order_id" if truth == "oid" else "oid"
     assert getattr(book.cancel_reading, other) == 0
     assert book.cancel_reading.unknown == 0

@@ -47,9 +47,11 @@ def market(reading: Reading) -> list[r.Record]:
             [
                 ("sell", 1, "100", "1"),
                 ("sell", 2, "101", "2"),
+                ("sell", 9, "101", "0.5"),
                 ("buy", 3, "99", "1.5"),
                 ("buy", 4, "98", "1"),
                 ("buy", 5, "98", "1"),  # just like order 4
+                ("buy", 10, "97", "2"),
             ],
             pair=pair,
         ),
@@ -60,13 +62,16 @@ def market(reading: Reading) -> list[r.Record]:
         *cancelling(13, 4, 5, ("buy", "98", "1"), reading),
         # t=14: a cancel of which we know neither order (one we never saw)
         *cancelling(14, 800, 801, ("sell", "103", "1"), reading),
-        # t=15: a buy takes all of order 1 and half of order 2
-        *new(15, 7, "buy", "101", "0", [(500, 1, "100", "1"), (501, 2, "101", "0.5")], pair=pair),
-        # t=16: order 2 is cancelled; its own id names order 1, filled away at t=15
-        *cancelling(16, 2, 1, ("sell", "101", "1.5"), reading),
-        # t=17: order 6 is cancelled; its own id names order 8, placed only at t=18
+        # t=15: a buy takes all of orders 1 and 9
+        *new(15, 7, "buy", "101", "0", [(500, 1, "100", "1"), (501, 9, "101", "0.5")], pair=pair),
+        # t=16: order 2 is cancelled; its own id names order 9, filled away at t=15
+        *cancelling(16, 2, 9, ("sell", "101", "2"), reading),
+        # t=17: order 6 is cancelled; its own id names order 8, just like it but placed at t=18
         *cancelling(17, 6, 8, ("sell", "102", "3"), reading),
-        *new(18, 8, "buy", "97", "2", pair=pair),
+        *new(18, 8, "sell", "102", "3", pair=pair),
+        # t=19: order 850 is cancelled, one this snapshot already lacked (its cancel was on
+        # the way); the cancel's own id names order 10, resting at another price
+        *cancelling(19, 850, 10, ("buy", "98", "1"), reading),
     ]
 
 
@@ -106,32 +111,39 @@ def test_either_reading_rebuilds_the_same_books(dsn: str, reading: Reading) -> N
         ("buy", 3, D("99"), D("1.5")),
         ("buy", 4, D("98"), D("1")),
         ("buy", 5, D("98"), D("1")),
+        ("buy", 10, D("97"), D("2")),
         ("sell", 1, D("100"), D("1")),
         ("sell", 2, D("101"), D("2")),
+        ("sell", 9, D("101"), D("0.5")),
     ]
     # order 3 cancelled; of 4 and 5, both named by the cancel at t=13, order 4 goes
     assert book(dsn, pair, 13) == [
         ("buy", 5, D("98"), D("1")),
+        ("buy", 10, D("97"), D("2")),
         ("sell", 1, D("100"), D("1")),
         ("sell", 2, D("101"), D("2")),
+        ("sell", 9, D("101"), D("0.5")),
         ("sell", 6, D("102"), D("3")),
     ]
-    # the unknown cancel removed nothing; 1 filled away, 2 and 6 cancelled, 8 placed after
-    # the cancel that named it
-    assert book(dsn, pair, 18) == [
+    # the unknown cancel removed nothing; 1 and 9 filled away, 2 and 6 cancelled; 8, placed
+    # after the cancel that named it, and 10, at another price than the cancel naming it,
+    # stay
+    assert book(dsn, pair, 19) == [
         ("buy", 5, D("98"), D("1")),
-        ("buy", 8, D("97"), D("2")),
+        ("buy", 10, D("97"), D("2")),
+        ("sell", 8, D("102"), D("3")),
     ]
 
 
 @pytest.mark.parametrize("reading", READINGS)
 def test_book_cancels_tells_how_each_cancel_was_read(dsn: str, reading: Reading) -> None:
-    assert cancels(dsn, pair_of(reading), 18) == [
+    assert cancels(dsn, pair_of(reading), 19) == [
         (at(11), reading, 3, reading),
         (at(13), "ambiguous", 4, reading),
         (at(14), "unknown", None, reading),
         (at(16), reading, 2, reading),
         (at(17), reading, 6, reading),
+        (at(19), "unknown", None, reading),
     ]
     # only the cancels up to the instant
     assert [c[0] for c in cancels(dsn, pair_of(reading), 13.5)] == [at(11), at(13)]
@@ -158,14 +170,14 @@ def window_history() -> list[r.Record]:
                 ("buy", 2, "50", "1"),
                 ("buy", 4, "50", "1"),
                 ("buy", 5, "50", "1"),
-                ("sell", 6, "60", "1"),
+                ("buy", 6, "50", "2"),
             ],
             pair=WINDOWS,
         ),
         # t=41: order 4 is cancelled; its own id names order 5, just like it
         *cancel(41, 4, "buy", "50", "1", cancel_order_id=5, pair=WINDOWS),
-        # t=42: order 6 is cancelled; its own id names order 2, which differs from it
-        *cancel(42, 6, "sell", "60", "1", cancel_order_id=2, pair=WINDOWS),
+        # t=42: order 6 is cancelled; its own id names order 2, at its side and price too
+        *cancel(42, 6, "buy", "50", "2", cancel_order_id=2, pair=WINDOWS),
     ]
 
 
@@ -179,7 +191,7 @@ def test_without_evidence_in_the_window_the_cancel_itself_then_cancel_order_id_d
 ) -> None:
     # The first window's evidence does not reach into the second: nothing tells 4 from 5,
     # so cancel_order_id (the docs' sample's reading) decides, wrongly for this exchange.
-    # Order 6 is told from order 2 by its side and price, as the cancel states them.
+    # Order 6 is told from order 2 by its remaining amount, which the cancel states.
     assert cancels(dsn, WINDOWS, 42) == [
         (at(41), "ambiguous", 5, None),
         (at(42), "ambiguous", 6, None),
