@@ -113,6 +113,13 @@ async def test_recorder_run_reads_cancels_by_whichever_id_the_exchange_uses(
         # A cancel whose order a resync snapshot already lacked names nothing resting: rare.
         unknown = value(samples, "recorder_cancel_reading_total", pair=pair, reading="unknown")
         assert unknown <= 2
+    # every cancel stored was counted once (the flow started after the first snapshots)
+    for pair in PAIRS:
+        counted = sum(value(samples, "recorder_cancel_reading_total", pair=pair, reading=r)
+                      for r in (*READINGS, "ambiguous", "unknown"))  # fmt: skip
+        stored = query(db, "SELECT count(*) FROM book_events WHERE pair = %s AND kind = 'cancel'",
+                       pair)[0][0]  # fmt: skip
+        assert counted == stored, pair
     # cancels whose two ids both named a resting order happened, and were read right
     assert total(samples, "recorder_cancel_reading_total", "reading", "ambiguous") >= 5
     assert '"cancel events name the cancelled order by this field"' in log

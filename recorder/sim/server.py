@@ -27,7 +27,8 @@ What it serves (DESIGN §2, the docs' JSON shapes):
   `/api/v1/orders/own/`, POST `/api/v1/order/`, POST `/api/v1/order-cancel/`,
   `/api/v1/exchanges/own/`, `/api/v1/deposits/`, `/api/v1/withdraws/`;
 - socket.io at `/socket.io/`: emit `subscribe` (or `unsubscribe`) with `book_<pair>`; every
-  new order and cancel of that pair arrives as event `book_<pair>`;
+  new order and cancel of that pair arrives as event `book_<pair>`; a cancel names the
+  cancelled order by `oid` or by `cancel_order_id` as `SimSettings.cancel_id` says;
 - `limit` is capped at 1000 (`rest.MAX_LIMIT`) on `/exchanges/` (both), at 2000 on `/orders/own/`
   (its default) and at 1000 on charts; a larger value is served as the cap;
 - a trade's `type` is the resting (maker) order's side, on the socket and in `/exchanges/`
