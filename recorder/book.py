@@ -88,9 +88,9 @@ class CancelReading:
     """Which id of a cancel event names the cancelled order, as the data has shown it so far.
 
     Counts the cancels applied to a book by outcome. `oid` and `cancel_order_id` are the
-    evidence: cancels where only that id named a resting order. One tally can be shared by
-    every book of a pair over time (the recorder keeps one per pair for its whole run), so
-    the evidence outlives resyncs.
+    evidence: cancels where only that id named a resting order (at the cancel's side and
+    price). One tally can be shared by every book of a pair over time (the recorder keeps
+    one per pair for its whole run), so the evidence outlives resyncs.
     """
 
     oid: int = 0
@@ -119,7 +119,7 @@ class CancelApplied:
 
     outcome: CancelOutcome
     removed: RestingOrder | None
-    """The order that left the book; None when neither id named a resting order."""
+    """The order that left the book; None when none did (`unknown`)."""
     reading: Reading | None
     """The reading that named `removed` (for an ambiguous cancel: the one that decided)."""
     anomalies: list[str]

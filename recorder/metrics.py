@@ -66,7 +66,7 @@ cancel_reading = Counter(
     "recorder_cancel_reading_total",
     "Cancel events applied to the rebuilt book, by which of their ids named a resting order: "
     "oid, cancel_order_id, ambiguous (both; the reading established so far decided) or "
-    "unknown (neither)",
+    "unknown (none removed)",
     ["pair", "reading"],
 )
 
