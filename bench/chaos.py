@@ -2,7 +2,8 @@
 """Chaos run: record a busy simulated exchange through random faults, then prove what was kept.
 
     .venv/bin/python bench/chaos.py --minutes 10 --seed 1 [--rate 30] [--json out.json]
-    .venv/bin/python bench/chaos.py --seconds 40 --seed 3 --pace quick    # as CI runs it
+    .venv/bin/python bench/chaos.py --seconds 40 --seed 3 --pace quick --cancel-id cancel_order_id
+                                                                        # as CI runs it
 
 Starts the simulator in this process (with its per-connection delivery record on), a
 PostgreSQL of its own (pgserver, so it can be crashed and started again) and the recorder as
@@ -26,6 +27,10 @@ simulator's own record:
     book fills      every trade inside those events
     candles         the simulator's charts, every bucket, for the recorded resolutions
     book at end     book_at(pair, now()) against the engine's resting orders
+
+`--cancel-id` says which field of the simulator's cancel events names the cancelled order
+(the other carries the cancel's own id); the recorder is not told, and events are compared
+by the ids the wire carried.
     raw (socket)    every malformed or unknown socket payload sent, kept in raw_messages
     raw (rest)      truncated REST answers kept; nothing refused from the writer or spool
 
@@ -62,7 +67,9 @@ from typing import Any
 
 import psycopg
 
+from recorder.book import READINGS, Reading
 from recorder.exchange.parse import to_timestamp
+from recorder.sim import wire
 from recorder.sim.deliveries import Garbage
 from recorder.sim.engine import Cancel, Event, NewOrder
 from recorder.sim.server import SimSettings, Simulator, run_sim
@@ -105,6 +112,8 @@ class ChaosSettings:
     overlap: bool = False
     """Faults start `gap_s` after the previous one started, not after it ended, so that
     kinds overlap (a SIGKILL while the database is down); one of each kind at a time."""
+    cancel_id: Reading = "oid"
+    """The field of the simulator's cancel events that names the cancelled order."""
 
 
 @dataclass
@@ -309,6 +318,8 @@ class Truth:
     candles: dict[tuple[str, str, datetime], tuple[Decimal, ...]]
     books: dict[str, dict[tuple[str, int], tuple[Decimal, Decimal]]]
     rest_faults: dict[str, int]
+    cancel_id: Reading = "oid"
+    """How the simulator put a cancel's ids on the wire (`event_key`)."""
 
 
 def truth_of(sim: Simulator, settings: ChaosSettings, killed_sids: set[str]) -> Truth:
@@ -337,16 +348,19 @@ def truth_of(sim: Simulator, settings: ChaosSettings, killed_sids: set[str]) -> 
         for c in sim.deliveries.connections.values()
     ]
     return Truth(trades, connections, len(sim.deliveries.undelivered), candles, books,
-                 dict(sim.faults.served))  # fmt: skip
+                 dict(sim.faults.served), sim.settings.cancel_id)  # fmt: skip
 
 
-def event_key(event: Event) -> EventKey:
-    return (event.pair, event.oid, "cancel" if isinstance(event, Cancel) else "new")
+def event_key(event: Event, cancel_id: Reading = "oid") -> EventKey:
+    """The key of the row an event must be stored as: its ids as the wire carried them."""
+    if isinstance(event, Cancel):
+        return (event.pair, wire.cancel_ids(event, cancel_id)[0], "cancel")
+    return (event.pair, event.oid, "new")
 
 
-def event_value(event: Event) -> tuple[Any, ...]:
-    cancel_id = event.cancel_order_id if isinstance(event, Cancel) else None
-    return (to_timestamp(event.date), event.type, event.price, event.amount, cancel_id)
+def event_value(event: Event, cancel_id: Reading = "oid") -> tuple[Any, ...]:
+    named = wire.cancel_ids(event, cancel_id)[1] if isinstance(event, Cancel) else None
+    return (to_timestamp(event.date), event.type, event.price, event.amount, named)
 
 
 def fills_of(event: Event) -> dict[tuple[str, int], tuple[Any, ...]]:
@@ -475,7 +489,9 @@ class Sent:
     """Per killed connection: events sent after the last one its recorder stored."""
 
 
-def split_sent(connections: list[SentTo], stored_events: dict[EventKey, Any]) -> Sent:
+def split_sent(
+    connections: list[SentTo], stored_events: dict[EventKey, Any], cancel_id: Reading = "oid"
+) -> Sent:
     """Everything sent to a connection must be stored, except, on a connection whose recorder
     was SIGKILLed, what came after the last event it stored: that was never committed.
 
@@ -489,7 +505,7 @@ def split_sent(connections: list[SentTo], stored_events: dict[EventKey, Any]) ->
         if connection.killed:
             end = 0
             for i, item in enumerate(items):
-                if not isinstance(item, Garbage) and event_key(item) in stored_events:
+                if not isinstance(item, Garbage) and event_key(item, cancel_id) in stored_events:
                     end = i + 1
             tail = items[end:]
             sent.tail_by_sid[connection.sid] = sum(1 for x in tail if not isinstance(x, Garbage))
@@ -503,7 +519,7 @@ def split_sent(connections: list[SentTo], stored_events: dict[EventKey, Any]) ->
                 continue
             events, fills = (sent.events, sent.fills) if must else (sent.tail_events,
                                                                      sent.tail_fills)  # fmt: skip
-            events[event_key(item)] = event_value(item)
+            events[event_key(item, cancel_id)] = event_value(item, cancel_id)
             fills.update(fills_of(item))
     return sent
 
@@ -527,7 +543,7 @@ class Comparison:
 
 
 def compare(truth: Truth, stored: Stored) -> Comparison:
-    sent = split_sent(truth.connections, stored.events)
+    sent = split_sent(truth.connections, stored.events, truth.cancel_id)
     categories = [
         compare_keyed("trades", truth.trades, stored.trades,
                       duplicated=stored.trade_rows - len(stored.trades)),
@@ -599,7 +615,8 @@ class ChaosReport:
         lines = [
             f"chaos run: seed {s.seed}, {s.seconds:.0f} s of {'overlapping ' * s.overlap}"
             f"faults, {s.rate_per_s:g} events/s, "
-            f"pairs {','.join(s.pairs)}, candles {','.join(s.candle_types)}",
+            f"pairs {','.join(s.pairs)}, candles {','.join(s.candle_types)}, "
+            f"cancels named by {s.cancel_id}",
             "",
             "faults injected (t = seconds after the recorder first started):",
         ]
@@ -640,6 +657,7 @@ class ChaosReport:
             "seed": self.settings.seed,
             "seconds": self.settings.seconds,
             "rate_per_s": self.settings.rate_per_s,
+            "cancel_id": self.settings.cancel_id,
             "faults": [asdict(f) for f in self.faults if f.at_s is not None],
             "categories": [asdict(c) for c in self.comparison.categories],
             "undelivered_events": self.comparison.undelivered_events,
@@ -670,6 +688,7 @@ class ChaosRun:
             rate_per_s=s.rate_per_s,
             history_hours=s.history_hours,
             record_deliveries=True,
+            cancel_id=s.cancel_id,
         )
         pg = Postgres()
         try:
@@ -833,6 +852,12 @@ def main() -> int:
     parser.add_argument(
         "--overlap", action="store_true", help="faults of different kinds may overlap"
     )
+    parser.add_argument(
+        "--cancel-id",
+        choices=READINGS,
+        default="oid",
+        help="the field of the simulator's cancel events that names the cancelled order",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--workdir", type=Path, help="keep config, log and spool here")
     args = parser.parse_args()
@@ -843,6 +868,7 @@ def main() -> int:
         rate_per_s=args.rate,
         pace=LONG if args.pace == "long" else QUICK,
         overlap=args.overlap,
+        cancel_id=args.cancel_id,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recorder-chaos-"))
     report = asyncio.run(run_chaos(settings, workdir))

@@ -5,16 +5,33 @@ order, with its id) into a `Book`, applies every book event that followed it, an
 the result with the next snapshot; a difference is drift (`recorder_book_drift_total`). The
 simulator's tests use the same code to prove that its stream is complete.
 
-How events change the book (DESIGN §2):
+How events change the book:
 
 - new order `oid`: each of its fills reduces resting order `o_id` by the fill's amount (the
   order leaves the book at zero); then, when the event's remaining `amount` is > 0, order
   `oid` rests at the event's price on the event's side;
-- cancel: order `oid` leaves the book.
+- cancel: the order it names leaves the book. A cancel carries two ids, `oid` and
+  `cancel_order_id`, and the exchange's docs do not say which one names the cancelled order
+  (docs/research.md, "Which id a cancel names"). So the data decides, cancel by cancel:
+  the cancel removes whichever of the two names a resting order. When only one does, that
+  is evidence for its reading, counted in a `CancelReading`, provided the order is at the
+  side and price the cancel states; an order elsewhere is not the one cancelled and stays
+  (a snapshot can already lack an order whose cancel the stream has yet to deliver, and
+  the cancel's other id may name some other resting order). When both do, the reading
+  with more evidence so far decides; with none yet, the order that fits what the cancel
+  states (its side and price, then its remaining amount); failing that, `cancel_order_id`,
+  which the docs' own sample argues for (a cancel dated before a new order, yet with a
+  higher `oid`). When neither does, nothing is removed.
 
 Whatever does not fit (a fill of an order the book does not hold, a fill larger than what
 rests, a cancel of an unknown order) is applied as far as it can be and reported in the
 returned list of anomalies, never raised: a missed event must not stop the recorder.
+
+Finding out which reading a stream supports takes three lines (what `recorder probe` does):
+
+    book = Book.from_snapshot(snapshot_orders)       # an ungrouped REST snapshot
+    for update in updates: book.apply(update.event, update.fills)
+    book.cancel_reading.established                   # "oid", "cancel_order_id" or None
 """
 
 from __future__ import annotations
@@ -23,9 +40,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 from recorder.records import BookEvent, BookFill, Side
+
+Reading = Literal["oid", "cancel_order_id"]
+"""Which field of a cancel event names the cancelled order."""
+READINGS: tuple[Reading, ...] = ("oid", "cancel_order_id")
+
+CancelOutcome = Literal["oid", "cancel_order_id", "ambiguous", "unknown"]
+"""How a cancel met the book: only its `oid` named a resting order (at the cancel's side and
+price), only its `cancel_order_id` did, both named one (`ambiguous`), or none was removed
+(`unknown`: neither named a resting order, or the only one named is elsewhere)."""
+
+DEFAULT_READING: Reading = "cancel_order_id"
+"""Decides an ambiguous cancel when the data has established nothing yet and the two orders
+fit what the cancel states equally: the docs' own sample argues for `cancel_order_id` (a
+cancel dated before a new order, yet with a higher `oid` than that order)."""
 
 
 class SnapshotLevel(Protocol):
@@ -52,18 +83,69 @@ class RestingOrder:
     ts: datetime | None = None
 
 
+@dataclass
+class CancelReading:
+    """Which id of a cancel event names the cancelled order, as the data has shown it so far.
+
+    Counts the cancels applied to a book by outcome. `oid` and `cancel_order_id` are the
+    evidence: cancels where only that id named a resting order (at the cancel's side and
+    price). One tally can be shared by every book of a pair over time (the recorder keeps
+    one per pair for its whole run), so the evidence outlives resyncs.
+    """
+
+    oid: int = 0
+    cancel_order_id: int = 0
+    ambiguous: int = 0
+    """Both ids named a resting order (the same one, or two); the reading decided."""
+    unknown: int = 0
+    """No order removed: neither id named a resting order, or the only one is elsewhere."""
+
+    @property
+    def established(self) -> Reading | None:
+        """The reading with more evidence; None while neither has more (no evidence yet)."""
+        if self.oid > self.cancel_order_id:
+            return "oid"
+        if self.cancel_order_id > self.oid:
+            return "cancel_order_id"
+        return None
+
+    def count(self, outcome: CancelOutcome) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelApplied:
+    """What one cancel did to the book."""
+
+    outcome: CancelOutcome
+    removed: RestingOrder | None
+    """The order that left the book; None when none did (`unknown`)."""
+    reading: Reading | None
+    """The reading that named `removed` (for an ambiguous cancel: the one that decided)."""
+    anomalies: list[str]
+
+
 class GroupedSnapshotError(ValueError):
     """A grouped snapshot has no order ids; only an ungrouped one can seed an L3 book."""
 
 
 class Book:
-    """Resting orders by id. Order of iteration: best price first, then order id."""
+    """Resting orders by id. Order of iteration: best price first, then order id.
 
-    def __init__(self, orders: Iterable[RestingOrder] = ()) -> None:
+    `cancel_reading` is the tally this book decides ambiguous cancels with and counts its
+    cancels into; pass one to share it between books (a fresh one otherwise).
+    """
+
+    def __init__(
+        self, orders: Iterable[RestingOrder] = (), *, cancel_reading: CancelReading | None = None
+    ) -> None:
         self._orders: dict[int, RestingOrder] = {o.order_id: o for o in orders}
+        self.cancel_reading = cancel_reading if cancel_reading is not None else CancelReading()
 
     @classmethod
-    def from_snapshot(cls, levels: Iterable[SnapshotLevel]) -> Book:
+    def from_snapshot(
+        cls, levels: Iterable[SnapshotLevel], *, cancel_reading: CancelReading | None = None
+    ) -> Book:
         orders = []
         for level in levels:
             if level.order_id is None:
@@ -71,7 +153,7 @@ class Book:
             orders.append(
                 RestingOrder(level.order_id, level.side, level.price, level.amount, level.order_ts)
             )
-        return cls(orders)
+        return cls(orders, cancel_reading=cancel_reading)
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -91,11 +173,57 @@ class Book:
             orders.sort(key=lambda o: (o.price, o.order_id))
         return orders
 
-    def apply(self, event: BookEvent, fills: Sequence[BookFill] = ()) -> list[str]:
-        """Apply one event (with its fills, for a new order); return the anomalies met."""
+    def apply(
+        self, event: BookEvent, fills: Sequence[BookFill] = (), *, count: bool = True
+    ) -> list[str]:
+        """Apply one event (with its fills, for a new order); return the anomalies met.
+
+        `count`: see `cancel`.
+        """
         if event.kind == "cancel":
-            return self._apply_cancel(event)
+            return self.cancel(event, count=count).anomalies
         return self._apply_new(event, fills)
+
+    def cancel(self, event: BookEvent, *, count: bool = True) -> CancelApplied:
+        """Apply a cancel event: remove the resting order it names (see the module's doc).
+
+        `count=False` decides with `cancel_reading` without adding to it: for a second book
+        fed the same events as the one that counts (the recorder's drift check).
+        """
+        named: dict[Reading, int | None] = {
+            "oid": event.oid,
+            "cancel_order_id": event.cancel_order_id,
+        }
+        resting: dict[Reading, RestingOrder] = {
+            name: self._orders[order_id]
+            for name, order_id in named.items()
+            if order_id is not None and order_id in self._orders
+        }
+        outcome: CancelOutcome
+        reading: Reading | None
+        if not resting:
+            outcome, reading = "unknown", None
+        elif len(resting) == 1:
+            ((only, order),) = resting.items()
+            # An order elsewhere than the cancel says is not the one it removed (module doc).
+            outcome, reading = (only, only) if _fit(event, order)[0] else ("unknown", None)
+        else:
+            outcome = "ambiguous"
+            reading = (
+                self.cancel_reading.established
+                or _better_fit(event, resting["oid"], resting["cancel_order_id"])
+                or DEFAULT_READING
+            )
+        if count:
+            self.cancel_reading.count(outcome)
+        if reading is None:
+            ids = f"{event.oid} (oid) or {event.cancel_order_id} (cancel_order_id)"
+            where = f"{event.type} at {event.price}"
+            return CancelApplied(
+                outcome, None, None, [f"cancel of order {ids}: not on the book ({where})"]
+            )
+        removed = self._orders.pop(resting[reading].order_id)
+        return CancelApplied(outcome, removed, reading, [])
 
     def _apply_new(self, event: BookEvent, fills: Sequence[BookFill]) -> list[str]:
         anomalies = []
@@ -128,11 +256,6 @@ class Book:
             )
         return anomalies
 
-    def _apply_cancel(self, event: BookEvent) -> list[str]:
-        if self._orders.pop(event.oid, None) is None:
-            return [f"cancel of order {event.oid}, which is not on the book"]
-        return []
-
     def differences(self, other: Book) -> list[str]:
         """How `other` differs from this book (order ids, sides, prices, amounts); [] if equal.
 
@@ -151,3 +274,23 @@ class Book:
                     f"{theirs.side} {theirs.amount}@{theirs.price} there"
                 )
         return lines
+
+
+def _fit(event: BookEvent, order: RestingOrder) -> tuple[bool, bool]:
+    """Whether `order` is at the cancel's side and price, and has its remaining amount.
+
+    Side and price weigh more than the amount: what remains is our reading of the docs'
+    `amount`.
+    """
+    return ((order.side, order.price) == (event.type, event.price), order.amount == event.amount)
+
+
+def _better_fit(
+    event: BookEvent, by_oid: RestingOrder, by_cancel_id: RestingOrder
+) -> Reading | None:
+    """The reading whose order fits what the cancel states better; None if both fit alike."""
+    if _fit(event, by_oid) > _fit(event, by_cancel_id):
+        return "oid"
+    if _fit(event, by_cancel_id) > _fit(event, by_oid):
+        return "cancel_order_id"
+    return None

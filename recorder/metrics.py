@@ -68,6 +68,13 @@ book_drift = Counter(
 trades_backfilled = Counter(
     "recorder_trades_backfilled_total", "Trades recovered through REST catch-up", ["pair"]
 )
+cancel_reading = Counter(
+    "recorder_cancel_reading_total",
+    "Cancel events applied to the rebuilt book, by which of their ids named a resting order: "
+    "oid, cancel_order_id, ambiguous (both; the reading established so far decided) or "
+    "unknown (none removed)",
+    ["pair", "reading"],
+)
 
 # --- what else an operator needs (issue 6); documented in docs/operations.md -----------------
 

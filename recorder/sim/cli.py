@@ -12,6 +12,7 @@ import signal
 import sys
 
 from recorder import exitcodes
+from recorder.book import READINGS
 from recorder.config import Config
 
 
@@ -49,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sign-encoding",
         choices=("python", "js"),
         help="accept only signatures url-encoded as this sample of the docs does (default: either)",
+    )
+    parser.add_argument(
+        "--cancel-id",
+        choices=READINGS,
+        default="oid",
+        help="the field of a cancel event that names the cancelled order (the other carries "
+        "the cancel's own id)",
     )
     faults = parser.add_argument_group("faults (also switchable at run time under /admin/)")
     faults.add_argument("--rate-429", type=float, default=0.0, help="share of REST calls -> 429")
@@ -96,6 +104,7 @@ def cmd_sim(args: argparse.Namespace, config: Config) -> int:
         drop_every_s=args.drop_every_s,
         burst_every_s=args.burst_every_s,
         sign_encoding=args.sign_encoding,
+        cancel_id=args.cancel_id,
     )
     try:
         return asyncio.run(_serve(settings))

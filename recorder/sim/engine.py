@@ -9,7 +9,11 @@ in the order the engine made them.
 
 Arithmetic is `Decimal` throughout: prices are quantized to the pair's `price_precision`,
 amounts to 8 decimals. Order ids, trade ids and cancel-operation ids are each one counter
-shared by all pairs, so they increase across pairs as on the real exchange.
+shared by all pairs, so they increase across pairs as on the real exchange. A cancel's own
+id trails the order ids by `CANCEL_ID_LAG` (the docs' sample shows a cancel id next to an
+order id: 15235 and 15234), so it often equals the id of an order still resting on the same
+book: a cancel whose two ids both name a resting order, which the recorder must read right
+whichever id the wire uses for the cancelled order (`wire.cancel_payload`).
 
 A trade's `type` is the resting (maker) order's side, in socket payloads as in the tape of
 `/exchanges/`, so that a fill seen on the socket and the same trade read over REST agree.
@@ -29,6 +33,9 @@ SIDES: tuple[Side, ...] = ("buy", "sell")
 
 AMOUNT_STEP = Decimal("0.00000001")
 """Amounts have 8 decimals, like the docs' samples."""
+
+CANCEL_ID_LAG = 100
+"""A cancel's own id is at least the next order id minus this (and above the previous one)."""
 
 STATUS_ACTIVE = 1
 STATUS_CANCELLED = 2
@@ -109,7 +116,10 @@ class NewOrder:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Order `oid` left the book with `amount` still resting; `cancel_order_id` names the cancel."""
+    """Order `oid` left the book with `amount` still resting; `cancel_order_id` names the cancel.
+
+    Named as under the `oid` reading; under the other, the wire swaps the two ids.
+    """
 
     pair: str
     date: Decimal
@@ -356,15 +366,16 @@ class Engine:
             raise OrderRejected(f"order {oid} is not active")
         self.books[order.pair].sides[order.side].remove(order)
         order.status = STATUS_CANCELLED
+        cancel_id = max(self._next_cancel_id, self._next_oid - CANCEL_ID_LAG)
+        self._next_cancel_id = cancel_id + 1
         event = Cancel(
             pair=order.pair,
             date=self.clock(),
             oid=oid,
-            cancel_order_id=self._next_cancel_id,
+            cancel_order_id=cancel_id,
             price=order.price,
             type=order.side,
             amount=order.amount,
         )
-        self._next_cancel_id += 1
         self._publish(event)
         return event

@@ -27,7 +27,8 @@ What it serves (DESIGN §2, the docs' JSON shapes):
   `/api/v1/orders/own/`, POST `/api/v1/order/`, POST `/api/v1/order-cancel/`,
   `/api/v1/exchanges/own/`, `/api/v1/deposits/`, `/api/v1/withdraws/`;
 - socket.io at `/socket.io/`: emit `subscribe` (or `unsubscribe`) with `book_<pair>`; every
-  new order and cancel of that pair arrives as event `book_<pair>`;
+  new order and cancel of that pair arrives as event `book_<pair>`; a cancel names the
+  cancelled order by `oid` or by `cancel_order_id` as `SimSettings.cancel_id` says;
 - `limit` is capped at 1000 (`rest.MAX_LIMIT`) on `/exchanges/` (both), at 2000 on `/orders/own/`
   (its default) and at 1000 on charts; a larger value is served as the cap;
 - a trade's `type` is the resting (maker) order's side, on the socket and in `/exchanges/`
@@ -61,6 +62,7 @@ from typing import Any
 import socketio  # type: ignore[import-untyped]
 from aiohttp import web
 
+from recorder.book import READINGS, Reading
 from recorder.logs import get_logger
 from recorder.sim import wire
 from recorder.sim.accounts import Accounts
@@ -112,10 +114,14 @@ class SimSettings:
     """Keep which connection was sent which event (`Simulator.deliveries`), for chaos runs."""
     sign_encoding: SignEncoding | None = None
     """Accept only signatures url-encoded as this sample of the docs does; None: either."""
+    cancel_id: Reading = "oid"
+    """The field of a cancel payload that names the cancelled order (`wire.cancel_payload`)."""
 
 
 class Simulator:
     def __init__(self, settings: SimSettings) -> None:
+        if settings.cancel_id not in READINGS:
+            raise ValueError(f"cancel_id: {settings.cancel_id!r} is not one of {READINGS}")
         self.settings = settings
         self.engine = Engine([pair_spec(p) for p in settings.pairs], wall_clock(time.time_ns))
         self.flow = OrderFlow(self.engine, settings.seed)
@@ -291,7 +297,7 @@ class Simulator:
 
     def _enqueue(self, event: Event) -> None:
         payload = (
-            wire.cancel_payload(event)
+            wire.cancel_payload(event, self.settings.cancel_id)
             if isinstance(event, Cancel)
             else wire.new_order_payload(event)
         )

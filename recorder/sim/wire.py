@@ -6,6 +6,10 @@ Decimal's own digits as a JSON number literal instead. Where the docs show a num
 string (`"936.00"` in a socket trade, `"1"` as a single order's status) the payload
 builders below put a string.
 
+Which field of a cancel names the cancelled order is not in the docs; the simulator speaks
+either reading (`SimSettings.cancel_id`): under `oid` the payload's `oid` is the cancelled
+order and `cancel_order_id` the cancel's own id, under `cancel_order_id` the other way round.
+
 `SocketPacket` is a python-socketio packet class whose JSON is this module's, so socket
 payloads get the same treatment. It is passed as the server's `serializer`, not as its
 `json` argument: that one would replace the JSON module of every socket.io client and server
@@ -20,8 +24,9 @@ from typing import Any
 
 import socketio  # type: ignore[import-untyped]
 
+from recorder.book import Reading
 from recorder.sim.candles import Candle
-from recorder.sim.engine import Cancel, Fill, NewOrder, Order
+from recorder.sim.engine import Cancel, Event, Fill, NewOrder, Order
 
 _encode_string = json.encoder.encode_basestring_ascii
 
@@ -124,12 +129,28 @@ def created_order_payload(event: NewOrder) -> dict[str, Any]:
     return payload
 
 
-def cancel_payload(event: Cancel) -> dict[str, Any]:
+def book_payload(event: Event, cancel_id: Reading = "oid") -> dict[str, Any]:
+    """The socket.io payload of a book event (a cancel as read by `cancel_id`)."""
+    if isinstance(event, Cancel):
+        return cancel_payload(event, cancel_id)
+    return new_order_payload(event)
+
+
+def cancel_ids(event: Cancel, cancel_id: Reading = "oid") -> tuple[int, int]:
+    """`oid` and `cancel_order_id` as the payload states them: `cancel_id` is the field that
+    names the cancelled order, the other carries the cancel's own id."""
+    if cancel_id == "oid":
+        return event.oid, event.cancel_order_id
+    return event.cancel_order_id, event.oid
+
+
+def cancel_payload(event: Cancel, cancel_id: Reading = "oid") -> dict[str, Any]:
+    oid, cancel_order_id = cancel_ids(event, cancel_id)
     return {
         "success": True,
         "date": event.date,
-        "oid": event.oid,
-        "cancel_order_id": event.cancel_order_id,
+        "oid": oid,
+        "cancel_order_id": cancel_order_id,
         "price": event.price,
         "type": event.type,
         "amount": event.amount,

@@ -10,6 +10,14 @@ has not delivered yet (or the reverse). So a difference found at a snapshot is c
 `settle_s` later, with the events of that window applied to both books; only orders that
 still differ and that no event touched meanwhile count as drift
 (`recorder_book_drift_total`), logged with what differs.
+
+Which id of a cancel names the cancelled order is decided from the data (`recorder.book`).
+Each pair keeps one `CancelReading` for the whole run, across resyncs: the exchange's
+reading does not change when our connection does, and the evidence should not start over.
+One per pair rather than one for all pairs, so that a pair decides as `book_at` does from
+that pair's stored events. Each cancel is counted by outcome in
+`recorder_cancel_reading_total{pair,reading}`, and a pair's established reading is logged
+when first known and whenever it changes.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from recorder import metrics
-from recorder.book import Book
+from recorder.book import Book, CancelReading, Reading
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.rest import ExchangeClient
 from recorder.exchange.stream import BookStream, Connected, Disconnected
@@ -50,6 +58,9 @@ class PairBook:
     check: _Check | None = None
     resync: asyncio.Event = field(default_factory=asyncio.Event)
     resync_reason: str = "connect"
+    cancel_reading: CancelReading = field(default_factory=CancelReading)
+    """Shared by every book of the pair over the run: the evidence outlives resyncs."""
+    announced_reading: Reading | None = None
 
 
 class BookRecorder:
@@ -133,16 +144,47 @@ class BookRecorder:
                 book.check = None
 
     def _apply(self, update: BookUpdate) -> None:
-        book = self.pairs.get(update.event.pair)
+        event = update.event
+        book = self.pairs.get(event.pair)
         if book is None or book.model is None:
             return
-        book.model.apply(update.event, update.fills)
+        if event.kind == "cancel":
+            applied = book.model.cancel(event)
+            metrics.cancel_reading.labels(event.pair, applied.outcome).inc()
+            self._announce_reading(event.pair, book)
+        else:
+            book.model.apply(event, update.fills)
         if book.check is not None:
-            book.check.candidate.apply(update.event, update.fills)
-            book.check.touched.add(update.event.oid)
+            # The candidate sees the same events: it decides with the pair's tally, uncounted.
+            book.check.candidate.apply(event, update.fills, count=False)
+            book.check.touched.add(event.oid)
+            if event.cancel_order_id is not None:
+                book.check.touched.add(event.cancel_order_id)
             book.check.touched.update(fill.o_id for fill in update.fills)
             if time.monotonic() >= book.check.deadline:
-                self._conclude(update.event.pair, book)
+                self._conclude(event.pair, book)
+
+    def _announce_reading(self, pair: str, book: PairBook) -> None:
+        tally = book.cancel_reading
+        established = tally.established
+        if established == book.announced_reading:
+            return
+        book.announced_reading = established
+        if established is None:
+            log.warning(
+                "cancel events no longer show which id names the cancelled order",
+                pair=pair,
+                evidence_oid=tally.oid,
+                evidence_cancel_order_id=tally.cancel_order_id,
+            )
+        else:
+            log.info(
+                "cancel events name the cancelled order by this field",
+                pair=pair,
+                field=established,
+                evidence_oid=tally.oid,
+                evidence_cancel_order_id=tally.cancel_order_id,
+            )
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -171,7 +213,7 @@ class BookRecorder:
         metrics.book_resyncs.labels(pair, reason).inc()
         self._writer.put(answer.snapshot)
         self._writer.put_many(answer.orders)
-        fresh = Book.from_snapshot(answer.orders)
+        fresh = Book.from_snapshot(answer.orders, cancel_reading=book.cancel_reading)
         if book.check is not None:
             self._conclude(pair, book)
         if book.model is not None:

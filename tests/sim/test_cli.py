@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from typing import Any
+
+import aiohttp
+
+from tests.sim.conftest import get_json, socket_client
 
 
 def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
@@ -82,3 +89,57 @@ def test_bad_pair_name_exits_2() -> None:
     )
     assert result.returncode == 2
     assert "BTCUSD" in result.stderr
+
+
+def test_bad_cancel_id_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "recorder", "sim", "--port", "0", "--cancel-id", "order"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--cancel-id" in result.stderr
+
+
+async def test_cancel_id_flag_makes_cancel_order_id_name_the_cancelled_order() -> None:
+    """`--cancel-id cancel_order_id`: each cancel's `cancel_order_id` is an order that the
+    exchange reports cancelled, at the cancel's price and side."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recorder", "sim", "--port", "0", "--pairs", "BTC_USD",
+        "--rate", "100", "--history-hours", "0.1", "--cancel-id", "cancel_order_id",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = ""
+        while not url:
+            line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+            assert line, "recorder sim exited early"
+            if "serving" in line:
+                url = line.split()[3]
+        client = socket_client()
+        cancels: list[Any] = []
+        client.on("book_BTC_USD", lambda e: cancels.append(e) if "cancelled" in e else None)
+        await client.connect(url, transports=["websocket"])
+        await client.call("subscribe", "book_BTC_USD")
+        deadline = time.monotonic() + 20
+        while len(cancels) < 5:
+            assert time.monotonic() < deadline, "no cancels"
+            await asyncio.sleep(0.05)
+        await client.disconnect()
+        async with aiohttp.ClientSession() as http:
+            for cancel in cancels[:5]:
+                status, order = await get_json(
+                    http, f"{url}/api/v1/order/{cancel['cancel_order_id']}/"
+                )
+                assert status == 200
+                assert (order["status"], order["type"], order["price"]) == (
+                    "2",
+                    cancel["type"],
+                    cancel["price"],
+                )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0

@@ -1,7 +1,8 @@
 """The engine's stream is complete: a snapshot plus every event after it is the later book.
 
-Drives the seeded order flow, serialises each event exactly as the socket sends it, reads it
-back as records and applies it with `recorder.book` to an ungrouped snapshot.
+Drives the seeded order flow, serialises each event exactly as the socket sends it (under
+either reading of a cancel's ids), reads it back as records and applies it with
+`recorder.book` to an ungrouped snapshot, which must decide each cancel as the engine did.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.book import Book
+from recorder.book import READINGS, Book, CancelReading, Reading
 from recorder.sim import wire
 from recorder.sim.candles import BUCKET_SECONDS, candles
-from recorder.sim.engine import Cancel, Engine, Event
+from recorder.sim.engine import Engine, Event
 from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
 from tests.sim.payloads import records, snapshot
 
@@ -38,18 +40,14 @@ def ungrouped(engine: Engine, pair: str) -> dict[str, Any]:
     )
 
 
-def payload_of(event: Event) -> dict[str, Any]:
-    raw = wire.cancel_payload(event) if isinstance(event, Cancel) else wire.new_order_payload(event)
+def payload_of(event: Event, cancel_id: Reading) -> dict[str, Any]:
+    raw = wire.book_payload(event, cancel_id)
     return json.loads(wire.dumps(raw), parse_float=Decimal)  # type: ignore[no-any-return]
 
 
-@settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(min_value=0, max_value=2**32),
-    before=st.integers(min_value=0, max_value=400),
-    after=st.integers(min_value=0, max_value=400),
-)
-def test_snapshot_plus_events_equals_the_later_book(seed: int, before: int, after: int) -> None:
+def replay(seed: int, before: int, after: int, cancel_id: Reading) -> dict[str, CancelReading]:
+    """Snapshot each pair after `before` steps, apply the next `after` steps' payloads; check
+    every event applied cleanly and each book is the engine's; return each book's tally."""
     engine = Engine([pair_spec("BTC_USD"), pair_spec("ETH_BTC")], wall_clock(time.time_ns))
     flow = OrderFlow(engine, seed)
     for _ in range(before):
@@ -58,7 +56,7 @@ def test_snapshot_plus_events_equals_the_later_book(seed: int, before: int, afte
     anomalies: list[str] = []
 
     def apply(event: Event) -> None:
-        record, fills = records(event.pair, payload_of(event))
+        record, fills = records(event.pair, payload_of(event, cancel_id))
         anomalies.extend(books[event.pair].apply(record, fills))
 
     engine.subscribe(apply)
@@ -68,6 +66,30 @@ def test_snapshot_plus_events_equals_the_later_book(seed: int, before: int, afte
     for pair, book in books.items():
         later = Book.from_snapshot(snapshot(ungrouped(engine, pair)))
         assert book.differences(later) == []
+    return {pair: book.cancel_reading for pair, book in books.items()}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    before=st.integers(min_value=0, max_value=400),
+    after=st.integers(min_value=0, max_value=400),
+    cancel_id=st.sampled_from(READINGS),
+)
+def test_snapshot_plus_events_equals_the_later_book(
+    seed: int, before: int, after: int, cancel_id: Reading
+) -> None:
+    for tally in replay(seed, before, after, cancel_id).values():
+        # the evidence never points the wrong way on a complete stream
+        assert tally.established in (None, cancel_id)
+
+
+@pytest.mark.parametrize("cancel_id", READINGS)
+def test_cancels_naming_two_resting_orders_happen_and_are_read_right(cancel_id: Reading) -> None:
+    for tally in replay(seed=11, before=300, after=2000, cancel_id=cancel_id).values():
+        assert tally.established == cancel_id
+        assert tally.ambiguous > 20
+        assert tally.unknown == 0
 
 
 def test_history_has_trades_over_the_past_hours_and_candles_total_them() -> None:

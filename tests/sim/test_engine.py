@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder.sim.engine import (
+    CANCEL_ID_LAG,
     STATUS_CANCELLED,
     STATUS_DONE,
     Cancel,
@@ -160,6 +161,18 @@ def test_cancel_reports_what_rested() -> None:
         engine.cancel(placed.oid)
     with pytest.raises(UnknownOrder):
         engine.cancel(10_000)
+
+
+def test_cancel_ids_trail_the_order_ids_so_they_name_resting_orders_too() -> None:
+    engine = make_engine()
+    placed = [engine.place("BTC_USD", "buy", Decimal(90 + i % 5), Decimal(1)) for i in range(300)]
+    first = engine.cancel(placed[0].oid)
+    second = engine.cancel(placed[1].oid)
+    assert first.cancel_order_id == 301 - CANCEL_ID_LAG
+    assert second.cancel_order_id == first.cancel_order_id + 1  # no order placed in between
+    # the cancel's own id is an order resting on the same book: the ambiguous case
+    assert engine.orders[second.cancel_order_id].status == 1
+    assert engine.orders[second.cancel_order_id].pair == "BTC_USD"
 
 
 def test_cancel_of_someone_elses_order_is_refused() -> None:

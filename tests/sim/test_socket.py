@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from recorder.book import Book
+from recorder.book import READINGS, Book, Reading
+from recorder.sim.engine import STATUS_CANCELLED
 from recorder.sim.server import Simulator, run_sim
 from tests.sim.conftest import FAST, get_json, socket_client
 from tests.sim.payloads import records, snapshot
@@ -72,6 +73,34 @@ async def test_subscribed_channel_gets_new_orders_and_cancels_in_the_docs_shape(
     await client.disconnect()
 
 
+@pytest.mark.parametrize("cancel_id", READINGS)
+async def test_the_cancel_id_setting_says_which_field_names_the_cancelled_order(
+    cancel_id: Reading,
+) -> None:
+    async with run_sim(FAST, rate_per_s=300, cancel_id=cancel_id) as sim:
+        client = socket_client()
+        cancels: list[Any] = []
+        client.on("book_BTC_USD", lambda e: cancels.append(e) if "cancelled" in e else None)
+        await client.connect(sim.base_url, transports=["websocket"])
+        await client.call("subscribe", "book_BTC_USD")
+        await until(lambda: len(cancels) >= 20, timeout_s=15)
+        await client.disconnect()
+    other = "oid" if cancel_id == "cancel_order_id" else "cancel_order_id"
+    for cancel in cancels:
+        order = sim.engine.orders[cancel[cancel_id]]
+        assert order.status == STATUS_CANCELLED
+        assert (order.pair, order.side, order.price, order.amount) == (
+            "BTC_USD",
+            cancel["type"],
+            cancel["price"],
+            cancel["amount"],
+        )
+    # the other field is each cancel's own id: increasing, and in the range of order ids
+    own_ids = [cancel[other] for cancel in cancels]
+    assert own_ids == sorted(set(own_ids))
+    assert any(i in sim.engine.orders for i in own_ids)
+
+
 async def test_unknown_channel_is_refused(sim: Simulator) -> None:
     client = socket_client()
     await client.connect(sim.base_url, transports=["websocket"])
@@ -80,10 +109,18 @@ async def test_unknown_channel_is_refused(sim: Simulator) -> None:
     await client.disconnect()
 
 
+@pytest.mark.parametrize("cancel_id", READINGS)
 async def test_snapshot_plus_socket_events_equals_the_later_snapshot(
-    sim: Simulator, http: aiohttp.ClientSession
+    http: aiohttp.ClientSession, cancel_id: Reading
 ) -> None:
     """Over real sockets: the ungrouped REST book, then every event, gives the next REST book."""
+    async with run_sim(FAST, rate_per_s=300, cancel_id=cancel_id) as sim:
+        book = await snapshot_plus_socket_events(sim, http)
+    assert book.cancel_reading.established == cancel_id
+
+
+async def snapshot_plus_socket_events(sim: Simulator, http: aiohttp.ClientSession) -> Book:
+    """The REST book, then the socket's events applied to it, equal to the next REST book."""
     client = socket_client()
     events: list[dict[str, Any]] = []
     client.on("book_BTC_USD", events.append)
@@ -117,3 +154,4 @@ async def test_snapshot_plus_socket_events_equals_the_later_snapshot(
     assert any(p.get("trades") for p in events[start:end])
     assert all(isinstance(p["price"], Decimal) for p in events)
     await client.disconnect()
+    return book

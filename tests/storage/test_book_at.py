@@ -64,10 +64,12 @@ def new(
     price: str,
     rest: str,
     fills: list[tuple[int, int, str, str]] = (),
+    *,
+    pair: str = PAIR,
 ) -> list[r.Record]:
     """A new-order event: `rest` is what remains of it; fills are (tid, o_id, price, amount)."""
     event = r.BookEvent(
-        pair=PAIR,
+        pair=pair,
         oid=oid,
         kind="new",
         ts=at(seconds),
@@ -81,7 +83,7 @@ def new(
     resting_side = "buy" if side == "sell" else "sell"
     return [event] + [
         r.BookFill(
-            pair=PAIR,
+            pair=pair,
             tid=tid,
             oid=oid,
             o_id=o_id,
@@ -95,17 +97,27 @@ def new(
     ]
 
 
-def cancel(seconds: float, oid: int, side: str, price: str, amount: str) -> list[r.Record]:
+def cancel(
+    seconds: float,
+    oid: int,
+    side: str,
+    price: str,
+    amount: str,
+    *,
+    cancel_order_id: int | None = None,
+    pair: str = PAIR,
+) -> list[r.Record]:
+    """A cancel event; its `cancel_order_id` names no order unless given."""
     return [
         r.BookEvent(
-            pair=PAIR,
+            pair=pair,
             oid=oid,
             kind="cancel",
             ts=at(seconds),
             type=side,
             price=D(price),
             amount=D(amount),
-            cancel_order_id=9000 + oid,
+            cancel_order_id=9000 + oid if cancel_order_id is None else cancel_order_id,
             received_at=at(seconds),
             session_id=SESSION,
         )

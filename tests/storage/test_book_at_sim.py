@@ -1,9 +1,11 @@
-"""book_at equals the simulator's own book at many instants.
+"""book_at equals the simulator's own book at many instants, whichever id names a cancel.
 
-The matching engine runs a seeded order flow; its snapshot and every event after it take
-the real path into the database (the exact JSON the exchange sends, the client's parser and
-classifier, the writer). At many instants along the flow the engine's book is noted; then
-book_at(pair, instant) must give exactly that book, order by order.
+The matching engine runs a seeded order flow; its snapshots and every event after them take
+the real path into the database (the exact JSON the exchange sends, under either reading of
+a cancel's two ids, the client's parser and classifier, the writer). At many instants along
+the flow the engine's book is noted; then book_at(pair, instant) must give exactly that
+book, order by order. The engine's cancel ids often name a resting order too, so the runs
+hold ambiguous cancels, which book_at must settle by the evidence of the others.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from recorder.book import READINGS, Reading
 from recorder.exchange.classify import BookUpdate, classify
 from recorder.exchange.parse import load_json, parse_orderbook, to_timestamp
 from recorder.records import Record
 from recorder.sim import wire
-from recorder.sim.engine import Cancel, Engine, Event
+from recorder.sim.engine import Engine, Event
 from recorder.sim.flow import OrderFlow, pair_spec, wall_clock
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
@@ -61,9 +64,8 @@ def snapshot_records(engine: Engine, pair: str, taken_at: datetime) -> list[Reco
     return [answer.snapshot, *answer.orders]
 
 
-def event_records(event: Event) -> list[Record]:
-    raw = wire.cancel_payload(event) if isinstance(event, Cancel) else wire.new_order_payload(event)
-    text = wire.dumps(raw)
+def event_records(event: Event, cancel_id: Reading) -> list[Record]:
+    text = wire.dumps(wire.book_payload(event, cancel_id))
     update = classify(
         f"book_{event.pair}", [load_json(text)], payload_text=text,
         received_at=datetime.now(UTC), session_id=uuid.UUID(int=1),
@@ -72,11 +74,17 @@ def event_records(event: Event) -> list[Record]:
     return [update.event, *update.fills]
 
 
-@pytest.fixture(scope="module")
+Recorded = tuple[str, Reading, list[tuple[datetime, dict[str, Book]]]]
+
+
+@pytest.fixture(scope="module", params=READINGS)
 def recorded(
-    db_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, list[tuple[datetime, dict[str, Book]]]]:
-    """Record a flow; return the DSN and (instant, engine books) pairs along it."""
+    db_dsn: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Recorded:
+    """Record a flow whose cancels name their order by `request.param` (in a database emptied
+    of the other reading's run); return the DSN, the reading and (instant, engine books)
+    pairs along the flow."""
+    cancel_id: Reading = request.param
     migrate(db_dsn)
     microseconds = itertools.count(1_700_000_000_000_000, 1000)  # 1 ms per clock reading
     engine = Engine([pair_spec(p) for p in PAIRS], wall_clock(lambda: next(microseconds) * 1000))
@@ -84,30 +92,31 @@ def recorded(
     for _ in range(300):
         flow.step()
     records: list[Record] = []
-    taken_at = at_s(engine.clock())
-    for pair in PAIRS:
-        records.extend(snapshot_records(engine, pair, taken_at))
-    instants = [(taken_at, {pair: engine_book(engine, pair) for pair in PAIRS})]
-    engine.subscribe(lambda event: records.extend(event_records(event)))
-    for step in range(1, 601):
-        flow.step()
+    instants: list[tuple[datetime, dict[str, Book]]] = []
+    engine.subscribe(lambda event: records.extend(event_records(event, cancel_id)))
+    for step in range(601):
+        if step in (0, 300):  # a snapshot at the start and one midway
+            taken_at = at_s(engine.clock())
+            for pair in PAIRS:
+                records.extend(snapshot_records(engine, pair, taken_at))
         if step % 20 == 0:
             now = at_s(engine.clock())
             instants.append((now, {pair: engine_book(engine, pair) for pair in PAIRS}))
+        flow.step()
 
     async def write(spool: Path) -> None:
         async with Writer(db_dsn, spool) as writer:
             writer.put_many(records)
             assert await writer.flush(60)
 
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE book_events, book_fills, book_snapshot_orders, book_snapshots")
     asyncio.run(write(tmp_path_factory.mktemp("spool")))
-    return db_dsn, instants
+    return db_dsn, cancel_id, instants
 
 
-def test_book_at_equals_the_engine_at_every_instant(
-    recorded: tuple[str, list[tuple[datetime, dict[str, Book]]]],
-) -> None:
-    dsn, instants = recorded
+def test_book_at_equals_the_engine_at_every_instant(recorded: Recorded) -> None:
+    dsn, _, instants = recorded
     assert len(instants) == 31
     with psycopg.connect(dsn) as conn:
         for instant, books in instants:
@@ -121,3 +130,25 @@ def test_book_at_equals_the_engine_at_every_instant(
                 assert rebuilt == books[pair], (pair, instant)
     # The flow really moved the book: the instants do not all show the same one.
     assert len({str(books["BTC_USD"]) for _, books in instants}) > 10
+
+
+def test_the_run_held_ambiguous_cancels_and_the_evidence_names_the_reading(
+    recorded: Recorded,
+) -> None:
+    dsn, cancel_id, instants = recorded
+    with psycopg.connect(dsn) as conn:
+        for instant in (instants[14][0], instants[-1][0]):  # the end of each window
+            for pair in PAIRS:
+                outcomes = dict(
+                    conn.execute(
+                        "SELECT reading, count(*) FROM book_cancels(%s, %s) GROUP BY reading",
+                        (pair, instant),
+                    ).fetchall()
+                )
+                assert outcomes.get("ambiguous", 0) > 0, (pair, outcomes)
+                assert outcomes.get(cancel_id, 0) > 0
+                assert set(outcomes) <= {"ambiguous", cancel_id}
+                (established,) = conn.execute(
+                    "SELECT DISTINCT established FROM book_cancels(%s, %s)", (pair, instant)
+                ).fetchall()
+                assert established == (cancel_id,)
