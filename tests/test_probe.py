@@ -24,19 +24,19 @@ import httpx
 import pytest
 from aiohttp import web
 
-from recorder.book import Book, RestingOrder
+from recorder.book import CancelReading
 from recorder.config import CANDLE_TYPES, load_config
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.parse import OrderBook
 from recorder.exchange.rest import ExchangeClient, RetryPolicy
 from recorder.probe import Finding, Report, probe
-from recorder.probe.cancels import CancelTally, Seed, cancel_reading, cancel_reading_finding
+from recorder.probe.cancels import Seed, cancel_reading, cancel_reading_finding
 from recorder.probe.clock import http_date_skew, lags, parse_http_date, resolution_s
 from recorder.probe.endpoints import largest_trade_page
 from recorder.probe.generation import read_handshake, socket_generation
 from recorder.probe.listen import Heard, event_names, events_per_pair
 from recorder.probe.observe import HttpExchange
-from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, SnapshotOrder
+from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, Side, SnapshotOrder
 from recorder.sim import rest as sim_rest
 from recorder.sim.engine import Cancel, Event
 from recorder.sim.server import SimSettings, Simulator, run_sim
@@ -617,9 +617,17 @@ def seed(pair: str, orders: list[tuple[int, str, str, str]]) -> Seed:
     return Seed(OrderBook(snapshot, levels), SESSION)
 
 
-def cancel(pair: str, oid: int, cancel_order_id: int, *, after_s: float = 1.0) -> BookUpdate:
+def cancel(
+    pair: str,
+    oid: int,
+    cancel_order_id: int,
+    *,
+    after_s: float = 1.0,
+    side: Side = "sell",
+    price: str = "1",
+) -> BookUpdate:
     event = BookEvent(
-        pair, oid, "cancel", T0, "sell", Decimal(1), Decimal(1), cancel_order_id,
+        pair, oid, "cancel", T0, side, Decimal(price), Decimal(1), cancel_order_id,
         T0 + timedelta(seconds=after_s), SESSION,
     )  # fmt: skip
     return BookUpdate(event, ())
@@ -644,55 +652,45 @@ def test_cancels_are_read_by_the_id_that_rests() -> None:
         [
             cancel("BTC_USD", 10, 900),  # oid rests
             new("BTC_USD", 12, "1"),  # rests
-            cancel("BTC_USD", 12, 901),  # oid rests
-            cancel("BTC_USD", 12, 902),  # already gone: neither
+            cancel("BTC_USD", 12, 901, side="buy"),  # oid rests
+            cancel("BTC_USD", 12, 902, side="buy"),  # already gone: neither
             cancel("ETH_USD", 11, 903),  # no book for this pair: not counted
             cancel("BTC_USD", 11, 904, after_s=0.0),  # not after the snapshot: not counted
         ],
     )
-    assert tally == CancelTally(oid=2, cancel_order_id=0, both=0, neither=1)
+    assert tally == CancelReading(oid=2, cancel_order_id=0, ambiguous=0, unknown=1)
     assert tally.established == "oid"
 
 
 def test_the_docs_sample_read_by_cancel_order_id() -> None:
     # the docs' cancel: oid 15235, cancel_order_id 4535; here 4535 is the resting order
     seeds = {"BTC_USD": seed("BTC_USD", [(4535, "sell", "935.23", "0.0123")])}
-    tally = cancel_reading(seeds, [cancel("BTC_USD", 15235, 4535)])
-    assert tally == CancelTally(oid=0, cancel_order_id=1, both=0, neither=0)
+    tally = cancel_reading(seeds, [cancel("BTC_USD", 15235, 4535, price="935.23")])
+    assert tally == CancelReading(oid=0, cancel_order_id=1, ambiguous=0, unknown=0)
     assert tally.established == "cancel_order_id"
     finding = cancel_reading_finding(tally, 1)
     assert finding.outcome == "ok"
     assert finding.summary.startswith("cancel_order_id names the cancelled order")
 
 
-def test_when_both_ids_rest_the_established_reading_decides_or_both_leave() -> None:
-    book = Book([RestingOrder(i, "sell", Decimal(1), Decimal(1)) for i in (1, 2, 3, 4)])
-    tally = CancelTally()
-    # nothing established yet: both leave the book
-    assert tally.count(book, cancel("X_Y", 1, 2).event) == [1, 2]
-    assert tally.count(book, cancel("X_Y", 3, 99).event) == [3]  # establishes oid
-    assert tally.count(book, cancel("X_Y", 4, 1).event) == [4]  # 1 still rests here
-    assert tally == CancelTally(oid=1, cancel_order_id=0, both=2, neither=0)
-
-
 def test_fills_take_resting_orders_off_the_seeded_book() -> None:
     seeds = {"BTC_USD": seed("BTC_USD", [(10, "sell", "1", "1")])}
     updates = [new("BTC_USD", 20, "0", fills=((1, 10, "1"),)), cancel("BTC_USD", 10, 30)]
-    assert cancel_reading(seeds, updates) == CancelTally(neither=1)
+    assert cancel_reading(seeds, updates) == CancelReading(unknown=1)
 
 
 @pytest.mark.parametrize(
     ("tally", "outcome", "start"),
     [
-        (CancelTally(oid=3), "ok", "oid names the cancelled order"),
-        (CancelTally(oid=1, cancel_order_id=2), "warn", "the data supports both readings"),
-        (CancelTally(both=2, neither=4), "warn", "undetermined"),
+        (CancelReading(oid=3), "ok", "oid names the cancelled order"),
+        (CancelReading(oid=1, cancel_order_id=2), "warn", "the data supports both readings"),
+        (CancelReading(ambiguous=2, unknown=4), "warn", "undetermined"),
     ],
 )
-def test_cancel_reading_findings(tally: CancelTally, outcome: str, start: str) -> None:
+def test_cancel_reading_findings(tally: CancelReading, outcome: str, start: str) -> None:
     finding = cancel_reading_finding(tally, 2)
     assert (finding.outcome, finding.summary[: len(start)]) == (outcome, start)
-    assert cancel_reading_finding(CancelTally(oid=3), 0).outcome == "warn"
+    assert cancel_reading_finding(CancelReading(oid=3), 0).outcome == "warn"
 
 
 def test_events_and_names_per_pair_with_what_was_kept_raw() -> None:
