@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from recorder import metrics
 from recorder.config import TradesBackfill
-from recorder.exchange.paging import trades_after, trades_since
+from recorder.exchange.paging import PageSize, trades_after, trades_since
 from recorder.exchange.rest import ExchangeClient
 from recorder.logs import get_logger
 from recorder.records import Trade, utc_now
@@ -45,6 +45,8 @@ class TradeRecorder:
         self._poll_interval_s = poll_interval_s
         self._backfill = backfill
         self.last_tids = dict(last_tids)
+        self.pages = PageSize()
+        """The exchange's trade page size, learned by every pair's paging (for the probe)."""
         self._catch_up: dict[str, asyncio.Event] = {}
 
     def catch_up_now(self) -> None:
@@ -65,7 +67,7 @@ class TradeRecorder:
     async def fetch_new(self, pair: str) -> int:
         """Write every trade newer than the last one written; return how many."""
         return await self._take_all(
-            pair, trades_after(self._client, pair, self.last_tids.get(pair))
+            pair, trades_after(self._client, pair, self.last_tids.get(pair), pages=self.pages)
         )
 
     async def _first_fill(self, pair: str) -> None:
@@ -76,7 +78,7 @@ class TradeRecorder:
         if window_s > 0:
             since = utc_now() - timedelta(seconds=window_s)
             log.info("backfilling trades", pair=pair, since=since.isoformat())
-            await self._take_all(pair, trades_since(self._client, pair, since))
+            await self._take_all(pair, trades_since(self._client, pair, since, pages=self.pages))
         else:
             log.info("trades_backfill is none: recording new trades only", pair=pair)
         if pair not in self.last_tids:
