@@ -8,7 +8,8 @@ real PostgreSQL) must store what the simulator sent, exactly:
   with the values sent, and nothing else is (compared with `sim.deliveries`, connection by
   connection); every fill inside them is stored; nothing is refused;
 - the trade tape, caught up from an empty database in pages as large as the simulator
-  serves, equals the engine's trade by trade.
+  serves, equals the engine's trade by trade; what the start's catch-up recovered, and
+  only that, is counted in `recorder_trades_backfilled_total`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
-from bench.chaos import event_key, event_value, fills_of
 from recorder.daemon import Daemon
 from recorder.exchange.paging import ASK
+from recorder.sim.engine import Cancel, Event, NewOrder
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.test_daemon import (
     PAIRS,
@@ -45,15 +48,17 @@ def stored_tape(dsn: str) -> list[tuple[Any, ...]]:
     return query(dsn, "SELECT tid, pair, type, price, amount, ts FROM trades ORDER BY tid")
 
 
+def utc(seconds: Decimal) -> datetime:
+    """Unix seconds as the database returns them, exact to the microsecond."""
+    micros = seconds * 10**6
+    assert micros == int(micros)  # the simulator's times have six places at most
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
 def engine_tape(sim: Simulator) -> list[tuple[Any, ...]]:
-    """The engine's tape as the trades table must hold it, times exact to the microsecond."""
-    tape = []
-    for t in sim.engine.trades:
-        micros = t.timestamp * 10**6
-        assert micros == int(micros)  # the simulator's times have six places at most
-        ts = EPOCH + timedelta(microseconds=int(micros))
-        tape.append((t.tid, t.pair, t.type, t.price, t.amount, ts))
-    return sorted(tape)
+    """The engine's tape as the trades table must hold it."""
+    return sorted((t.tid, t.pair, t.type, t.price, t.amount, utc(t.timestamp))
+                  for t in sim.engine.trades)  # fmt: skip
 
 
 # --- book events under every event name -------------------------------------------------------
@@ -66,6 +71,27 @@ def stored_events_by_session(dsn: str) -> dict[Any, dict[Any, tuple[Any, ...]]]:
     for session_id, pair, oid, kind, *values in rows:
         by_session.setdefault(session_id, {})[(pair, oid, kind)] = tuple(values)
     return by_session
+
+
+def sent_events(events: list[Event]) -> dict[Any, tuple[Any, ...]]:
+    """The book_events rows `events` must give: (pair, oid, kind) -> the values sent."""
+    return {
+        (e.pair, e.oid, "cancel" if isinstance(e, Cancel) else "new"): (
+            utc(e.date), e.type, e.price, e.amount,
+            e.cancel_order_id if isinstance(e, Cancel) else None,
+        )
+        for e in events
+    }  # fmt: skip
+
+
+def sent_fills(events: list[Event]) -> dict[Any, tuple[Any, ...]]:
+    """The book_fills rows `events` must give: (pair, tid) -> the values sent."""
+    return {
+        (t.pair, t.tid): (t.oid, t.o_id, t.type, t.price, t.amount)
+        for e in events
+        if isinstance(e, NewOrder)
+        for t in e.trades
+    }
 
 
 @pytest.mark.parametrize("event_name", ["pair", "orderbook"])
@@ -93,7 +119,7 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
         sim.pause()
         await sim.drained()
         connections = list(sim.deliveries.connections.values())
-        sent = {event_key(e) for c in connections for e in c.events}
+        sent = {key for c in connections for key in sent_events(c.events)}
         await eventually(
             lambda: sent <= {key for keys in stored_events_by_session(db).values() for key in keys},
             what="every event sent",
@@ -101,22 +127,32 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
         total = len(sim.engine.trades)
         await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == total,
                          what="every trade of the tape")  # fmt: skip
+        # One more reconnect on the quiet market: its resync snapshots meet no event in
+        # flight, so the book rebuilt at the end must be the engine's, order by order.
+        await sim.drop_sockets()
+        await eventually(lambda: query(db, "SELECT count(*) FROM stream_sessions")[0][0] == 3,
+                         what="the third stream session")  # fmt: skip
+        third = query(db, "SELECT max(connected_at) FROM stream_sessions")[0][0]
+        await eventually(
+            lambda: query(db, "SELECT count(DISTINCT pair) FROM book_snapshots WHERE "
+                          "reason = 'connect' AND taken_at >= %s", third)[0][0] == len(PAIRS),
+            what="a resync snapshot of every pair after the last reconnect",
+        )  # fmt: skip
         await stop_daemon(daemon, running)
 
+        connections = list(sim.deliveries.connections.values())
         sessions = [row[0] for row in query(db, "SELECT session_id FROM stream_sessions "
                                             "ORDER BY connected_at")]  # fmt: skip
-        assert len(sessions) == len(connections) == 2
+        assert len(sessions) == len(connections) == 3
         stored = stored_events_by_session(db)
         assert set(stored) <= set(sessions)
         for session_id, connection in zip(sessions, connections, strict=True):
-            assert connection.events  # something to compare
-            assert stored.get(session_id, {}) == {
-                event_key(e): event_value(e) for e in connection.events
-            }, f"session {session_id} (connection {connection.sid})"
+            assert stored.get(session_id, {}) == sent_events(connection.events), (
+                f"session {session_id} (connection {connection.sid})"
+            )
+        assert all(c.events for c in connections[:2])  # something was compared
         fills = query(db, "SELECT pair, tid, oid, o_id, type, price, amount FROM book_fills")
-        expected_fills = {
-            k: v for c in connections for e in c.events for k, v in fills_of(e).items()
-        }
+        expected_fills = sent_fills([e for c in connections for e in c.events])
         assert {(pair, tid): tuple(rest) for pair, tid, *rest in fills} == expected_fills
         assert expected_fills
         assert query(db, "SELECT count(*) FROM raw_messages")[0][0] == 0
@@ -125,6 +161,11 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
 
 
 # --- trade catch-up whatever page the exchange serves -----------------------------------------
+
+
+def backfilled(pair: str) -> float:
+    value = REGISTRY.get_sample_value("recorder_trades_backfilled_total", {"pair": pair})
+    return value or 0.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +182,8 @@ async def paged_sim(
     """A simulator with a few thousand trades of history and `max_page` from the test's
     parameter; every `/exchanges/` answer noted (limit asked, ordering, trades served)."""
     settings = SimSettings(seed=17, pairs=PAIRS, rate_per_s=20, history_hours=0.5,
-                           history_events_per_hour=30_000, max_page=request.param)  # fmt: skip
+                           history_events_per_hour=30_000, max_page=request.param,
+                           faults={"paused": True})  # fmt: skip
     sim = Simulator(settings)
     answers: list[PageAnswer] = []
 
@@ -175,12 +217,16 @@ async def test_catch_up_stores_the_tape_exactly_whatever_page_the_exchange_serve
     history = {pair: len(sim.engine.trades_by_pair[pair]) for pair in PAIRS}
     assert min(history.values()) > 2 * max_page  # several pages per pair
 
+    backfilled_before = {pair: backfilled(pair) for pair in PAIRS}
     daemon = Daemon(daemon_config(tmp_path, sim, db))
     running = await start_daemon(daemon)
     history_total = sum(history.values())
-    await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] >= history_total,
+    await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == history_total,
                      timeout_s=60, what="the history caught up")  # fmt: skip
-    # trades go on arriving meanwhile, and are polled
+    caught_up = {pair: backfilled(pair) - backfilled_before[pair] for pair in PAIRS}
+    assert caught_up == history  # the start's catch-up counts every trade it recovered
+    # The market wakes up: new trades are polled (and not counted as caught up).
+    sim.resume()
     await eventually(lambda: len(sim.engine.trades) > history_total + 20, what="live trades")
     sim.pause()
     await sim.drained()
@@ -188,6 +234,7 @@ async def test_catch_up_stores_the_tape_exactly_whatever_page_the_exchange_serve
     await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == total,
                      what="every trade of the tape")  # fmt: skip
     await stop_daemon(daemon, running)
+    assert {pair: backfilled(pair) - backfilled_before[pair] for pair in PAIRS} == history
 
     assert stored_tape(db) == engine_tape(sim)
     # It asked for large pages and took what came back: full pages at the simulator's cap,

@@ -34,10 +34,12 @@ a page was taken for the end too early.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import Literal, Protocol
+from functools import partial
+from typing import Any, Literal, Protocol
 
 from recorder.exchange.rest import BadRequest
 from recorder.logs import get_logger
@@ -185,35 +187,77 @@ async def _walk(
     offset = await _first_offset(source, pair, fresh)
     back = 1  # how far before `offset` the next page starts
     alone = False  # read the next page at `offset` itself and prove it afterwards
-    while True:
-        if alone:
-            start = offset
-            page, end = await pages.read(source, pair, start, "id")
-            _check_ascending(page)
-            before = await source.trades(pair, limit=1, offset=start - 1, ordering="id")
-            if not before or fresh(before[0]):
-                alone, back = False, 2  # the offsets moved back: look before them
-                continue
-        else:
-            start = max(0, offset - back)
-            page, end = await pages.read(source, pair, start, "id")
-            _check_ascending(page)
-            if start > 0 and (not page or fresh(page[0])):
-                # The offsets moved back under us: this page might skip trades. Look further
-                # back, twice as far each time, until the page starts at a trade we had.
-                back *= 2
-                continue
-        back = 1
-        for trade in page:
-            if fresh(trade):
-                yield trade
-                last = trade.tid
-        if end:
-            return
-        # Nothing beyond the trades we had fitted in this page (or none ever fits beside the
-        # proof trade): the next page cannot start early.
-        alone = start + len(page) <= offset or pages.served == 1
-        offset = start + len(page)
+    ahead = _Ahead()
+    try:
+        while True:
+            if alone:
+                start = offset
+                page, end = await pages.read(source, pair, start, "id")
+                _check_ascending(page)
+                before = await source.trades(pair, limit=1, offset=start - 1, ordering="id")
+                if not before or fresh(before[0]):
+                    alone, back = False, 2  # the offsets moved back: look before them
+                    continue
+            else:
+                start = max(0, offset - back)
+                page, end = await ahead.take(start, partial(pages.read, source, pair, start, "id"))
+                _check_ascending(page)
+                if start > 0 and (not page or fresh(page[0])):
+                    # The offsets moved back under us: this page might skip trades. Look
+                    # further back, twice as far each time, until it starts at a trade we had.
+                    back *= 2
+                    continue
+            back = 1
+            # Nothing beyond the trades we had fitted in this page (or none ever fits beside
+            # the proof trade): the next page cannot start early.
+            alone = start + len(page) <= offset or pages.served == 1
+            offset = start + len(page)
+            if not end and not alone:
+                # Ask for the next page while this one's trades are taken in; it is proved
+                # when its turn comes, like any other.
+                ahead.fetch(offset - 1, pages.read(source, pair, offset - 1, "id"))
+            for trade in page:
+                if fresh(trade):
+                    yield trade
+                    last = trade.tid
+            if end:
+                return
+    finally:
+        ahead.cancel()
+
+
+class _Ahead:
+    """At most one page requested before its turn, and where it starts."""
+
+    def __init__(self) -> None:
+        self._start = -1
+        self._task: asyncio.Task[tuple[list[Trade], bool]] | None = None
+
+    def fetch(self, start: int, read: Coroutine[Any, Any, tuple[list[Trade], bool]]) -> None:
+        self.cancel()
+        self._start, self._task = start, asyncio.ensure_future(read)
+
+    async def take(
+        self, start: int, read: Callable[[], Awaitable[tuple[list[Trade], bool]]]
+    ) -> tuple[list[Trade], bool]:
+        """The page at `start`: the one fetched ahead if it starts there, else `read()`."""
+        task, self._task = self._task, None
+        if task is not None and self._start == start:
+            return await task
+        if task is not None:
+            _discard(task)
+        return await read()
+
+    def cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            _discard(task)
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    # Retrieve whatever it ends with, so that asyncio does not report it as never retrieved.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _check_ascending(page: list[Trade]) -> None:
