@@ -132,7 +132,7 @@ def _book_update(
     subscribed: frozenset[str],
 ) -> BookUpdate:
     if not isinstance(event, str):
-        raise ParseError(f"event name: expected a string, got {str(event)[:40]!r}")
+        raise ParseError(f"unknown event {str(event)[:60]!r}: its name is not a string")
     pair = named_pair(event, subscribed)
     payloads = list(args)
     if len(payloads) >= 2:
@@ -144,6 +144,8 @@ def _book_update(
             pair = by_channel
             payloads = payloads[1:]
     if len(payloads) != 1:
+        if pair is None and len(subscribed) != 1:
+            raise _unattributed(event)
         raise ParseError(f"expected one payload object, got {len(payloads)} arguments")
     f = Fields(payloads[0], "")
     if f.has("pair"):
@@ -156,11 +158,15 @@ def _book_update(
     if pair is None and len(subscribed) == 1:
         (pair,) = subscribed
     if pair is None:
-        raise ParseError(
-            f"cannot tell the pair: event {event[:60]!r} names no subscribed channel, and "
-            "neither a channel argument nor the payload's pair field says one"
-        )
+        raise _unattributed(event)
     return _update(f, pair, event, received_at, session_id)
+
+
+def _unattributed(event: str) -> ParseError:
+    return ParseError(
+        f"unknown event {event[:60]!r}: cannot tell the pair (no subscribed channel in its "
+        "name, no channel argument, no pair field in the payload)"
+    )
 
 
 def _update(

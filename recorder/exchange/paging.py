@@ -26,6 +26,8 @@ asks for `PageSize.ask` (1,000) and the walk advances by what actually came back
 exchange that serves fewer loses nothing. A page shorter than asked is either the end of
 the tape or the exchange's cap; `PageSize` tells them apart (and learns the cap). An
 exchange that refuses the large `limit` (400) is asked for the documented 100 from then on.
+The next page is asked for while this one's trades are taken in (`_Ahead`), so that the
+exchange's time and ours overlap; it is proved in its turn like any other.
 
 Trades that arrive while we page are included up to the last page read; the next call
 (with the last id yielded) starts from there, so no trade is missed between calls, even when
@@ -48,7 +50,7 @@ from recorder.records import Trade
 log = get_logger(__name__)
 
 ASK = 1000
-"""The `limit` every page asks for: ten times the documented default."""
+"""The `limit` every catch-up page asks for: ten times the documented default."""
 DOCUMENTED_LIMIT = 100
 """The docs' default `limit`, surely served: what is asked when a larger one is refused."""
 

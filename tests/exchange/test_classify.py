@@ -92,10 +92,10 @@ def _raw(event: Any, text: str) -> RawMessage:
 @pytest.mark.parametrize(
     ("event", "payload", "reason"),
     [
-        ("trades_BTC_USD", NEW_ORDER, "cannot tell the pair: event 'trades_BTC_USD'"),
+        ("trades_BTC_USD", NEW_ORDER, "unknown event 'trades_BTC_USD': cannot tell the pair"),
         ("book_", NEW_ORDER, "cannot tell the pair"),
         ("order_book", NEW_ORDER, "cannot tell the pair"),  # not a pair as the exchange writes them
-        (5, CANCEL, "event name: expected a string, got '5'"),
+        (5, CANCEL, "unknown event '5': its name is not a string"),
         ("book_BTC_ETH", CANCEL, "pair: 'BTC_USD' on channel 'book_BTC_ETH'"),
         ("book_BTC_USD", NEW_ORDER.replace('"oid": 15234, ', ""), "oid: missing"),
         ("book_BTC_USD", NEW_ORDER.replace('"sell"', '"short"'), "expected 'buy' or 'sell'"),
@@ -177,10 +177,13 @@ def test_the_pair_comes_from_the_first_source_that_tells_it(
 @pytest.mark.parametrize(
     ("event", "args", "subscribed", "reason"),
     [
-        ("orderbook", [NEW], BOTH, "cannot tell the pair: event 'orderbook'"),
+        ("orderbook", [NEW], BOTH, "unknown event 'orderbook': cannot tell the pair"),
+        ("orderbook", [], BOTH, "unknown event 'orderbook': cannot tell the pair"),
+        ("orderbook", [], ONLY_ETH, "expected one payload object, got 0 arguments"),
         ("orderbook", [NEW], frozenset(), "cannot tell the pair"),
         ("XRP_USD", [NEW], BOTH, "cannot tell the pair"),  # not subscribed: not our pair
-        ("orderbook", ["book_", NEW], BOTH, "expected one payload object, got 2 arguments"),
+        ("orderbook", ["book_", NEW], BOTH, "unknown event 'orderbook': cannot tell the pair"),
+        ("book_ETH_USD", ["x", NEW], BOTH, "expected one payload object, got 2 arguments"),
         ("orderbook", ["book_ETH_USD", NEW, {}], BOTH, "got 2 arguments"),
         ("orderbook", ["book_ETH_USD"], BOTH, "expected an object, got a string"),
         # sources that contradict each other: one of them is wrong
