@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """Catch-up benchmark: 100,000 historical trades backfilled by `recorder run`, as a fraction
-of the ceiling the exchange's public rate limit allows, and the 429s it got on the way.
+of the ceiling the exchange's public rate limit allows at each page cap, and the 429s.
 
-    .venv/bin/python bench/catchup.py [--trades 100000] [--pairs BTC_USD] [--dsn DSN]
+    .venv/bin/python bench/catchup.py [--trades 100000] [--pairs BTC_USD] [--max-pages 100,1000]
 
-Setup: the simulator runs inside this script (so that its matching engine's tape is at hand
-for the final comparison) with a generated history of at least `--trades` trades on the
-given pairs, no live order flow, and the public rate limit at `--calls-per-s` (100, as the
-exchange's). A hook on its HTTP server notes the time and status of every public REST
-answer. Without --dsn an embedded PostgreSQL (empty) is started in a temporary directory.
-The recorder is started as its own process (`recorder run`, `trades_backfill = "all"`, the
-other settings at their defaults), and the script polls the `trades` table until it holds
-the whole tape, then stops the recorder with SIGTERM (exit 0 expected).
+The exchange's docs give `/exchanges/` a default `limit` of 100 and no maximum; the
+recorder asks for 1,000 a page and takes what comes back. Each page cap of `--max-pages`
+is one run, side by side: the simulator serving at most that many trades a page
+(`--max-page`), the ceiling being calls/s limit x cap.
 
-Reported: the time from the first `/exchanges/` request to the last trade committed, trades
-per second, REST calls per second, the same as a fraction of the ceiling (calls/s limit x
-100 trades per call, the API's default page, which the recorder asks for), the 429s counted
-by the simulator and by the recorder's own `recorder_http_requests_total`, and a check that
-the stored tape equals the engine's, trade by trade and exactly.
+Setup of each run: the simulator runs inside this script (so that its matching engine's
+tape is at hand for the final comparison) with a generated history of at least `--trades`
+trades on the given pairs (the same seed, so the same tape, in every run), no live order
+flow, and the public rate limit at `--calls-per-s` (100, as the exchange's). A hook on its
+HTTP server notes the time, status and trade count of every public REST answer. Each run
+gets an empty database, on an embedded PostgreSQL unless --dsn names a server to create
+them on. The recorder is started as its own process (`recorder run`, `trades_backfill =
+"all"`, the other settings at their defaults), and the script polls the `trades` table
+until it holds the whole tape, then stops the recorder with SIGTERM (exit 0 expected).
+
+Reported per run: the time from the first `/exchanges/` request to the last trade
+committed, trades per second, REST calls per second, the same as a fraction of the ceiling,
+the largest page served, the 429s counted by the simulator and by the recorder's own
+`recorder_http_requests_total`, and a check that the stored tape equals the engine's, trade
+by trade and exactly. Then a table of the runs side by side.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psycopg
@@ -41,9 +48,9 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _recorder_procs import cpu_seconds, free_port
+from _recorder_procs import cpu_seconds, free_port, fresh_database, postgres_server
 
-from recorder.exchange.paging import PAGE_SIZE
+from recorder.exchange.paging import ASK
 from recorder.sim.server import SimSettings, Simulator
 
 TRADES_PER_EVENT = 0.25
@@ -55,14 +62,20 @@ MICROSECOND = timedelta(microseconds=1)
 
 
 class RestLog:
-    """Every public REST answer the simulator gave: (monotonic time, path, status)."""
+    """Every public REST answer the simulator gave: (monotonic time, path, status), and the
+    number of trades in each `/exchanges/` page."""
 
     def __init__(self) -> None:
         self.answers: list[tuple[float, str, int]] = []
+        self.page_sizes: Counter[int] = Counter()
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         if request.path.startswith("/api/"):
             self.answers.append((time.monotonic(), request.path, response.status))
+        if request.path == TRADES_PATH and isinstance(response, web.Response):
+            body = response.body
+            if response.status == 200 and isinstance(body, bytes):
+                self.page_sizes[body.count(b'"id":')] += 1  # one per trade: cheaper than JSON
 
     def statuses(self, path: str, until: float) -> Counter[int]:
         return Counter(status for t, p, status in self.answers if p == path and t <= until)
@@ -135,7 +148,30 @@ def check_tape(dsn: str, sim: Simulator) -> None:
         assert (row[2] - EPOCH) // MICROSECOND == ts * 10**6, (row, tid)  # exact to the µs
 
 
-async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
+@dataclass(frozen=True)
+class Outcome:
+    """One run's figures, for the table of runs side by side."""
+
+    max_page: int
+    trades: int
+    seconds: float
+    calls: int
+    ceiling: int
+    largest_page: int
+    sim_429: int
+    recorder_429: float
+    exit_code: int
+
+    @property
+    def rate(self) -> float:
+        return self.trades / self.seconds
+
+    @property
+    def share(self) -> float:
+        return self.rate / self.ceiling
+
+
+async def run(args: argparse.Namespace, max_page: int, dsn: str, workdir: Path) -> Outcome | None:
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
     events_per_hour = args.trades / TRADES_PER_EVENT / HISTORY_HOURS
     settings = SimSettings(
@@ -145,6 +181,7 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
         history_hours=HISTORY_HOURS,
         history_events_per_hour=events_per_hour,
         public_calls_per_s=args.calls_per_s,
+        max_page=max_page,
     )
     sim = Simulator(settings)
     rest_log = RestLog()
@@ -152,6 +189,7 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
     made = time.monotonic()
     await sim.start()
     trades = len(sim.engine.trades)
+    print(f"\n== page cap {max_page:,} (recorder sim --max-page {max_page})")
     print(f"simulator: {trades:,} trades in {HISTORY_HOURS:.0f} h of history "
           f"({', '.join(f'{p} {len(sim.engine.trades_by_pair[p]):,}' for p in pairs)}), "
           f"made in {time.monotonic() - made:.0f} s; public limit {args.calls_per_s} calls/s",
@@ -159,7 +197,7 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
     if trades < args.trades:
         print(f"fewer trades than --trades {args.trades}: raise TRADES_PER_EVENT's margin")
         await sim.stop()
-        return 1
+        return None
 
     metrics_port = free_port()
     config = write_config(workdir, sim.base_url, dsn, pairs, metrics_port)
@@ -177,10 +215,10 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
             if recorder.returncode is not None:
                 print(f"the recorder exited with {recorder.returncode}; see its log:")
                 print((workdir / "recorder.log").read_text()[-3000:])
-                return 1
+                return None
             if time.monotonic() > deadline:
                 print(f"timed out with {stored:,} of {trades:,} trades stored")
-                return 1
+                return None
             await asyncio.sleep(0.05)
             stored = await asyncio.to_thread(count_trades, dsn)
         done = time.monotonic()
@@ -201,7 +239,7 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
     all_429 = sum(1 for _, _, status in rest_log.answers if status == 429)
     recorder_calls = sum(n for (endpoint, _), n in requests.items() if endpoint == "exchanges")
     recorder_429 = sum(n for (_, status), n in requests.items() if status == "429")
-    ceiling = args.calls_per_s * (PAGE_SIZE + 1)
+    ceiling = args.calls_per_s * max_page
     rate = trades / seconds
     print(f"recorder exit code after SIGTERM: {code}")
     await asyncio.to_thread(check_tape, dsn, sim)
@@ -210,7 +248,7 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
           f"last trade committed)")  # fmt: skip
     print(
         f"  {rate:,.0f} trades/s = {rate / ceiling:.1%} of the ceiling "
-        f"({args.calls_per_s} calls/s x {PAGE_SIZE + 1} trades per call = {ceiling:,}/s)"
+        f"({args.calls_per_s} calls/s x {max_page:,} trades per call = {ceiling:,}/s)"
     )
     print(
         f"  /exchanges/ calls: {calls:,} answered by the simulator "
@@ -218,6 +256,9 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
         f"{recorder_calls:,.0f} counted by the recorder; "
         f"{trades / max(calls, 1):.1f} trades per call"
     )
+    largest = max(rest_log.page_sizes, default=0)
+    print(f"  pages: the recorder asked for {ASK:,}; the largest served held {largest:,} trades "
+          f"({rest_log.page_sizes[largest]:,} such pages)")  # fmt: skip
     paging_s = max(t for t, p, _ in rest_log.answers if p == TRADES_PATH and t <= done) - start
     print(f"  paging (first to last /exchanges/ answer) took {paging_s:.2f} s: "
           f"{calls / paging_s:.1f} calls/s; the rest is the last batch's commit")  # fmt: skip
@@ -232,13 +273,53 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path) -> int:
         f"  429s: {all_429} sent by the simulator (all public REST), "
         f"{recorder_429:.0f} received by the recorder"
     )
-    return 0 if code == 0 else 1
+    return Outcome(max_page, trades, seconds, calls, ceiling, largest, all_429, recorder_429,
+                   code)  # fmt: skip
+
+
+def print_table(outcomes: list[Outcome]) -> None:
+    print("\n| page cap | trades | seconds | trades/s | ceiling (calls/s x cap) | share | "
+          "/exchanges/ calls | largest page | 429s (sim / recorder) | tape |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for o in outcomes:
+        print(f"| {o.max_page:,} | {o.trades:,} | {o.seconds:.2f} | {o.rate:,.0f} | "
+              f"{o.ceiling:,}/s | {o.share:.1%} | {o.calls:,} | {o.largest_page:,} | "
+              f"{o.sim_429} / {o.recorder_429:.0f} | exact |")  # fmt: skip
+
+
+async def run_all(args: argparse.Namespace, server_dsn: str, workdir: Path) -> int:
+    outcomes = []
+    for max_page in args.max_pages:
+        run_dir = workdir / f"cap-{max_page}"
+        run_dir.mkdir()
+        with fresh_database(server_dsn, f"catchup_{max_page}") as dsn:
+            outcome = await run(args, max_page, dsn, run_dir)
+        if args.keep_log:
+            shutil.copyfile(run_dir / "recorder.log", f"{args.keep_log}.{max_page}")
+        if outcome is None:
+            return 1
+        outcomes.append(outcome)
+    print_table(outcomes)
+    return 0 if all(o.exit_code == 0 for o in outcomes) else 1
+
+
+def page_caps(text: str) -> list[int]:
+    caps = [int(part) for part in text.split(",") if part.strip()]
+    if not caps or min(caps) < 1:
+        raise argparse.ArgumentTypeError(f"page caps of at least 1, comma-separated: {text!r}")
+    return caps
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=100_000)
     parser.add_argument("--pairs", default="BTC_USD", help="comma-separated; the tape is shared")
+    parser.add_argument(
+        "--max-pages",
+        type=page_caps,
+        default=[100, 1000],
+        help="the simulator's page caps, one run each (default 100,1000)",
+    )
     parser.add_argument(
         "--calls-per-s",
         type=int,
@@ -247,25 +328,20 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=600.0)
-    parser.add_argument("--dsn", default="", help="an empty database (default: embedded)")
-    parser.add_argument("--keep-log", type=Path, help="copy the recorder's log (JSON) here")
+    parser.add_argument(
+        "--dsn", default="", help="a server to create the empty databases on (default: embedded)"
+    )
+    parser.add_argument(
+        "--keep-log", type=Path, help="copy each run's recorder log (JSON) to this path.<cap>"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-catchup-"))
-    server: Any = None
     try:
-        dsn = args.dsn
-        if not dsn:
-            import pgserver
-
-            server = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
-            dsn = server.get_uri()
-        return asyncio.run(run(args, dsn, workdir))
+        with ExitStack() as stack:
+            server_dsn = args.dsn or stack.enter_context(postgres_server()).dsn
+            return asyncio.run(run_all(args, server_dsn, workdir))
     finally:
-        if args.keep_log:
-            shutil.copyfile(workdir / "recorder.log", args.keep_log)
-        if server is not None:
-            server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -4,35 +4,61 @@ The tape is paged by offset. Read newest first (`ordering=-id`), each new trade 
 every offset by one, so we read it oldest first (`ordering=id`): trade ids grow, new trades
 are appended at the end, and the offset of a trade we have not read yet does not move.
 
-1. Poll (few new trades): one newest-first page that reaches back to a trade at or below
-   `last_tid` holds every newer trade; they are yielded oldest first.
+1. Poll (few new trades): one newest-first page (of the documented default, 100) that
+   reaches back to a trade at or below `last_tid` holds every newer trade; they are
+   yielded oldest first.
 2. Catch-up: find the first ascending offset whose trade is newer than the anchor
    (exponential probe, then bisection, one trade per request: O(log n) requests), then
-   read pages forward until a short page.
+   read pages forward until the end of the tape.
 3. Proof against shifts we did not foresee (a trade deleted by the exchange): every page
    read at an offset above 0 starts at least one trade early, and that first trade must
    be one we do not want (at or below the last one yielded). Since ids ascend along the
    tape, everything wanted then lies after it, in this page or the next: no gap. If it
    is wanted, the offsets moved back, and the page is read again from twice as far back.
    Trades are yielded only when their id exceeds the last one yielded: none comes twice.
+   A page that holds nothing but that first trade (an exchange serving one trade a page)
+   cannot prove anything beside it; then the next page is read at its own offset and
+   proved afterwards: offsets only ever move back, so if the trade just before it is
+   still one we do not want, nothing wanted lay before the page when it was read.
 
-Pages ask for `page_size + 1` trades (99 + 1 by default: the API's default limit, so
-surely allowed); a shorter page is the end of the tape.
+Page size: the docs give `limit` a default of 100 and no maximum, so every catch-up page
+asks for `PageSize.ask` (1,000) and the walk advances by what actually came back: an
+exchange that serves fewer loses nothing. A page shorter than asked is either the end of
+the tape or the exchange's cap; `PageSize` tells them apart (and learns the cap). An
+exchange that refuses the large `limit` (400) is asked for the documented 100 from then on.
+The next page is asked for while this one's trades are taken in (`_Ahead`), so that the
+exchange's time and ours overlap; it is proved in its turn like any other.
 
 Trades that arrive while we page are included up to the last page read; the next call
-(with the last id yielded) starts from there, so no trade is missed between calls.
+(with the last id yielded) starts from there, so no trade is missed between calls, even when
+a page was taken for the end too early.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import Literal, Protocol
+from functools import partial
+from typing import Any, Literal, Protocol
 
+from recorder.exchange.rest import BadRequest
+from recorder.logs import get_logger
 from recorder.records import Trade
 
-PAGE_SIZE = 99
+log = get_logger(__name__)
+
+ASK = 1000
+"""The `limit` every catch-up page asks for: ten times the documented default."""
+DOCUMENTED_LIMIT = 100
+"""The docs' default `limit`, surely served: what is asked when a larger one is refused."""
+
+POLL_LIMIT = DOCUMENTED_LIMIT
+"""The newest-first page of a poll: a poll mostly finds a few new trades, and parsing a
+page of 1,000 every few seconds per pair would cost more than the catch-up it saves."""
+
+Ordering = Literal["id", "-id"]
 
 
 class TradeSource(Protocol):
@@ -42,7 +68,7 @@ class TradeSource(Protocol):
         *,
         limit: int | None = None,
         offset: int | None = None,
-        ordering: Literal["id", "-id"] | None = None,
+        ordering: Ordering | None = None,
     ) -> list[Trade]: ...
 
 
@@ -50,13 +76,88 @@ class PagingError(Exception):
     """The exchange's pages contradict the assumptions paging relies on (ids out of order)."""
 
 
+class PageSize:
+    """How many trades the exchange serves per `/exchanges/` page, learned from its answers.
+
+    One per exchange, kept across calls and shared by every pair; `recorder probe` reports
+    `served` and `cap`.
+
+    A page shorter than asked is the end of the tape, or the exchange's cap. Once a page of
+    `served` trades came back, a shorter one is the end: the exchange would have served
+    more had there been more. A page at least that long is told apart by one more request,
+    the newest `ask` trades: if even that is shorter than what the tape surely holds, its
+    length is the cap, and pages of that length are full pages from then on.
+    """
+
+    def __init__(self, ask: int = ASK) -> None:
+        if ask < 1:
+            raise ValueError(f"a page must ask for at least one trade, not {ask}")
+        self.ask = ask
+        self.served: int | None = None
+        """The longest page served so far (None before the first): at most the cap."""
+        self.cap: int | None = None
+        """The exchange's page cap, once a page came back shorter than asked from a tape
+        that held more; None while none did (then it serves at least `served`)."""
+
+    async def read(
+        self,
+        source: TradeSource,
+        pair: str,
+        offset: int,
+        ordering: Ordering,
+        *,
+        limit: int | None = None,
+    ) -> tuple[list[Trade], bool]:
+        """One page at `offset` (of `limit` trades, else `ask`); and whether it surely ends
+        the tape."""
+        page, asked = await self._fetch(source, pair, offset, ordering, limit or self.ask)
+        count = len(page)
+        if count == 0:
+            return page, True
+        longest = self.served
+        self._saw(count)
+        if count >= asked or count == self.cap:
+            return page, False
+        if longest is not None and count < longest:
+            return page, True
+        # As long as the longest page yet: the end, or the cap? Ask for the newest trades.
+        newest, asked = await self._fetch(source, pair, 0, "-id", self.ask)
+        surely_held = offset + count if ordering == "id" else count
+        if len(newest) < min(asked, surely_held) and len(newest) >= (self.served or 0):
+            if self.cap != len(newest):
+                log.info("the exchange caps trade pages", cap=len(newest), asked=asked)
+            self.cap = len(newest)
+        self._saw(len(newest))
+        assert self.served is not None
+        return page, count < self.served
+
+    def _saw(self, count: int) -> None:
+        if self.cap is not None and count > self.cap:
+            self.cap = None  # a longer page than the "cap": what looked like one was not
+        self.served = max(self.served or 0, count)
+
+    async def _fetch(
+        self, source: TradeSource, pair: str, offset: int, ordering: Ordering, limit: int
+    ) -> tuple[list[Trade], int]:
+        try:
+            return await source.trades(pair, limit=limit, offset=offset, ordering=ordering), limit
+        except BadRequest:
+            if limit <= DOCUMENTED_LIMIT:
+                raise
+            log.warning("the exchange refused a large trade page; asking for the default",
+                        limit=limit, now=DOCUMENTED_LIMIT)  # fmt: skip
+            self.ask = limit = DOCUMENTED_LIMIT
+            return await source.trades(pair, limit=limit, offset=offset, ordering=ordering), limit
+
+
 async def trades_after(
-    source: TradeSource, pair: str, last_tid: int | None, *, page_size: int = PAGE_SIZE
+    source: TradeSource, pair: str, last_tid: int | None, *, pages: PageSize | None = None
 ) -> AsyncIterator[Trade]:
     """Every trade of `pair` with an id above `last_tid` (all of them for None), in id order."""
+    pages = pages or PageSize()
     if last_tid is not None:
-        newest = await source.trades(pair, limit=page_size, offset=0, ordering="-id")
-        if len(newest) < page_size or any(t.tid <= last_tid for t in newest):
+        newest, end = await pages.read(source, pair, 0, "-id", limit=POLL_LIMIT)
+        if end or any(t.tid <= last_tid for t in newest):
             for trade in sorted((t for t in newest if t.tid > last_tid), key=lambda t: t.tid):
                 yield trade
             return
@@ -65,20 +166,20 @@ async def trades_after(
     def newer(trade: Trade) -> bool:
         return anchor is None or trade.tid > anchor
 
-    async for trade in _walk(source, pair, newer, page_size):
+    async for trade in _walk(source, pair, newer, pages):
         yield trade
 
 
 async def trades_since(
-    source: TradeSource, pair: str, since: datetime, *, page_size: int = PAGE_SIZE
+    source: TradeSource, pair: str, since: datetime, *, pages: PageSize | None = None
 ) -> AsyncIterator[Trade]:
     """Every trade of `pair` made at or after `since`, in id order (backfill of a window)."""
-    async for trade in _walk(source, pair, lambda t: t.ts >= since, page_size):
+    async for trade in _walk(source, pair, lambda t: t.ts >= since, pages or PageSize()):
         yield trade
 
 
 async def _walk(
-    source: TradeSource, pair: str, wanted: Callable[[Trade], bool], page_size: int
+    source: TradeSource, pair: str, wanted: Callable[[Trade], bool], pages: PageSize
 ) -> AsyncIterator[Trade]:
     last: int | None = None  # the last trade yielded
 
@@ -87,23 +188,78 @@ async def _walk(
 
     offset = await _first_offset(source, pair, fresh)
     back = 1  # how far before `offset` the next page starts
-    while True:
-        start = max(0, offset - back)
-        page = await source.trades(pair, limit=page_size + 1, offset=start, ordering="id")
-        _check_ascending(page)
-        if start > 0 and (not page or fresh(page[0])):
-            # The offsets moved back under us: this page might skip trades. Look further
-            # back, twice as far each time, until the page starts at a trade we had.
-            back *= 2
-            continue
-        back = 1
-        for trade in page:
-            if fresh(trade):
-                yield trade
-                last = trade.tid
-        offset = start + len(page)
-        if len(page) <= page_size:
-            return
+    alone = False  # read the next page at `offset` itself and prove it afterwards
+    ahead = _Ahead()
+    try:
+        while True:
+            if alone:
+                start = offset
+                page, end = await pages.read(source, pair, start, "id")
+                _check_ascending(page)
+                before = await source.trades(pair, limit=1, offset=start - 1, ordering="id")
+                if not before or fresh(before[0]):
+                    alone, back = False, 2  # the offsets moved back: look before them
+                    continue
+            else:
+                start = max(0, offset - back)
+                page, end = await ahead.take(start, partial(pages.read, source, pair, start, "id"))
+                _check_ascending(page)
+                if start > 0 and (not page or fresh(page[0])):
+                    # The offsets moved back under us: this page might skip trades. Look
+                    # further back, twice as far each time, until it starts at a trade we had.
+                    back *= 2
+                    continue
+            back = 1
+            # Nothing beyond the trades we had fitted in this page (or none ever fits beside
+            # the proof trade): the next page cannot start early.
+            alone = start + len(page) <= offset or pages.served == 1
+            offset = start + len(page)
+            if not end and not alone:
+                # Ask for the next page while this one's trades are taken in; it is proved
+                # when its turn comes, like any other.
+                ahead.fetch(offset - 1, pages.read(source, pair, offset - 1, "id"))
+            for trade in page:
+                if fresh(trade):
+                    yield trade
+                    last = trade.tid
+            if end:
+                return
+    finally:
+        ahead.cancel()
+
+
+class _Ahead:
+    """At most one page requested before its turn, and where it starts."""
+
+    def __init__(self) -> None:
+        self._start = -1
+        self._task: asyncio.Task[tuple[list[Trade], bool]] | None = None
+
+    def fetch(self, start: int, read: Coroutine[Any, Any, tuple[list[Trade], bool]]) -> None:
+        self.cancel()
+        self._start, self._task = start, asyncio.ensure_future(read)
+
+    async def take(
+        self, start: int, read: Callable[[], Awaitable[tuple[list[Trade], bool]]]
+    ) -> tuple[list[Trade], bool]:
+        """The page at `start`: the one fetched ahead if it starts there, else `read()`."""
+        task, self._task = self._task, None
+        if task is not None and self._start == start:
+            return await task
+        if task is not None:
+            _discard(task)
+        return await read()
+
+    def cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            _discard(task)
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    # Retrieve whatever it ends with, so that asyncio does not report it as never retrieved.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _check_ascending(page: list[Trade]) -> None:

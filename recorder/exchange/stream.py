@@ -110,7 +110,7 @@ class BookStream:
         self.connects = 0
         self.attempts = 0
         """Connection attempts so far, failed ones included."""
-        self._pairs: set[str] = set(pairs)
+        self._pairs: frozenset[str] = frozenset(pairs)
         self._connection: Connection | None = None
         self._session: StreamSession | None = None
         self._session_id = new_id()
@@ -129,7 +129,7 @@ class BookStream:
 
     @property
     def pairs(self) -> frozenset[str]:
-        return frozenset(self._pairs)
+        return self._pairs
 
     @property
     def connected(self) -> bool:
@@ -138,7 +138,7 @@ class BookStream:
     async def add_pairs(self, pairs: Iterable[str]) -> None:
         """Follow more pairs; subscribed at once when connected, and after every reconnect."""
         new = sorted(set(pairs) - self._pairs)
-        self._pairs.update(new)
+        self._pairs = self._pairs.union(new)
         if self._connection is not None and self._session is not None:
             await self._subscribe(self._connection, new)
 
@@ -283,6 +283,9 @@ class BookStream:
                 payload_text=got.text,
                 received_at=received_at,
                 session_id=session_id,
+                # An event that does not name its pair is the one subscribed pair's (the
+                # docs leave the event name open: `classify` says how the pair is told).
+                subscribed=self._pairs,
             )
         self._count(item)
         self.items.put_nowait(item)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recorder.config import ExchangeConfig
-from recorder.exchange.classify import BookUpdate, channel
+from recorder.exchange.classify import BookUpdate
 from recorder.exchange.rest import ExchangeClient, ExchangeError
 from recorder.exchange.stream import BookStream, Connected, Disconnected, StreamItem
 from recorder.probe.cancels import Seed
@@ -54,7 +54,7 @@ class Heard:
             self.raws.append(item)
         elif isinstance(item, Connected):
             self.connects += 1
-            self.protocol = self.protocol or protocol_in_use(item)
+            self.protocol = self.protocol or item.protocol
         elif isinstance(item, Disconnected):
             self.disconnects.append(item.session.reason or "disconnected")
 
@@ -101,22 +101,12 @@ async def _seed(client: ExchangeClient, pair: str, session_id: uuid.UUID, heard:
     heard.seeds[pair] = Seed(book, session_id)
 
 
-def protocol_in_use(connected: Connected) -> str | None:
-    """The socket.io generation ("2" or "4") a connection speaks, if `Connected` says."""
-    # `Connected.protocol` comes with the stream's support of both generations.
-    protocol = getattr(connected, "protocol", None)
-    return protocol if isinstance(protocol, str) else None
-
-
 # --- findings -------------------------------------------------------------------------------
 
 
 def event_name_of(update: BookUpdate) -> str:
-    """The socket.io event name a book update arrived under.
-
-    Today only events named like their channel are read as book updates.
-    """
-    return channel(update.event.pair)
+    """The socket.io event name a book update arrived under."""
+    return update.event_name
 
 
 def events_per_pair(heard: Heard) -> dict[str, dict[str, int]]:

@@ -58,6 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the field of a cancel event that names the cancelled order (the other carries "
         "the cancel's own id)",
     )
+    parser.add_argument(
+        "--event-name",
+        type=_event_name,
+        default="channel",
+        metavar="channel|pair|NAME",
+        help="socket.io event of book payloads: channel (book_BTC_USD, [payload]), pair "
+        "(BTC_USD, [payload]) or NAME (NAME, [book_BTC_USD, payload])",
+    )
+    parser.add_argument(
+        "--max-page", type=_page_size, default=1000, metavar="N", help="most trades per "
+        "/exchanges/ page (a larger limit is served as N)",
+    )  # fmt: skip
     faults = parser.add_argument_group("faults (also switchable at run time under /admin/)")
     faults.add_argument("--rate-429", type=float, default=0.0, help="share of REST calls -> 429")
     faults.add_argument("--rate-5xx", type=float, default=0.0, help="share of REST calls -> 5xx")
@@ -80,6 +92,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--paused", action="store_true", help="start with the order flow paused")
 
 
+def _event_name(text: str) -> str:
+    from recorder.sim.server import RESERVED_EVENTS
+
+    if not text or text in RESERVED_EVENTS:
+        raise argparse.ArgumentTypeError(f"not a usable socket.io event name: {text!r}")
+    return text
+
+
+def _page_size(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a page size of at least 1: {text!r}")
+    return int(text)
+
+
 def cmd_sim(args: argparse.Namespace, config: Config) -> int:
     from recorder.sim.server import SimSettings
 
@@ -93,6 +119,8 @@ def cmd_sim(args: argparse.Namespace, config: Config) -> int:
         history_hours=args.history_hours,
         history_events_per_hour=args.history_events_per_hour,
         book_orders=args.book_orders,
+        event_name=args.event_name,
+        max_page=args.max_page,
         faults={
             "rate_429": args.rate_429,
             "rate_5xx": args.rate_5xx,

@@ -191,7 +191,7 @@ class RestApi:
         if pair is not None and pair not in self.sim.engine.books:
             raise BadRequest(f"unknown pair {pair!r}")
         trades = self.sim.engine.trades if pair is None else self.sim.engine.trades_by_pair[pair]
-        page = paginate(request, trades, TRADES_DEFAULT_LIMIT, MAX_LIMIT)
+        page = paginate(request, trades, TRADES_DEFAULT_LIMIT, self.sim.settings.max_page)
         return ok([wire.trade_payload(t) for t in page])
 
     async def chart(self, request: web.Request) -> web.Response:

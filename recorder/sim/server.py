@@ -27,10 +27,12 @@ What it serves (DESIGN §2, the docs' JSON shapes):
   `/api/v1/orders/own/`, POST `/api/v1/order/`, POST `/api/v1/order-cancel/`,
   `/api/v1/exchanges/own/`, `/api/v1/deposits/`, `/api/v1/withdraws/`;
 - socket.io at `/socket.io/`: emit `subscribe` (or `unsubscribe`) with `book_<pair>`; every
-  new order and cancel of that pair arrives as event `book_<pair>`; a cancel names the
-  cancelled order by `oid` or by `cancel_order_id` as `SimSettings.cancel_id` says;
-- `limit` is capped at 1000 (`rest.MAX_LIMIT`) on `/exchanges/` (both), at 2000 on `/orders/own/`
-  (its default) and at 1000 on charts; a larger value is served as the cap;
+  new order and cancel of that pair arrives as event `book_<pair>` (`SimSettings.event_name`
+  switches to the other readings of the docs); a cancel names the cancelled order by `oid`
+  or by `cancel_order_id` as `SimSettings.cancel_id` says;
+- `limit` is capped at `SimSettings.max_page` on `/exchanges/` (default 1000, as
+  `rest.MAX_LIMIT` on `/exchanges/own/` and charts) and at 2000 on `/orders/own/` (its
+  default); a larger value is served as the cap;
 - a trade's `type` is the resting (maker) order's side, on the socket and in `/exchanges/`
   alike; in `/exchanges/own/` it is the account's own side;
 - `/order/<pk>/` and `/orders/own/` show the amount an order was placed with;
@@ -73,7 +75,7 @@ from recorder.sim.engine import Cancel, Engine, Event, NewOrder
 from recorder.sim.faults import Faults
 from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
 from recorder.sim.ratelimit import SlidingWindow
-from recorder.sim.rest import RestApi
+from recorder.sim.rest import MAX_LIMIT, RestApi
 
 log = get_logger(__name__)
 
@@ -83,6 +85,8 @@ MAX_SOCKET_BACKLOG = 5000
 """Emission waits while a socket has more packets than this queued for its client."""
 MAX_BATCH = 500
 """At most this many flow events are made between two yields to the event loop."""
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect"})
+"""Event names socket.io clients give their own meaning: not for book events."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,19 @@ class SimSettings:
     """Accept only signatures url-encoded as this sample of the docs does; None: either."""
     cancel_id: Reading = "oid"
     """The field of a cancel payload that names the cancelled order (`wire.cancel_payload`)."""
+    event_name: str = "channel"
+    """The socket.io event book payloads go out as (the docs do not say): `channel`, the
+    channel's name with the payload (`book_BTC_USD`, [payload]); `pair`, the pair's
+    (`BTC_USD`, [payload]); any other name, that event with the channel first, as Node
+    broadcasters on rooms send it (`NAME`, [`book_BTC_USD`, payload])."""
+    max_page: int = MAX_LIMIT
+    """The most trades one `/exchanges/` page serves; a larger `limit` is served as this."""
+
+    def __post_init__(self) -> None:
+        if not self.event_name or self.event_name in RESERVED_EVENTS:
+            raise ValueError(f"event_name: not a usable socket.io event {self.event_name!r}")
+        if self.max_page < 1:
+            raise ValueError(f"max_page: must be at least 1, not {self.max_page}")
 
 
 class Simulator:
@@ -278,8 +295,9 @@ class Simulator:
             for pair in self.engine.books:
                 channel = f"book_{pair}"
                 for i in range(malformed):
-                    self._log_sent(Garbage(channel), channel)
-                    await self.sio.emit(channel, bad[i % len(bad)], room=channel)
+                    name, data = self.book_emission(channel, bad[i % len(bad)])
+                    self._log_sent(Garbage(name), channel)
+                    await self.sio.emit(name, data, room=channel)
             for i in range(unknown):
                 self._log_sent(Garbage(f"unknown_event_{i % 3}"), None)
                 await self.sio.emit(f"unknown_event_{i % 3}", {"hello": i})
@@ -312,13 +330,24 @@ class Simulator:
                 async with self._emitting:
                     channel, payload, event = self._outbox.popleft()
                     self._log_sent(event, channel)
-                    await self.sio.emit(channel, payload, room=channel)
+                    name, data = self.book_emission(channel, payload)
+                    await self.sio.emit(name, data, room=channel)
                 self.emitted_count += 1
                 if self.emitted_count % 100 == 0:
                     await self._wait_for_slow_sockets()
                 if len(self._outbox) <= MAX_OUTBOX // 2:
                     self._outbox_room.set()
             self._outbox_ready.clear()
+
+    def book_emission(self, channel: str, payload: Any) -> tuple[str, Any]:
+        """The event name and data a book payload of `channel` goes out as (a tuple of data
+        is sent as that many arguments)."""
+        mode = self.settings.event_name
+        if mode == "channel":
+            return channel, payload
+        if mode == "pair":
+            return channel.removeprefix("book_"), payload
+        return mode, (channel, payload)
 
     def socket_backlog(self) -> int:
         """Packets queued for the slowest client (engine.io queues them without bound)."""

@@ -11,8 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.exchange.paging import PagingError, trades_after, trades_since
-from recorder.exchange.rest import ExchangeClient
+from recorder.exchange.paging import (
+    ASK,
+    POLL_LIMIT,
+    PageSize,
+    PagingError,
+    trades_after,
+    trades_since,
+)
+from recorder.exchange.rest import BadRequest, ExchangeClient
 from recorder.records import Trade
 from tests.exchange.loopback import FakeExchange, Seen
 
@@ -41,7 +48,7 @@ async def test_everything_from_the_start_in_id_order(
     exchange: FakeExchange, client: ExchangeClient
 ) -> None:
     fill(exchange, 400)
-    got = await collect(trades_after(client, "BTC_USD", None, page_size=50))
+    got = await collect(trades_after(client, "BTC_USD", None, pages=PageSize(ask=50)))
     assert got == tape(exchange, "BTC_USD")
 
 
@@ -50,9 +57,10 @@ async def test_a_poll_with_few_new_trades_is_one_request(
 ) -> None:
     fill(exchange, 400)
     last = tape(exchange, "BTC_USD")[-5]
-    got = await collect(trades_after(client, "BTC_USD", last, page_size=50))
+    got = await collect(trades_after(client, "BTC_USD", last))
     assert got == tape(exchange, "BTC_USD")[-4:]
     assert len(exchange.seen) == 1
+    assert exchange.seen[0].query["limit"] == "100"  # a poll's page is the documented default
 
 
 async def test_new_trades_arriving_during_paging_are_each_returned_once(
@@ -66,7 +74,7 @@ async def test_new_trades_arriving_during_paging_are_each_returned_once(
         fill(exchange, 7)  # every request sees 7 more trades, some of them ours
 
     exchange.before_trades = busy_market
-    got = await collect(trades_after(client, "BTC_USD", last, page_size=40))
+    got = await collect(trades_after(client, "BTC_USD", last, pages=PageSize(ask=40)))
     assert len(got) == len(set(got))
     assert got == sorted(got)
     assert set(at_start) <= set(got)
@@ -74,7 +82,7 @@ async def test_new_trades_arriving_during_paging_are_each_returned_once(
     assert got == [t for t in tape(exchange, "BTC_USD") if last < t <= got[-1]]
     # and the next call, from there, returns the rest
     exchange.before_trades = None
-    rest = await collect(trades_after(client, "BTC_USD", got[-1], page_size=40))
+    rest = await collect(trades_after(client, "BTC_USD", got[-1], pages=PageSize(ask=40)))
     assert got + rest == [t for t in tape(exchange, "BTC_USD") if t > last]
 
 
@@ -91,7 +99,7 @@ async def test_offsets_that_move_back_are_found_again(
             exchange.trades = [t for t in exchange.trades if t["id"] != gone]
 
     exchange.before_trades = exchange_forgets_old_trades
-    got = await collect(trades_after(client, "BTC_USD", None, page_size=20))
+    got = await collect(trades_after(client, "BTC_USD", None, pages=PageSize(ask=20)))
     assert got == sorted(set(got))
     remaining = tape(exchange, "BTC_USD")
     assert set(remaining) <= set(got)
@@ -100,7 +108,7 @@ async def test_offsets_that_move_back_are_found_again(
 async def test_since_a_time(exchange: FakeExchange, client: ExchangeClient) -> None:
     fill(exchange, 200)  # trade n was made at 1700000000 + n
     since = datetime.fromtimestamp(1700000150, UTC)
-    got = await collect(trades_since(client, "BTC_USD", since, page_size=16))
+    got = await collect(trades_since(client, "BTC_USD", since, pages=PageSize(ask=16)))
     assert got == [t for t in tape(exchange, "BTC_USD") if t >= 150]
 
 
@@ -115,18 +123,39 @@ async def test_ids_out_of_order_are_refused(exchange: FakeExchange, client: Exch
         {"id": 2, "pair": "BTC_USD", "type": "buy", "price": 1, "amount": 1, "timestamp": 1}
     )
     with pytest.raises(PagingError, match="ordering=id gave trade"):
-        await collect(trades_after(client, "BTC_USD", None, page_size=100))
+        await collect(trades_after(client, "BTC_USD", None))
 
 
 class MovingTape:
-    """An in-memory tape that changes before every request, as a busy exchange's does."""
+    """An in-memory tape that changes before every request, as a busy exchange's does.
 
-    def __init__(self, ids: list[int], appends: list[int], deletions: dict[int, int]) -> None:
+    `cap`: the most trades it serves per page, whatever `limit` asks (a larger limit is
+    served as the cap, as Django REST framework's pagination does); `refuse_above`: a
+    limit above this is answered 400 instead.
+    """
+
+    def __init__(
+        self,
+        ids: list[int],
+        appends: list[int] | None = None,
+        deletions: dict[int, int] | None = None,
+        *,
+        cap: int = 10**9,
+        refuse_above: int | None = None,
+    ) -> None:
         self.ids = sorted(set(ids))
-        self.appends = appends  # new trades before each request, cycling
-        self.deletions = deletions  # request number -> old trades that vanish before it
+        self.top = self.ids[-1] if self.ids else 0  # ids are never given twice
+        self.appends = appends or [0]  # new trades before each request, cycling
+        self.deletions = deletions or {}  # request number -> old trades that vanish before it
+        self.cap = cap
+        self.refuse_above = refuse_above
         self.deleted: set[int] = set()
         self.requests = 0
+        self.limits: list[int] = []  # the limit of every request, in order
+
+    def grow(self, count: int) -> None:
+        self.ids += range(self.top + 1, self.top + 1 + count)
+        self.top += count
 
     async def trades(
         self,
@@ -136,17 +165,20 @@ class MovingTape:
         offset: int | None = None,
         ordering: str | None = None,
     ) -> list[Trade]:
+        limit = 100 if limit is None else limit
+        self.limits.append(limit)
+        if self.refuse_above is not None and limit > self.refuse_above:
+            raise BadRequest("exchanges", 400, f"limit must be at most {self.refuse_above}")
         appended = self.appends[self.requests % len(self.appends)]
         deleted = self.deletions.get(self.requests, 0)
         self.requests += 1
-        assert self.requests < 5000, "paging does not end"
-        top = self.ids[-1] if self.ids else 0
-        self.ids += range(top + 1, top + 1 + appended)
+        assert self.requests < 10_000, "paging does not end"
+        self.grow(appended)
         for _ in range(min(deleted, len(self.ids))):
             self.deleted.add(self.ids.pop(0))  # the oldest go: offsets move back
         rows = self.ids if ordering == "id" else self.ids[::-1]
         start = offset or 0
-        return [_trade(tid) for tid in rows[start : start + (limit or 100)]]
+        return [_trade(tid) for tid in rows[start : start + min(limit, self.cap)]]
 
 
 def _trade(tid: int) -> Trade:
@@ -161,28 +193,41 @@ def _trade(tid: int) -> Trade:
     )
 
 
+CAPS = [1, 7, 100, 1000, 5000]
+
+
+def calm(appends: list[int], cap: int) -> list[int]:
+    """New trades per request slower than the pager reads them, or no pager could catch up:
+    at a cap of one trade a page, which costs two requests, one new trade every third."""
+    if cap > 1:
+        return appends
+    return [min(a, 1) if i % 3 == 0 else 0 for i, a in enumerate(appends)] + [0, 0]
+
+
 @given(
     ids=st.lists(st.integers(1, 2000), max_size=300)
     | st.integers(0, 400).map(lambda n: list(range(1, 3 * n, 3))),  # long tapes: many pages
-    # fewer new trades per request than a page holds, or no pager could ever catch up
     appends=st.lists(st.integers(0, 3), min_size=1, max_size=6),
     deletions=st.dictionaries(st.integers(0, 20), st.integers(1, 3), max_size=4),
     last_tid=st.none() | st.integers(0, 2100),
-    page_size=st.integers(8, 40),
+    cap=st.sampled_from(CAPS),
+    ask=st.sampled_from([ASK, ASK, 8, 40]),
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 def test_paging_property_every_surviving_trade_exactly_once_in_order(
     ids: list[int],
     appends: list[int],
     deletions: dict[int, int],
     last_tid: int | None,
-    page_size: int,
+    cap: int,
+    ask: int,
 ) -> None:
-    source = MovingTape(ids, appends, deletions)
+    source = MovingTape(ids, calm(appends, cap), deletions, cap=cap)
     wanted_at_start = {t for t in source.ids if last_tid is None or t > last_tid}
+    pages = PageSize(ask=ask)
 
     async def run() -> list[int]:
-        return await collect(trades_after(source, "BTC_USD", last_tid, page_size=page_size))
+        return await collect(trades_after(source, "BTC_USD", last_tid, pages=pages))
 
     got = asyncio.run(run())
     assert got == sorted(set(got))  # in id order, each once
@@ -193,3 +238,66 @@ def test_paging_property_every_surviving_trade_exactly_once_in_order(
         assert {
             t for t in source.ids if (last_tid is None or t > last_tid) and t <= got[-1]
         } <= set(got)
+    # what it learned is a page the exchange served
+    assert pages.served is None or 1 <= pages.served <= min(cap, max(ask, 100))
+
+
+@given(
+    count=st.integers(0, 6000),
+    cap=st.sampled_from(CAPS),
+    last_share=st.none() | st.floats(0, 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_pages_are_as_long_as_the_exchange_serves(
+    count: int, cap: int, last_share: float | None
+) -> None:
+    """On a still tape a catch-up costs the O(log n) search, one request per page of what
+    the exchange serves (less the one trade each page starts early; at a cap of one, two
+    requests a trade), and a few to learn the cap."""
+    if cap == 1:
+        count %= 2000  # two requests a trade
+    source = MovingTape(list(range(1, count + 1)), cap=cap)
+    last_tid = None if last_share is None else int(count * last_share)
+    pages = PageSize()
+    got = asyncio.run(collect(trades_after(source, "BTC_USD", last_tid, pages=pages)))
+    assert got == list(range((last_tid or 0) + 1, count + 1))
+    served = min(cap, ASK)
+    new_per_page = served - 1 if served > 1 else 0.5
+    search = 2 * (count + 2).bit_length() + 2
+    learning = 4  # reading the newest trades to tell the cap from the end, a few times at most
+    assert source.requests <= search + len(got) / new_per_page + learning + 2
+    if len(got) > served:  # more than a page: the cap is what it learned
+        assert pages.served == served
+    # the search reads single trades, a poll the documented page, a catch-up large pages
+    assert set(source.limits) <= {1, POLL_LIMIT, ASK}
+    if last_tid is None and count:
+        assert ASK in source.limits
+
+
+async def test_the_learned_size_ends_later_catch_ups_without_an_extra_request() -> None:
+    source = MovingTape(list(range(1, 1001)), cap=100)
+    pages = PageSize()
+    assert await collect(trades_after(source, "BTC_USD", None, pages=pages)) == list(range(1, 1001))
+    assert pages.served == 100
+    source.grow(450)
+    source.requests, source.limits = 0, []
+    got = await collect(trades_after(source, "BTC_USD", 1000, pages=pages))
+    assert got == list(range(1001, 1451))
+    # the poll's page (100 newest: not back to 1000), the search, then pages of 100 trades
+    # starting one early: 99 + 99 + 99 + 99 + 54 new, the last one short of 100: the end
+    pages_read = [limit for limit in source.limits if limit == ASK]
+    assert len(pages_read) == 5
+
+
+async def test_an_exchange_refusing_a_large_page_is_asked_for_the_documented_one() -> None:
+    source = MovingTape(list(range(1, 2501)), cap=100, refuse_above=100)
+    pages = PageSize()
+    assert await collect(trades_after(source, "BTC_USD", None, pages=pages)) == list(range(1, 2501))
+    assert (pages.ask, pages.served) == (100, 100)
+    assert source.limits.count(ASK) == 1  # refused once, then never asked again
+
+
+async def test_a_refusal_of_the_documented_page_is_not_hidden() -> None:
+    source = MovingTape(list(range(1, 300)), refuse_above=50)
+    with pytest.raises(BadRequest):
+        await collect(trades_after(source, "BTC_USD", None))

@@ -171,8 +171,10 @@ def expected_from_socket(bodies: list[str]) -> tuple[dict[Any, Any], dict[Any, A
         if received.error is not None:
             raw.append((None, received.text))
             continue
+        # the daemon follows one pair: what names no pair is taken for that pair's
         item = classify(received.event, received.args, payload_text=received.text,
-                        received_at=NOW, session_id=SESSION)  # fmt: skip
+                        received_at=NOW, session_id=SESSION,
+                        subscribed=frozenset({PAIR}))  # fmt: skip
         if isinstance(item, RawMessage):
             raw.append((item.event, item.payload))
             continue

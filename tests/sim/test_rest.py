@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from recorder.sim.rest import MAX_LIMIT
-from recorder.sim.server import Simulator
-from tests.sim.conftest import get_json
+from recorder.sim.server import Simulator, run_sim
+from tests.sim.conftest import FAST, get_json
 
 # The docs' sample outputs, verbatim: our answers must have the same keys and JSON types.
 DOCS = {
@@ -146,6 +146,21 @@ async def test_exchanges_paging_ordering_and_pair(
     assert {t["pair"] for t in eth} == {"ETH_BTC"}
     _, capped = await get_json(http, base + "?limit=100000&ordering=id")
     assert len(capped) == min(MAX_LIMIT, len(sim.engine.trades))
+
+
+@pytest.mark.parametrize("max_page", [1, 7, 100])
+async def test_exchanges_pages_stop_at_max_page(max_page: int, http: aiohttp.ClientSession) -> None:
+    async with run_sim(FAST, max_page=max_page) as sim:
+        sim.pause()
+        base = sim.base_url + "/api/v1/exchanges/"
+        tape = [t.tid for t in sim.engine.trades]
+        assert len(tape) > max_page + 10
+        _, page = await get_json(http, base + "?limit=1000&ordering=id&offset=3")
+        assert [t["id"] for t in page] == tape[3 : 3 + max_page]
+        _, newest = await get_json(http, base + "?limit=1000")
+        assert [t["id"] for t in newest] == tape[::-1][:max_page]
+        _, smaller = await get_json(http, base + f"?limit={max_page - 1}&ordering=id")
+        assert [t["id"] for t in smaller] == tape[: max_page - 1]
 
 
 async def test_every_fill_appears_in_exchanges(sim: Simulator, http: aiohttp.ClientSession) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +13,9 @@ import aiohttp
 import pytest
 
 from recorder.book import READINGS, Book, Reading
-from recorder.sim.engine import STATUS_CANCELLED
+from recorder.sim import wire
+from recorder.sim.deliveries import Garbage
+from recorder.sim.engine import STATUS_CANCELLED, Cancel
 from recorder.sim.server import Simulator, run_sim
 from tests.sim.conftest import FAST, get_json, socket_client
 from tests.sim.payloads import records, snapshot
@@ -155,3 +158,56 @@ async def snapshot_plus_socket_events(sim: Simulator, http: aiohttp.ClientSessio
     assert all(isinstance(p["price"], Decimal) for p in events)
     await client.disconnect()
     return book
+
+
+# --- the event name book payloads go out under (`--event-name`) -------------------------------
+
+EXPECTED_SHAPES = {
+    # mode: (event name, arguments) for a payload of BTC_USD
+    "channel": lambda payload: ("book_BTC_USD", [payload]),
+    "pair": lambda payload: ("BTC_USD", [payload]),
+    "orderbook": lambda payload: ("orderbook", ["book_BTC_USD", payload]),
+}
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED_SHAPES))
+async def test_book_events_go_out_under_the_chosen_event_name(mode: str) -> None:
+    """Each connection gets, in order and exactly, what `deliveries` says it was sent, under
+    the event name and argument shape of the mode; garbage bursts too."""
+    settings = replace(FAST, rate_per_s=200, event_name=mode, record_deliveries=True)
+    async with run_sim(settings) as sim:
+        assert sim.deliveries is not None
+        client = socket_client()
+        received: list[tuple[str, list[Any]]] = []
+
+        @client.on("*")  # type: ignore[misc]
+        async def on_any(event: str, *args: Any) -> None:
+            received.append((event, list(args)))
+
+        await client.connect(sim.base_url, transports=["websocket"])
+        await client.call("subscribe", "book_BTC_USD")  # not ETH_BTC: never sent to us
+        await until(lambda: len(received) >= 60, timeout_s=15)
+        await sim.burst(malformed=2, unknown=0)
+        sim.pause()
+        await sim.drained()
+        (connection,) = sim.deliveries.connections.values()
+        await until(lambda: len(received) == len(connection.items))
+        await client.disconnect()
+
+    shape_of = EXPECTED_SHAPES[mode]
+    assert len(received) == len(connection.items) > 60
+    for (event, args), item in zip(received, connection.items, strict=True):
+        if isinstance(item, Garbage):  # a malformed payload, under the same event name
+            assert event == item.event == shape_of({})[0]
+            continue
+        assert item.pair == "BTC_USD"
+        sent = (
+            wire.cancel_payload(item) if isinstance(item, Cancel) else wire.new_order_payload(item)
+        )
+        assert (event, args) == shape_of(json.loads(wire.dumps(sent), parse_float=Decimal))
+    assert connection.garbage == 2
+
+
+def test_an_event_name_clients_keep_for_themselves_is_refused() -> None:
+    with pytest.raises(ValueError, match="event_name"):
+        replace(FAST, event_name="disconnect")
