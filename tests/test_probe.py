@@ -26,7 +26,7 @@ from aiohttp import web
 
 from recorder.book import CancelReading
 from recorder.config import CANDLE_TYPES, load_config
-from recorder.exchange.classify import BookUpdate
+from recorder.exchange.classify import BookUpdate, channel
 from recorder.exchange.parse import OrderBook
 from recorder.exchange.rest import ExchangeClient, RetryPolicy
 from recorder.probe import Finding, Report, probe
@@ -630,7 +630,7 @@ def cancel(
         pair, oid, "cancel", T0, side, Decimal(price), Decimal(1), cancel_order_id,
         T0 + timedelta(seconds=after_s), SESSION,
     )  # fmt: skip
-    return BookUpdate(event, ())
+    return BookUpdate(event, (), channel(pair))
 
 
 def new(
@@ -642,7 +642,7 @@ def new(
         BookFill(pair, tid, oid, o_id, "sell", Decimal(1), Decimal(filled), T0, at)
         for tid, o_id, filled in fills
     )
-    return BookUpdate(event, made)
+    return BookUpdate(event, made, channel(pair))
 
 
 def test_cancels_are_read_by_the_id_that_rests() -> None:

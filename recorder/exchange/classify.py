@@ -146,7 +146,8 @@ def _book_update(
     if len(payloads) != 1:
         if pair is None and len(subscribed) != 1:
             raise _unattributed(event)
-        raise ParseError(f"expected one payload object, got {len(payloads)} arguments")
+        reason = f"expected one payload object, got {len(payloads)} arguments"
+        raise ParseError(reason if pair is not None else f"unknown event {event[:60]!r}: {reason}")
     f = Fields(payloads[0], "")
     if f.has("pair"):
         said = f.data["pair"]
@@ -155,11 +156,19 @@ def _book_update(
         if not (isinstance(said, str) and _PAIR.fullmatch(said)):
             raise ParseError(f"pair: not a pair name: {str(said)[:40]!r}")
         pair = said
-    if pair is None and len(subscribed) == 1:
-        (pair,) = subscribed
-    if pair is None:
+    if pair is not None:
+        return _update(f, pair, event, received_at, session_id)
+    if len(subscribed) != 1:
         raise _unattributed(event)
-    return _update(f, pair, event, received_at, session_id)
+    (only,) = subscribed
+    try:
+        return _update(f, only, event, received_at, session_id)
+    except ParseError as exc:
+        # Nothing in it named a pair: it may be no book event at all (a ticker, a notice),
+        # so the reason names the event before what did not fit.
+        raise ParseError(
+            f"unknown event {event[:60]!r}, read as {only}'s (the one subscribed pair): {exc}"
+        ) from None
 
 
 def _unattributed(event: str) -> ParseError:
