@@ -21,6 +21,7 @@ import pytest
 from recorder.config import Config, load_config
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
+from tests.dialects import DIALECTS
 
 PAIRS = ("BTC_USD", "ETH_USD")
 
@@ -88,9 +89,11 @@ def assert_book_at_now_is_the_engines(dsn: str, sim: Simulator, pairs: tuple[str
         assert rebuilt == truth, pair
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    settings = SimSettings(seed=5, pairs=PAIRS, rate_per_s=40, history_hours=0.5)
+@pytest.fixture(params=list(DIALECTS))
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    """The simulated exchange, under each reading of what the docs leave open."""
+    settings = SimSettings(seed=5, pairs=PAIRS, rate_per_s=40, history_hours=0.5,
+                           **DIALECTS[request.param])  # fmt: skip
     async with run_sim(settings) as simulator:
         yield simulator
 

@@ -17,6 +17,7 @@ import pytest
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.conftest import crash
+from tests.dialects import DIALECTS
 from tests.test_daemon import (
     PAIRS,
     assert_book_at_now_is_the_engines,
@@ -29,9 +30,11 @@ from tests.test_daemon import (
 OUTAGE_S = 30.0
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=30, history_hours=0.25)
+@pytest.fixture(params=list(DIALECTS))
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    """The simulated exchange, under each reading of what the docs leave open."""
+    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=30, history_hours=0.25,
+                           **DIALECTS[request.param])  # fmt: skip
     async with run_sim(settings) as simulator:
         yield simulator
 

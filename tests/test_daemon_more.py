@@ -23,6 +23,7 @@ from recorder.daemon import Daemon
 from recorder.exchange.rest import ExchangeClient
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.conftest import crash
+from tests.dialects import DIALECTS
 from tests.test_daemon import (
     PAIRS,
     daemon_config,
@@ -33,9 +34,12 @@ from tests.test_daemon import (
 )
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with run_sim(SimSettings(seed=21, pairs=PAIRS, rate_per_s=30, history_hours=1)) as s:
+@pytest.fixture(params=list(DIALECTS))
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    """The simulated exchange, under each reading of what the docs leave open."""
+    settings = SimSettings(seed=21, pairs=PAIRS, rate_per_s=30, history_hours=1,
+                           **DIALECTS[request.param])  # fmt: skip
+    async with run_sim(settings) as s:
         yield s
 
 
