@@ -1,5 +1,5 @@
-"""Every public REST endpoint, asked once through the recorder's own client, and the largest
-trade page the exchange serves.
+"""Every public REST endpoint, asked once through the recorder's own client, and the trade
+page size catch-up will be served.
 
 Each call is made once, without the client's retries, so that the report shows what the
 exchange answered (the daemon retries 429s, 5xx and timeouts). A call fails the probe only
