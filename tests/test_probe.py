@@ -657,7 +657,7 @@ def detected(protocol: Any, *, websocket_only: bool = False) -> Detected:
         (detected("4"), "2", "2", "warn",
          "; but socketio_protocol = '2' is set: the stream connected with \"2\""),
         (detected("4"), "auto", "2", "warn",
-         '; but the stream connected with "2": the server changed, or answers both'),
+         '; but the stream connected with "2": the server answered its detection otherwise'),
         (ConnectFailed("no answer"), "auto", "4", "warn",
          'no answer; the stream connected with "4"'),
         (ConnectFailed("no answer"), "2", "2", "warn",

@@ -76,6 +76,8 @@ def generation_finding(
         text += f"; but socketio_protocol = {configured!r} is set: {connected}"
         return Finding(key, "warn", text, details)
     if connected_with is not None and connected_with != detected.protocol:
-        text += f"; but {connected}: the server changed, or answers both"
+        # The stream detected again before connecting, and was told otherwise: the server
+        # changed in between, or one address leads to servers of both generations.
+        text += f"; but {connected}: the server answered its detection otherwise"
         return Finding(key, "warn", text, details)
     return Finding(key, "ok", f"{text}; {connected}", details)
