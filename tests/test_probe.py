@@ -20,26 +20,28 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 
 from recorder.book import CancelReading
-from recorder.config import CANDLE_TYPES, load_config
-from recorder.exchange.classify import BookUpdate, channel
+from recorder.config import CANDLE_TYPES, Config, ExchangeConfig, load_config
+from recorder.exchange import paging
+from recorder.exchange.classify import BookUpdate
 from recorder.exchange.parse import OrderBook
 from recorder.exchange.rest import ExchangeClient, RetryPolicy
+from recorder.exchange.sio.connection import ConnectFailed
+from recorder.exchange.sio.detect import V3_REFUSED, Detected, open_packet_of
 from recorder.probe import Finding, Report, probe
 from recorder.probe.cancels import Seed, cancel_reading, cancel_reading_finding
 from recorder.probe.clock import http_date_skew, lags, parse_http_date, resolution_s
 from recorder.probe.endpoints import largest_trade_page
-from recorder.probe.generation import read_handshake, socket_generation
+from recorder.probe.generation import detect, generation_finding
 from recorder.probe.listen import Heard, event_names, events_per_pair
 from recorder.probe.observe import HttpExchange
 from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, Side, SnapshotOrder
 from recorder.sim import rest as sim_rest
 from recorder.sim.engine import Cancel, Event
-from recorder.sim.server import SimSettings, Simulator, run_sim
+from recorder.sim.server import SimSettings, run_sim
 
 PAIRS = ("BTC_USD", "ETH_USD")
 REST_KEYS = [
@@ -58,11 +60,18 @@ ONCE = RetryPolicy(attempts=1)
 # --- helpers --------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, url: str, *, pairs: tuple[str, ...] | None = None) -> Path:
+def write_config(
+    tmp_path: Path,
+    url: str,
+    *,
+    pairs: tuple[str, ...] | None = None,
+    socket_url: str | None = None,
+) -> Path:
     listed = ", ".join(f'"{p}"' for p in (pairs or ("*",)))
     path = tmp_path / "probe.toml"
     path.write_text(
-        f'[exchange]\nbase_url = "{url}"\nsocket_url = "{url}"\nrequest_timeout_s = 5\n'
+        f'[exchange]\nbase_url = "{url}"\nsocket_url = "{socket_url or url}"\n'
+        "request_timeout_s = 5\n"
         f'[recorder]\ndata_dir = "{tmp_path / "var"}"\npairs = [{listed}]\n'
         '[logging]\nformat = "json"\n'
     )
@@ -157,7 +166,12 @@ async def test_a_healthy_exchange_exits_0_with_every_finding_in_the_json(tmp_pat
     assert findings["socket.event_names"]["names"] == {
         pair: {f"book_{pair}": kinds["new"] + kinds["cancel"]} for pair, kinds in per_pair.items()
     }
-    assert findings["socket.generation"]["engine_io"] == "4"
+    generation = findings["socket.generation"]
+    assert (generation["outcome"], generation["protocol"], generation["connected_with"]) == (
+        "ok",
+        "4",
+        "4",
+    )
 
     # the simulator names the cancelled order by oid
     cancels = findings["book.cancel_reading"]
@@ -166,7 +180,7 @@ async def test_a_healthy_exchange_exits_0_with_every_finding_in_the_json(tmp_pat
     assert cancels["cancel_order_id_alone_resting"] == 0
 
     page = findings["trades.page"]
-    assert page["asked"] == 5000
+    assert page["asked"] == page["catch_up_asks"] == paging.ASK
     assert page["verdict"] == "tape shorter"
     assert 0 < page["got"] <= tape  # the tape grows while the probe runs
 
@@ -259,8 +273,11 @@ async def test_an_outage_exits_1_and_the_table_says_why(tmp_path: Path) -> None:
     assert ran.returncode == 1, ran.stdout + ran.stderr
     verdict = ran.stdout.split("recording would not work:\n", 1)[1].splitlines()
     reasons = dict(line.strip().split(": ", 1) for line in verdict)
-    assert list(reasons) == [*NEEDED_REST_KEYS, "trades.page", "socket.events"]
+    assert list(reasons) == [*NEEDED_REST_KEYS, "trades.page", "socket.generation", "socket.events"]
     assert reasons["rest.currencies"].startswith("HTTP 502 in ")
+    # the stream's own detection, as it failed for the stream
+    assert reasons["socket.generation"].startswith("socket.io generation: ")
+    assert reasons["socket.generation"].endswith("; the stream did not connect (see socket.events)")
     assert reasons["socket.events"] == "no socket.io connection in 1 s (the log says why)"
 
 
@@ -304,48 +321,100 @@ def test_bad_arguments_and_configuration_exit_2(tmp_path: Path) -> None:
 # --- in-process, with the test driving the exchange -----------------------------------------
 
 
-def config_for(sim: Simulator, tmp_path: Path, pairs: tuple[str, ...] = PAIRS) -> Any:
-    return load_config(write_config(tmp_path, sim.base_url, pairs=pairs))
+WINDOW_S = 4.0
+"""How long the in-process probes listen: the market is stopped well within it."""
+EVENTS_HEARD = 60
+"""Book events sent to the probe before the market is stopped."""
 
 
-async def test_events_per_pair_are_exactly_what_the_exchange_sent(tmp_path: Path) -> None:
-    settings = SimSettings(seed=21, pairs=PAIRS, rate_per_s=0.0, history_hours=0.2)
-    async with run_sim(settings) as sim:
-        probing = asyncio.create_task(probe(config_for(sim, tmp_path), 5.0))
-        await wait_until(lambda: all(sim.subscribers(f"book_{pair}") for pair in PAIRS))
-        made: list[Event] = []
-        sim.engine.subscribe(made.append)
-        for _ in range(60):
-            sim.flow.step()
-        await sim.drained()
-        report = await probing
-    findings = {f.key: f for f in report.findings}
-    expected = {
+def config_for(url: str, tmp_path: Path, *, socket_url: str | None = None) -> Config:
+    return load_config(write_config(tmp_path, url, pairs=PAIRS, socket_url=socket_url))
+
+
+def counts_per_pair(events: list[Event]) -> dict[str, dict[str, int]]:
+    return {
         pair: {
-            "new": sum(1 for e in made if e.pair == pair and not isinstance(e, Cancel)),
-            "cancel": sum(1 for e in made if e.pair == pair and isinstance(e, Cancel)),
+            "new": sum(1 for e in events if e.pair == pair and not isinstance(e, Cancel)),
+            "cancel": sum(1 for e in events if e.pair == pair and isinstance(e, Cancel)),
         }
         for pair in PAIRS
     }
+
+
+def event_name(dialect: str, pair: str) -> str:
+    """The socket.io event the simulator sends a pair's book events as (`--event-name`)."""
+    return {"channel": f"book_{pair}", "pair": pair}.get(dialect, dialect)
+
+
+@pytest.mark.parametrize(
+    ("cancel_id", "dialect", "max_page", "verdict"),
+    [
+        pytest.param("oid", "channel", sim_rest.MAX_LIMIT, "tape shorter", id="as-first-read"),
+        pytest.param("cancel_order_id", "pair", 100, "capped", id="cancel_order_id-pair-100"),
+        pytest.param("oid", "orderbook", 100, "capped", id="oid-orderbook-100"),
+    ],
+)
+async def test_each_dialect_of_the_simulator_is_reported_as_sent(
+    tmp_path: Path, cancel_id: Any, dialect: str, max_page: int, verdict: str
+) -> None:
+    settings = SimSettings(
+        seed=21, pairs=PAIRS, rate_per_s=60.0, history_hours=0.3, record_deliveries=True,
+        cancel_id=cancel_id, event_name=dialect, max_page=max_page,
+    )  # fmt: skip
+    async with run_sim(settings) as sim:
+        deliveries = sim.deliveries
+        assert deliveries is not None
+        tape = len(sim.engine.trades)
+        assert 100 < tape < sim_rest.MAX_LIMIT  # a cap of 100 shows, one of 1000 does not
+        probing = asyncio.create_task(probe(config_for(sim.base_url, tmp_path), WINDOW_S))
+
+        def sent() -> list[Event]:
+            return [e for c in deliveries.connections.values() for e in c.events]
+
+        # Stop the market well inside the window, so that all that was sent is heard.
+        await wait_until(lambda: len(sent()) >= EVENTS_HEARD)
+        sim.pause()
+        await sim.drained()
+        report = await probing
+    findings = {f.key: f for f in report.findings}
+    assert report.exit_code == 0, report.to_table()
+
+    expected = counts_per_pair(sent())
     assert findings["socket.events"].details["pairs"] == expected
+    assert findings["socket.event_names"].outcome == "ok"
     assert findings["socket.event_names"].details["names"] == {
-        pair: {f"book_{pair}": counts["new"] + counts["cancel"]}
+        pair: {event_name(dialect, pair): counts["new"] + counts["cancel"]}
         for pair, counts in expected.items()
     }
-    assert report.exit_code == 0
+
+    cancels = findings["book.cancel_reading"]
+    other = "oid" if cancel_id == "cancel_order_id" else "cancel_order_id"
+    assert (cancels.outcome, cancels.details["reading"]) == ("ok", cancel_id)
+    assert cancels.details[f"{cancel_id}_alone_resting"] > 0
+    assert cancels.details[f"{other}_alone_resting"] == 0
+
+    page = findings["trades.page"]
+    assert (page.outcome, page.details["verdict"]) == ("ok", verdict)
+    assert page.details["cap"] == (max_page if verdict == "capped" else None)
+    assert page.details["asked"] == paging.ASK
+    if verdict == "capped":
+        assert (
+            page.summary
+            == f"capped at {max_page} trades a page: catch-up asks for 1000 and pages by {max_page}"
+        )
 
 
-async def test_the_largest_page_is_the_exchanges_cap() -> None:
-    settings = SimSettings(
-        seed=22, pairs=("BTC_USD",), rate_per_s=0.0, history_hours=1, history_events_per_hour=5000
-    )
+async def test_the_cap_reported_is_the_one_catch_up_learns(tmp_path: Path) -> None:
+    settings = SimSettings(seed=22, pairs=("BTC_USD",), rate_per_s=0.0, history_hours=0.5,
+                           max_page=100)  # fmt: skip
     async with run_sim(settings) as sim, ExchangeClient(sim.base_url, retry=ONCE) as client:
-        assert len(sim.engine.trades) > sim_rest.MAX_LIMIT
         finding = await largest_trade_page(client)
-    assert finding.outcome == "ok"
-    assert finding.details["verdict"] == "capped"
-    assert finding.details["cap"] == finding.details["got"] == sim_rest.MAX_LIMIT
-    assert finding.summary == f"capped at {sim_rest.MAX_LIMIT} trades a page (asked 5000)"
+        pages = paging.PageSize()
+        caught_up = [t.tid async for t in paging.trades_after(client, "BTC_USD", None, pages=pages)]
+        tape = sorted(t.tid for t in sim.engine.trades)
+    assert caught_up == tape
+    assert (finding.details["cap"], pages.cap) == (100, 100)
+    assert finding.details["asked"] == pages.ask == paging.ASK
 
 
 async def test_a_short_tape_is_not_taken_for_a_cap() -> None:
@@ -366,8 +435,9 @@ def tape_app(
     use_offset: bool = True,
     growth: int = 0,
 ) -> web.Application:
-    """`/exchanges/` of a tape of `tape` trades, ids 1.., serving at most `cap` a page;
-    `growth` trades are added before each answer, as on a live exchange."""
+    """`/exchanges/` of a tape of `tape` trades, ids 1.., serving at most `cap` a page and
+    refusing a `limit` above `max_limit`; `growth` trades are added before each answer, as
+    on a live exchange."""
 
     async def exchanges(request: web.Request) -> web.Response:
         nonlocal tape
@@ -393,72 +463,94 @@ def tape_app(
     return app
 
 
-@pytest.mark.parametrize(
-    ("app", "outcome", "verdict", "summary"),
-    [
-        (tape_app(1500, cap=300), "ok", "capped", "capped at 300 trades a page (asked 5000)"),
-        (
-            tape_app(6000, max_limit=1000),
-            "ok",
-            "at least",
-            "serves at least 1000 trades a page",
-        ),
-        (
-            tape_app(150, growth=20),
-            "ok",
-            "tape shorter",
-            "the whole tape is 190 trades, fewer than the 5000 asked: no cap seen up to 190",
-        ),
-        (
-            tape_app(1500, cap=300, growth=20),
-            "ok",
-            "capped",
-            "capped at 300 trades a page (asked 5000)",
-        ),
-        (
-            tape_app(2000, cap=500, use_offset=False),
-            "fail",
-            "offset ignored",
-            "offset=500 gave trade 1, which the first page held: the exchange seems to "
-            "ignore offset, which catch-up pages by",
-        ),
-    ],
-)
-async def test_page_sizes_of_other_exchanges(
-    app: web.Application, outcome: str, verdict: str, summary: str
+FALLBACK = "catch-up's limit=1000 is refused, so it asks for 100"
+PAGE_SIZES = [
+    ("capped", {"tape": 1500, "cap": 300}, "ok",
+     "capped at 300 trades a page: catch-up asks for 1000 and pages by 300"),
+    ("at least", {"tape": 6000}, "ok",
+     "serves at least 1000 trades a page: catch-up asks for 1000, and gets full pages"),
+    ("tape shorter", {"tape": 150, "growth": 20}, "ok",
+     "the whole tape is 190 trades, fewer than the 1000 asked: no cap seen up to 190; "
+     "catch-up asks for 1000"),
+    ("capped", {"tape": 1500, "cap": 300, "growth": 20}, "ok",
+     "capped at 300 trades a page: catch-up asks for 1000 and pages by 300"),
+    ("at least", {"tape": 600, "max_limit": 500}, "warn",
+     f"serves at least 100 trades a page: {FALLBACK}, and gets full pages"),
+    ("capped", {"tape": 600, "max_limit": 500, "cap": 60}, "warn",
+     f"capped at 60 trades a page: {FALLBACK} and pages by 60"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("verdict", "tape", "outcome", "summary"), PAGE_SIZES)
+async def test_page_sizes_of_other_exchanges_as_catch_up_learns_them(
+    verdict: str, tape: dict[str, int], outcome: str, summary: str
 ) -> None:
-    async with serving(app) as url, ExchangeClient(url, retry=ONCE) as client:
+    async with serving(tape_app(**tape)) as url, ExchangeClient(url, retry=ONCE) as client:
         finding = await largest_trade_page(client)
+        pages = paging.PageSize()
+        tids = [t.tid async for t in paging.trades_after(client, "BTC_USD", None, pages=pages)]
     assert (finding.outcome, finding.details["verdict"], finding.summary) == (
         outcome,
         verdict,
         summary,
     )
+    # catch-up read the whole tape, asking what the probe says, and learnt the same cap
+    assert tids == list(range(1, len(tids) + 1))
+    assert len(tids) >= tape["tape"]
+    assert (pages.ask, pages.cap) == (finding.details["asked"], finding.details["cap"])
 
 
-async def test_a_refused_large_page_is_said_and_the_next_one_tried() -> None:
-    async with serving(tape_app(6000, max_limit=1000)) as url, ExchangeClient(url) as client:
+async def test_an_exchange_that_ignores_offset_fails() -> None:
+    app = tape_app(2000, cap=500, use_offset=False)
+    async with serving(app) as url, ExchangeClient(url, retry=ONCE) as client:
         finding = await largest_trade_page(client)
-    assert finding.details["asked"] == 1000
-    assert finding.details["refused"] == ['limit=5000: {"limit": ["at most 1000"]}']
+    assert (finding.outcome, finding.details["verdict"], finding.summary) == (
+        "fail",
+        "offset ignored",
+        "offset=500 gave trade 1, which the first page held: the exchange seems to ignore "
+        "offset, which catch-up pages by",
+    )
+
+
+async def test_refused_pages_are_said() -> None:
+    async with serving(tape_app(6000, max_limit=500)) as url, ExchangeClient(url) as client:
+        finding = await largest_trade_page(client)
+    assert finding.details["asked"] == paging.DOCUMENTED_LIMIT
+    assert finding.details["refused"] == ['limit=1000: {"limit": ["at most 500"]}']
+    async with serving(tape_app(6000, max_limit=50)) as url, ExchangeClient(url) as client:
+        finding = await largest_trade_page(client)
+    assert finding.outcome == "fail"
+    assert finding.summary == (
+        'limit=1000: {"limit": ["at most 50"]}; limit=100: {"limit": ["at most 50"]}: '
+        "catch-up cannot page the tape"
+    )
+
+
+def exchange_config(socket_url: str) -> ExchangeConfig:
+    return ExchangeConfig(base_url="http://127.0.0.1", socket_url=socket_url, request_timeout_s=5)
 
 
 async def test_the_simulators_socket_io_generation_is_4() -> None:
     async with run_sim(SimSettings(pairs=("BTC_USD",), rate_per_s=0.0)) as sim:
-        async with httpx.AsyncClient(timeout=5) as http:
-            finding = await socket_generation(http, sim.base_url, "/socket.io/")
+        detected = await detect(exchange_config(sim.base_url))
         # the handshake's session was closed (the server forgets it at its next sweep)
         sessions = sim.sio.eio.sockets.values()
         await wait_until(lambda: all(session.closed for session in sessions))
         ping_interval_ms = int(sim.sio.eio.ping_interval * 1000)
         ping_timeout_ms = int(sim.sio.eio.ping_timeout * 1000)
+    finding = generation_finding(detected, "auto", "4")
     assert finding.outcome == "ok"
-    assert finding.details["engine_io"] == "4"
-    assert finding.details["socket_io"] == "socket.io 3.x/4.x"
-    assert finding.details["also_engine_io_3"] is False
-    assert finding.details["ping_interval_ms"] == ping_interval_ms
-    assert finding.details["ping_timeout_ms"] == ping_timeout_ms
-    assert finding.details["answers"]["EIO=3"].startswith("HTTP 400")
+    assert finding.details == {
+        "configured": "auto",
+        "connected_with": "4",
+        "protocol": "4",
+        "socket_io": "socket.io 3.x/4.x (Engine.IO 4)",
+        "how": "long-polling handshake",
+        "websocket_only": False,
+        "ping_interval_ms": ping_interval_ms,
+        "ping_timeout_ms": ping_timeout_ms,
+        "error": None,
+    }
 
 
 async def test_an_engine_io_3_server_is_told_apart() -> None:
@@ -477,22 +569,30 @@ async def test_an_engine_io_3_server_is_told_apart() -> None:
     app = web.Application()
     app.router.add_get("/socket.io/", handshake)
     app.router.add_post("/socket.io/", close)
-    async with serving(app) as url, httpx.AsyncClient(timeout=5) as http:
-        finding = await socket_generation(http, url.replace("http://", "ws://"), "socket.io")
+    async with serving(app) as url:
+        detected = await detect(exchange_config(url.replace("http://", "ws://")))
+    finding = generation_finding(detected, "auto", "2")
     assert finding.outcome == "ok"
-    assert finding.details["engine_io"] == "3"
     assert finding.summary == (
-        "Engine.IO 3: socket.io 1.x/2.x; ping every 25000 ms, timeout 5000 ms"
+        '"2": socket.io 1.x/2.x (Engine.IO 3); detected by: long-polling handshake; '
+        'ping every 25000 ms, timeout 5000 ms; the stream connected with "2"'
     )
-    assert closed == [("abc", "1:1"), ("abc", "1:1")]
+    assert closed == [("abc", "1:1")]
 
 
-async def test_no_socket_io_server_is_a_warning_with_the_answers() -> None:
-    async with serving(web.Application()) as url, httpx.AsyncClient(timeout=5) as http:
-        finding = await socket_generation(http, url, "/socket.io/")
-    assert finding.outcome == "warn"
-    assert finding.details["engine_io"] is None
-    assert finding.details["answers"]["EIO=4"].startswith("HTTP 404")
+async def test_no_socket_io_server_fails_detection_as_the_stream_would() -> None:
+    async with serving(web.Application()) as url:
+        detected = await detect(exchange_config(url))
+    assert isinstance(detected, ConnectFailed)
+    finding = generation_finding(detected, "auto", None)
+    assert finding.outcome == "fail"
+    assert finding.details["protocol"] is None
+    assert finding.summary == (
+        "socket.io generation: long-polling refused and websocket refused (404); "
+        "the stream did not connect (see socket.events)"
+    )
+    # with a fixed generation the stream does not ask: only its connecting tells
+    assert generation_finding(detected, "4", None).outcome == "warn"
 
 
 async def test_a_pair_name_the_client_cannot_send_is_reported_not_fatal(tmp_path: Path) -> None:
@@ -524,24 +624,56 @@ async def test_a_pair_name_the_client_cannot_send_is_reported_not_fatal(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("text", "expected"),
     [
-        ('0{"sid":"x","pingInterval":25000,"pingTimeout":20000}', ("4", "x", 25000, 20000)),
-        ('0{"sid":"x","pingInterval":1}\x1e40', ("4", "x", 1, None)),
-        ('52:0{"sid":"y","pingInterval":25000,"pingTimeout":5000}2:40', ("3", "y", 25000, 5000)),
-        ('8:0{"sid":1}', None),  # sid must be text
-        ('5:0{"si', None),  # the length cuts the JSON
-        ('{"code":5,"message":"Unsupported protocol version"}', None),
-        ("", None),
-        ("0not json", None),
+        ('0{"sid":"x","pingInterval":25000,"pingTimeout":20000}\x1e40',
+         {"sid": "x", "pingInterval": 25000, "pingTimeout": 20000}),
+        ('52:0{"sid":"y","pingInterval":25000}2:40', {"sid": "y", "pingInterval": 25000}),
+        ('{"code":5,"message":"Unsupported protocol version"}', {}),
+        ('5:0{"si', {}),
+        ("0[1]", {}),
+        ("", {}),
     ],
-)
-def test_read_handshake(body: str, expected: tuple[str, str, int, int | None] | None) -> None:
-    shake = read_handshake(body)
-    got = None if shake is None else (
-        shake.engine_io, shake.sid, shake.ping_interval_ms, shake.ping_timeout_ms
-    )  # fmt: skip
-    assert got == expected
+)  # fmt: skip
+def test_the_open_packet_is_found_in_either_framing(text: str, expected: dict[str, Any]) -> None:
+    assert open_packet_of(text) == expected
+
+
+def detected(protocol: Any, *, websocket_only: bool = False) -> Detected:
+    how = V3_REFUSED if websocket_only else "long-polling handshake"
+    return Detected(protocol, websocket_only, how, 25000, 20000)
+
+
+@pytest.mark.parametrize(
+    ("found", "configured", "connected_with", "outcome", "end"),
+    [
+        (detected("4"), "auto", "4", "ok", 'timeout 20000 ms; the stream connected with "4"'),
+        (detected("2"), "auto", None, "ok", "; the stream did not connect (see socket.events)"),
+        (detected("4", websocket_only=True), "4", "4", "ok",
+         f"detected by: {V3_REFUSED} (long-polling refused: websocket only); ping every "
+         '25000 ms, timeout 20000 ms; the stream connected with "4"'),
+        (detected("4"), "2", None, "warn",
+         "; but socketio_protocol = '2' is set: the stream did not connect (see socket.events)"),
+        (detected("4"), "2", "2", "warn",
+         "; but socketio_protocol = '2' is set: the stream connected with \"2\""),
+        (detected("4"), "auto", "2", "warn",
+         '; but the stream connected with "2": the server answered its detection otherwise'),
+        (ConnectFailed("no answer"), "auto", "4", "warn",
+         'no answer; the stream connected with "4"'),
+        (ConnectFailed("no answer"), "2", "2", "warn",
+         "not detected (no answer); socketio_protocol = '2': the stream connected with \"2\""),
+    ],
+)  # fmt: skip
+def test_generation_findings(
+    found: Detected | ConnectFailed,
+    configured: str,
+    connected_with: str | None,
+    outcome: str,
+    end: str,
+) -> None:
+    finding = generation_finding(found, configured, connected_with)
+    assert (finding.outcome, finding.summary[-len(end) :]) == (outcome, end)
+    assert finding.details["connected_with"] == connected_with
 
 
 def test_http_date_skew_intersects_the_bounds_of_every_answer() -> None:
@@ -630,7 +762,7 @@ def cancel(
         pair, oid, "cancel", T0, side, Decimal(price), Decimal(1), cancel_order_id,
         T0 + timedelta(seconds=after_s), SESSION,
     )  # fmt: skip
-    return BookUpdate(event, (), channel(pair))
+    return BookUpdate(event, (), f"book_{pair}")
 
 
 def new(
@@ -642,7 +774,7 @@ def new(
         BookFill(pair, tid, oid, o_id, "sell", Decimal(1), Decimal(filled), T0, at)
         for tid, o_id, filled in fills
     )
-    return BookUpdate(event, made, channel(pair))
+    return BookUpdate(event, made, f"book_{pair}")
 
 
 def test_cancels_are_read_by_the_id_that_rests() -> None:

@@ -1,5 +1,5 @@
-"""Every public REST endpoint, asked once through the recorder's own client, and the largest
-trade page the exchange serves.
+"""Every public REST endpoint, asked once through the recorder's own client, and the trade
+page size catch-up will be served.
 
 Each call is made once, without the client's retries, so that the report shows what the
 exchange answered (the daemon retries 429s, 5xx and timeouts). A call fails the probe only
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from recorder.config import CANDLE_TYPES, Config
+from recorder.exchange import paging
 from recorder.exchange.parse import OrderBook
 from recorder.exchange.rest import (
     BadRequest,
@@ -29,13 +30,11 @@ from recorder.exchange.rest import (
     ServerError,
 )
 from recorder.probe.observe import ObservingTransport
-from recorder.probe.report import Finding
+from recorder.probe.report import Finding, Outcome
 from recorder.records import Trade
 
 T = TypeVar("T")
 
-LARGE_PAGES = (5000, 1000)
-"""Trade page sizes asked for, largest first; the docs give a default of 100 and no maximum."""
 CANDLES_ASKED = 5
 TRADES_ASKED = 100
 BODY_EXCERPT_CHARS = 200
@@ -268,11 +267,17 @@ def _describe_trades(trades: list[Trade]) -> tuple[str, dict[str, Any]]:
 
 
 async def largest_trade_page(client: ExchangeClient) -> Finding:
-    """Ask the whole tape for a large page, oldest first, and tell a cap from the tape's end.
+    """Ask the whole tape for the page catch-up asks for, and tell a cap from the tape's end.
 
-    The newest trade is asked for first: a page that stops short of it was capped, one that
-    reaches it held the whole tape. Trades made meanwhile only come after it, so a live tape
-    does not pass for a capped one. Oldest first (`ordering=id`), offsets stay put while new
+    Catch-up asks every page for `paging.ASK` trades, and for the documented
+    `paging.DOCUMENTED_LIMIT` once that is refused (400); the probe asks the same, so the
+    cap it reports is the one `paging.PageSize` learns while paging: the length of a page
+    that came back shorter than asked from a tape that held more.
+
+    `paging.PageSize` needs a second page to tell a cap from the end; here the newest trade
+    is asked for first instead: a page that stops short of it was capped, one that reaches
+    it held the whole tape. Trades made meanwhile only come after it, so a live tape does
+    not pass for a capped one. Oldest first (`ordering=id`), offsets stay put while new
     trades arrive, so the trade at offset `n` after a page of `n` must be newer than the
     page's last; catch-up relies on that, and a trade the page already held there means the
     exchange ignores `offset`.
@@ -282,35 +287,45 @@ async def largest_trade_page(client: ExchangeClient) -> Finding:
         newest = await client.trades(None, limit=1, ordering="-id")
     except ExchangeError as exc:
         return Finding(key, "fail", f"the newest trade: {reason_of(exc)}")
-    refused: list[str] = []
+    details: dict[str, Any] = {
+        "catch_up_asks": paging.ASK,
+        "catch_up_falls_back_to": paging.DOCUMENTED_LIMIT,
+        "refused": [],
+    }
     page: list[Trade] | None = None
-    for asked in LARGE_PAGES:
+    for asked in (paging.ASK, paging.DOCUMENTED_LIMIT):
+        details["asked"] = asked
         try:
             page = await client.trades(None, limit=asked, offset=0, ordering="id")
             break
         except BadRequest as exc:
-            refused.append(f"limit={asked}: {exc.reason}")
+            details["refused"].append(f"limit={asked}: {exc.reason}")
         except ExchangeError as exc:
-            return Finding(key, "fail", f"limit={asked}: {reason_of(exc)}", {"asked": asked})
-    details: dict[str, Any] = {"asked": asked, "refused": refused}
+            return Finding(key, "fail", f"limit={asked}: {reason_of(exc)}", details)
     if page is None:
-        text = "every large page was refused (" + "; ".join(refused) + "): catch-up keeps 100"
-        return Finding(key, "warn", text, details)
+        text = "; ".join(details["refused"]) + ": catch-up cannot page the tape"
+        return Finding(key, "fail", text, details)
+    fallback = asked < paging.ASK
+    outcome: Outcome = "warn" if fallback else "ok"
+    catch_up = f"catch-up asks for {paging.ASK}"
+    if fallback:
+        catch_up = f"catch-up's limit={paging.ASK} is refused, so it asks for {asked}"
     got = len(page)
     details["got"] = got
     if any(later.tid <= earlier.tid for earlier, later in itertools.pairwise(page)):
         return Finding(key, "fail", "ordering=id is not in ascending id order", details)
     if not page or not newest:
-        return Finding(key, "warn", "the tape is empty: no page size to learn", details)
+        text = f"the tape is empty: no page size to learn; {catch_up}"
+        return Finding(key, "warn", text, details)
     try:
         beyond = await client.trades(None, limit=1, offset=got, ordering="id")
     except ExchangeError as exc:
-        details["verdict"] = "unknown"
+        details |= {"verdict": "unknown", "cap": None}
         text = f"{got} of {asked} came back; the next offset failed: {reason_of(exc)}"
         return Finding(key, "warn", text, details)
     last = page[-1].tid
     if beyond and beyond[0].tid <= last:
-        details["verdict"] = "offset ignored"
+        details |= {"verdict": "offset ignored", "cap": None}
         text = (
             f"offset={got} gave trade {beyond[0].tid}, which the first page held: "
             "the exchange seems to ignore offset, which catch-up pages by"
@@ -318,10 +333,15 @@ async def largest_trade_page(client: ExchangeClient) -> Finding:
         return Finding(key, "fail", text, details)
     if got == asked:
         details |= {"verdict": "at least", "cap": None}
-        return Finding(key, "ok", f"serves at least {asked} trades a page", details)
+        text = f"serves at least {asked} trades a page: {catch_up}, and gets full pages"
+        return Finding(key, outcome, text, details)
     if last < newest[0].tid:
         details |= {"verdict": "capped", "cap": got}
-        return Finding(key, "ok", f"capped at {got} trades a page (asked {asked})", details)
+        text = f"capped at {got} trades a page: {catch_up} and pages by {got}"
+        return Finding(key, outcome, text, details)
     details |= {"verdict": "tape shorter", "cap": None}
-    text = f"the whole tape is {got} trades, fewer than the {asked} asked: no cap seen up to {got}"
-    return Finding(key, "ok", text, details)
+    text = (
+        f"the whole tape is {got} trades, fewer than the {asked} asked: no cap seen up to "
+        f"{got}; {catch_up}"
+    )
+    return Finding(key, outcome, text, details)

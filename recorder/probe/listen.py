@@ -141,7 +141,6 @@ def socket_events_finding(heard: Heard) -> Finding:
         "disconnects": heard.disconnects,
         "listened_s": heard.listened_s,
         "snapshot_errors": heard.snapshot_errors,
-        "protocol_in_use": heard.protocol,
     }
     if heard.error is not None:
         return Finding(key, "fail", f"listening broke off: {heard.error}", details)

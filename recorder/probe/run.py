@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-import httpx
-
 from recorder.config import Config
 from recorder.exchange.ratelimit import TokenBucket
 from recorder.exchange.rest import ExchangeClient, RetryPolicy
 from recorder.probe import clock
 from recorder.probe.cancels import cancel_reading, cancel_reading_finding
 from recorder.probe.endpoints import check_public_endpoints, largest_trade_page
-from recorder.probe.generation import socket_generation
+from recorder.probe.generation import detect, generation_finding
 from recorder.probe.listen import Heard, event_names_finding, listen, socket_events_finding
 from recorder.probe.observe import ObservingTransport
 from recorder.probe.report import Finding, Report
@@ -46,11 +44,7 @@ async def probe(config: Config, seconds: float) -> Report:
         transport=transport,
     ) as client:
         public = await check_public_endpoints(client, transport, config)
-        async with httpx.AsyncClient(timeout=exchange.request_timeout_s) as http:
-            generation = await guarded(
-                "socket.generation",
-                lambda: socket_generation(http, exchange.socket_url, exchange.socket_path),
-            )
+        detected = await detect(exchange)
         pairs = followed_pairs(config, public.listed_pairs)
 
         async def hear() -> Heard:
@@ -76,7 +70,7 @@ async def probe(config: Config, seconds: float) -> Report:
     findings = [
         *public.findings,
         page,
-        generation,
+        generation_finding(detected, exchange.socketio_protocol, heard.protocol),
         socket_events_finding(heard),
         event_names_finding(heard),
         cancel_reading_finding(tally, len(heard.seeds)),

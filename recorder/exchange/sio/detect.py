@@ -21,6 +21,9 @@ How, in order:
 
 Anything else (no answer, an HTML page at that path) is `ConnectFailed`, and the stream
 tries again after its backoff.
+
+The open packet also carries the server's heartbeat (`pingInterval`, `pingTimeout`), kept in
+`Detected` for `recorder probe` to report; the stream's connections read their own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -48,6 +52,10 @@ class Detected:
     """The server refused long-polling: connect with a websocket straight away."""
     how: str
     """Which handshake told: for the log."""
+    ping_interval_ms: int | None = None
+    """The heartbeat the server's open packet announced; None when it sent none (a server
+    refusing the Engine.IO v3 websocket tells its generation, not its heartbeat)."""
+    ping_timeout_ms: int | None = None
 
 
 def generation_of_polling_answer(body: str) -> Generation | None:
@@ -85,17 +93,43 @@ async def _by_polling(http: aiohttp.ClientSession, socket_url: str, path: str) -
             f"socket.io generation: {url} answered {status} {_short(body)},"
             " not an Engine.IO handshake (is exchange.socket_path right?)"
         )
-    await _close_session(http, url, protocol, body)
-    return Detected(protocol, websocket_only=False, how="long-polling handshake")
+    opened = open_packet_of(body)
+    await _close_session(http, url, protocol, opened)
+    return _detected(protocol, websocket_only=False, how="long-polling handshake", opened=opened)
+
+
+def open_packet_of(text: str) -> dict[str, Any]:
+    """The JSON object of the first Engine.IO open packet (`0{...}`) in `text`, in either
+    framing; empty when there is none that parses."""
+    try:
+        opened = json.JSONDecoder().raw_decode(text, text.index("0{") + 1)[0]
+    except ValueError:
+        return {}
+    return opened if isinstance(opened, dict) else {}
+
+
+def _detected(
+    protocol: Generation, *, websocket_only: bool, how: str, opened: dict[str, Any]
+) -> Detected:
+    return Detected(
+        protocol,
+        websocket_only=websocket_only,
+        how=how,
+        ping_interval_ms=_whole(opened.get("pingInterval")),
+        ping_timeout_ms=_whole(opened.get("pingTimeout")),
+    )
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 async def _close_session(
-    http: aiohttp.ClientSession, url: str, protocol: Generation, body: str
+    http: aiohttp.ClientSession, url: str, protocol: Generation, opened: dict[str, Any]
 ) -> None:
     """End the Engine.IO session the handshake opened, rather than let it time out."""
     try:
-        open_packet = body[body.index("0{") + 1 :]
-        sid = json.JSONDecoder().raw_decode(open_packet)[0]["sid"]
+        sid = opened["sid"]
         close_payload = "1:1" if protocol == "2" else "1"
         async with http.post(f"{url}&sid={sid}", data=close_payload) as response:
             await response.read()
@@ -118,7 +152,8 @@ async def _by_websocket(http: aiohttp.ClientSession, socket_url: str, path: str)
     finally:
         await ws.close()
     if message.type is aiohttp.WSMsgType.TEXT and str(message.data).startswith("0{"):
-        return Detected("2", websocket_only=True, how="websocket handshake accepted Engine.IO v3")
+        how = "websocket handshake accepted Engine.IO v3"
+        return _detected("2", websocket_only=True, how=how, opened=open_packet_of(message.data))
     # socket.io 4.x servers (engine.io 6) accept the upgrade and then write their HTTP 400
     # into the websocket; a server that is not socket.io at all fails the v4 handshake next.
     return Detected("4", websocket_only=True, how=V3_REFUSED)
