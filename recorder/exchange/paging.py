@@ -79,8 +79,9 @@ class PagingError(Exception):
 class PageSize:
     """How many trades the exchange serves per `/exchanges/` page, learned from its answers.
 
-    One per exchange, kept across calls and shared by every pair; `recorder probe` reports
-    `served` and `cap`.
+    One per exchange, kept across calls and shared by every pair. `recorder probe` asks the
+    same sizes (`ASK`, then `DOCUMENTED_LIMIT`) and reports the cap this learns
+    (tests/test_probe.py holds the two to the same answer).
 
     A page shorter than asked is the end of the tape, or the exchange's cap. Once a page of
     `served` trades came back, a shorter one is the end: the exchange would have served

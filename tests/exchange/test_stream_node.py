@@ -30,6 +30,7 @@ from recorder.config import ExchangeConfig
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.stream import BookStream, Connected, Disconnected, StreamItem
 from recorder.records import RawMessage
+from tests.exchange.test_stream import running
 from tests.node.harness import NodeServer, eventually, node_socketio_server
 
 T = TypeVar("T")
@@ -63,17 +64,6 @@ CANCEL = (
 def make_stream(url: str, protocol: str, pairs: list[str]) -> BookStream:
     config = ExchangeConfig(socket_url=url, socketio_protocol=protocol, request_timeout_s=5)
     return BookStream.from_config(config, pairs, backoff=QUICK)
-
-
-@contextlib.asynccontextmanager
-async def running(stream: BookStream) -> AsyncIterator[BookStream]:
-    task = asyncio.create_task(stream.run())
-    try:
-        yield stream
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def next_item(stream: BookStream, timeout_s: float = 10.0) -> StreamItem:

@@ -26,8 +26,8 @@ from recorder.daemon import Daemon
 from recorder.sim.engine import Cancel, Event, NewOrder
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.node.harness import eventually, node_socketio_server
+from tests.test_daemon import PAIRS, assert_book_at_now_is_the_engines
 
-PAIRS = ("BTC_USD", "ETH_USD")
 RELAY_HEARTBEAT = {"pingInterval": 500, "pingTimeout": 2000}
 """Short enough that the run spans many of the recorder's heartbeats."""
 
@@ -148,15 +148,7 @@ async def test_recorder_run_records_a_node_socketio_2_exchange_exactly(
         trades = query(db, "SELECT tid, pair, type, price, amount FROM trades ORDER BY tid")
         assert trades == tape
         # The book rebuilt from snapshot and events is the engine's.
-        for pair in PAIRS:
-            rebuilt = query(db, "SELECT side, order_id, price, amount FROM book_at(%s, now()) "
-                            "ORDER BY side, order_id", pair)  # fmt: skip
-            truth = sorted(
-                (o.side, o.oid, o.price, o.amount)
-                for side in ("buy", "sell")
-                for o in sim.engine.books[pair].orders(side)  # type: ignore[arg-type]
-            )
-            assert rebuilt == truth, pair
+        assert_book_at_now_is_the_engines(db, sim, PAIRS)
         # One session, over the Node server, closed by the stop; nothing kept raw.
         sessions = query(db, "SELECT disconnected_at IS NOT NULL FROM stream_sessions")
         assert sessions == [(True,)]
