@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -78,3 +79,11 @@ class DecimalPacket(socketio.packet.Packet):  # type: ignore[misc]
 
 def socket_client() -> socketio.AsyncClient:
     return socketio.AsyncClient(serializer=DecimalPacket, reconnection=False)
+
+
+async def until(condition: Any, timeout_s: float = 5.0) -> None:
+    """Wait until `condition()` holds (what a socket client collected, say)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.sim.conftest import get_json, socket_client
+from tests.sim.conftest import get_json, socket_client, until
 
 
 async def test_event_name_and_max_page_switches() -> None:
@@ -39,10 +39,7 @@ async def test_event_name_and_max_page_switches() -> None:
 
         await client.connect(url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")
-        deadline = asyncio.get_running_loop().time() + 15
-        while len(received) < 5:
-            assert asyncio.get_running_loop().time() < deadline, "no book events"
-            await asyncio.sleep(0.02)
+        await until(lambda: len(received) >= 5, timeout_s=15)
         await client.disconnect()
         for event, args in received:
             assert event == "orderbook"

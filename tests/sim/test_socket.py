@@ -17,7 +17,7 @@ from recorder.sim import wire
 from recorder.sim.deliveries import Garbage
 from recorder.sim.engine import STATUS_CANCELLED, Cancel
 from recorder.sim.server import Simulator, run_sim
-from tests.sim.conftest import FAST, get_json, socket_client
+from tests.sim.conftest import FAST, get_json, socket_client, until
 from tests.sim.payloads import records, snapshot
 from tests.sim.test_rest import shape
 
@@ -32,13 +32,6 @@ CANCEL = """{"success": true, "date": 1485686413.5688234, "oid": 15235, "cancel_
 async def sim() -> AsyncIterator[Simulator]:
     async with run_sim(FAST, rate_per_s=300) as running:
         yield running
-
-
-async def until(condition: Any, timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def test_subscribed_channel_gets_new_orders_and_cancels_in_the_docs_shape(
