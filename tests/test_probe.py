@@ -10,9 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, Side
 from recorder.sim import rest as sim_rest
 from recorder.sim.engine import Cancel, Event
 from recorder.sim.server import SimSettings, run_sim
+from tests.sim.conftest import until
 
 PAIRS = ("BTC_USD", "ETH_USD")
 REST_KEYS = [
@@ -111,13 +111,6 @@ async def probe_cli(config: Path, *args: str, env: dict[str, str] | None = None)
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return Ran(process.returncode, out.decode(), err.decode())
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -372,7 +365,7 @@ async def test_each_dialect_of_the_simulator_is_reported_as_sent(
             return [e for c in deliveries.connections.values() for e in c.events]
 
         # Stop the market well inside the window, so that all that was sent is heard.
-        await wait_until(lambda: len(sent()) >= EVENTS_HEARD)
+        await until(lambda: len(sent()) >= EVENTS_HEARD, timeout_s=20)
         sim.pause()
         await sim.drained()
         report = await probing
@@ -535,7 +528,7 @@ async def test_the_simulators_socket_io_generation_is_4() -> None:
         detected = await detect(exchange_config(sim.base_url))
         # the handshake's session was closed (the server forgets it at its next sweep)
         sessions = sim.sio.eio.sockets.values()
-        await wait_until(lambda: all(session.closed for session in sessions))
+        await until(lambda: all(session.closed for session in sessions), timeout_s=20)
         ping_interval_ms = int(sim.sio.eio.ping_interval * 1000)
         ping_timeout_ms = int(sim.sio.eio.ping_timeout * 1000)
     finding = generation_finding(detected, "auto", "4")
