@@ -131,3 +131,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     _version = "unknown"
 # A constant: set once here, so every process that imports the metrics reports it.
 build_info.labels(_version, platform.python_version()).set(1)
+
+task_failures = Counter(
+    "recorder_task_failures_total",
+    "Supervised tasks and periodic steps that failed and were tried again, by task name",
+    ["task"],
+)

@@ -13,18 +13,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter
-
 from recorder.backoff import Backoff
 from recorder.logs import get_logger
+from recorder.metrics import task_failures
 
 log = get_logger(__name__)
-
-task_failures = Counter(
-    "recorder_task_failures_total",
-    "Supervised tasks that failed and were restarted, by task name",
-    ["task"],
-)
 
 TaskFactory = Callable[[], Awaitable[None]]
 
