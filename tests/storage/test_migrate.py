@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -261,3 +262,20 @@ def test_recorder_migrate_exits_3_when_the_database_cannot_be_reached() -> None:
     assert done.returncode == 3
     assert "cannot reach the database" in done.stderr
     assert "hunter22" not in done.stderr + done.stdout
+
+
+def test_each_notice_of_a_migration_is_logged_once(
+    pg_server_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "0001_notice.sql").write_text(
+        "DO $$ BEGIN RAISE NOTICE 'a notice from a migration'; END $$;"
+    )
+    caplog.set_level(logging.INFO)
+    with fresh_database(pg_server_dsn, "notices") as dsn:
+        assert migrate(dsn, tmp_path) == ["0001"]
+    notices = [
+        record.fields["text"]  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.getMessage() == "migration notice"
+    ]
+    assert notices == ["a notice from a migration"]
