@@ -95,7 +95,12 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, config: Config) -> int:
-    """Run one SQL query on the recorder's database and print the rows as a table."""
+    """Run one SQL query on the recorder's database and print the rows as a table.
+
+    A query the database refuses (bad syntax, an unknown table, a write) is a bad argument,
+    exit 2; a database that cannot be reached or fails while answering exits 3, as
+    `coverage` and `export` do.
+    """
     import psycopg
 
     from recorder.storage.embedded import database_dsn
@@ -106,12 +111,22 @@ def cmd_sql(args: argparse.Namespace, config: Config) -> int:
             psycopg.connect(dsn) as conn,
         ):
             conn.read_only = True
-            cursor = conn.execute(args.query.encode())
-            columns = [column.name for column in cursor.description or []]
-            rows = [[("" if v is None else str(v)) for v in row] for row in cursor.fetchall()]
+            try:
+                cursor = conn.execute(args.query.encode())
+                columns = [column.name for column in cursor.description or []]
+                found = cursor.fetchall() if cursor.description is not None else []
+                rows = [[("" if v is None else str(v)) for v in row] for row in found]
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError) or exc.sqlstate is None:
+                    raise
+                print(
+                    f"recorder sql: the database refused the query: {str(exc).strip()}",
+                    file=sys.stderr,
+                )
+                return exitcodes.BAD_CONFIG
     except psycopg.Error as exc:
-        print(f"recorder sql: {str(exc).strip()}", file=sys.stderr)
-        return exitcodes.BAD_CONFIG
+        print(f"recorder sql: cannot use the database: {str(exc).strip()}", file=sys.stderr)
+        return exitcodes.STARTUP_FAILURE
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
