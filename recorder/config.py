@@ -44,6 +44,7 @@ from pydantic_settings import (
 )
 
 from recorder.exchange.ratelimit import PRIVATE_CALLS_PER_S, PUBLIC_CALLS_PER_S
+from recorder.records import is_pair_name
 
 ENV_PREFIX = "RECORDER_"
 ENV_NESTED_DELIMITER = "__"
@@ -90,11 +91,9 @@ PositiveSeconds = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, al
 PositiveRate = PositiveSeconds
 """Calls per second: the same constraints as a duration."""
 
-PAIR_NAME = re.compile(r"^(\*|[A-Za-z0-9]+_[A-Za-z0-9]+)$")
-
 
 def _check_pair(name: str) -> str:
-    if not PAIR_NAME.match(name):
+    if name != "*" and not is_pair_name(name):
         raise ValueError("not a pair name like BTC_USD (or * for every pair)")
     return name
 

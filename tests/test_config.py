@@ -269,6 +269,7 @@ def test_trades_backfill_rejects(text: str) -> None:
         ('[recorder]\npairs = ["*", "BTC_USD"]', "recorder"),
         ('[recorder]\npairs = ["BTC_USD", "BTC_USD"]', "recorder"),
         ('[recorder]\npairs = ["BTC-USD"]', "recorder.pairs[0]"),
+        ('[recorder]\npairs = ["BTC_USD\\n"]', "recorder.pairs[0]"),  # a name, then a newline
         ("[recorder]\nsnapshot_interval_s = -1", "recorder.snapshot_interval_s"),
         ('[recorder]\nsnapshot_interval_s = "sixty"', "recorder.snapshot_interval_s"),
         ("[recorder]\nsnapshot_interval_s = true", "recorder.snapshot_interval_s"),

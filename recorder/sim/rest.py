@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from recorder.records import is_listed_pair_name
 from recorder.sim import wire
 from recorder.sim.accounts import Account
 from recorder.sim.auth import AuthError, verify
@@ -367,7 +367,7 @@ class RestApi:
 
     async def admin_list_pair(self, request: web.Request) -> web.Response:
         name = (await admin_json(request)).get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Z0-9]+_[A-Z0-9]+", name):
+        if not is_listed_pair_name(name):
             raise BadRequest("name must be a pair name like LTC_USD")
         self.sim.list_pair(name)
         return ok(self.sim.state())
