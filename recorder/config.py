@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, TypeGuard, get_args
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg.conninfo
@@ -53,6 +53,20 @@ MASK = "****"
 CandleType = Literal["1", "5", "15", "30", "60", "240", "D"]
 """A chart resolution the exchange serves: minutes, and D for a day."""
 CANDLE_TYPES: tuple[CandleType, ...] = get_args(CandleType)
+CANDLE_WIDTH_S: dict[CandleType, int] = {
+    "1": 60,
+    "5": 300,
+    "15": 900,
+    "30": 1800,
+    "60": 3600,
+    "240": 14400,
+    "D": 86400,
+}
+"""How long one candle of each resolution lasts (a day starts at 00:00 UTC)."""
+
+
+def is_candle_type(value: object) -> TypeGuard[CandleType]:
+    return value in CANDLE_WIDTH_S
 
 
 class ConfigError(Exception):

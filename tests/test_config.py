@@ -18,6 +18,7 @@ from recorder import exitcodes
 from recorder.cli import main
 from recorder.config import (
     CANDLE_TYPES,
+    CANDLE_WIDTH_S,
     Config,
     ConfigError,
     Dsn,
@@ -240,6 +241,13 @@ def test_trades_backfill_parses(text: str, expected: float | None) -> None:
 def test_trades_backfill_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         TradesBackfill.parse(text)
+
+
+def test_every_candle_type_has_its_width() -> None:
+    assert tuple(CANDLE_WIDTH_S) == CANDLE_TYPES
+    minutes = [CANDLE_WIDTH_S[t] // 60 for t in CANDLE_TYPES if t != "D"]
+    assert [str(m) for m in minutes] == [t for t in CANDLE_TYPES if t != "D"]
+    assert CANDLE_WIDTH_S["D"] == 24 * 3600
 
 
 # --- every bad-value path ends in one line naming the key, and exit code 2 -----------------
