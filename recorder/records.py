@@ -2,7 +2,8 @@
 
 Data flows one way: the exchange client, the socket stream and the pollers build these
 records; the storage writer turns each into one row of the table named in `TABLE`. Field
-names are the column names of DESIGN §5, so a researcher reading the schema reads these too.
+names are the column names of that table (`migrations/0001_schema.sql`), so a researcher
+reading the schema reads these too.
 
 Prices and amounts are `Decimal` (parsed from the JSON text, never through a float); times
 are timezone-aware `datetime`s in UTC. Records are frozen: once received, a fact does not

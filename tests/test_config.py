@@ -59,7 +59,7 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 # --- reading ------------------------------------------------------------------------------
 
 
-def test_defaults_are_those_of_the_design() -> None:
+def test_defaults() -> None:
     config = load_config(None)
     assert config.exchange.base_url == "https://bitexbit.com"
     assert config.exchange.socket_url == "https://bitexbit.com"

@@ -123,7 +123,8 @@ def printable(text: str) -> str:
     """`text` with what a text column cannot hold (NUL, lone surrogates) written as escapes.
 
     The event name is any JSON string the server sent; kept as it was, a lone surrogate in
-    it made the raw message itself unwritable (found by fuzzing: it stalled the writer).
+    it would make the raw message itself unwritable, and raw messages are what must always
+    be written.
     """
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 

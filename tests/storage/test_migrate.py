@@ -13,8 +13,9 @@ import pytest
 from recorder.storage.migrate import MigrationError, load_migrations, migrate, migrations_dir
 from tests.conftest import fresh_database
 
-# DESIGN §5: every table, its key, and the columns researchers rely on, with their types.
-DESIGN_TABLES: dict[str, dict[str, str]] = {
+# Every table, its key, and the columns researchers rely on, with their types: the schema's
+# promise (migrations/0001_schema.sql, docs/research.md), pinned here apart from the code.
+SCHEMA_TABLES: dict[str, dict[str, str]] = {
     "currencies": {"short_name": "text", "sign": "text", "first_seen_at": "timestamptz",
                    "updated_at": "timestamptz"},
     "pairs": {"name": "text", "currency1": "text", "currency2": "text",
@@ -44,7 +45,7 @@ DESIGN_TABLES: dict[str, dict[str, str]] = {
                      "event": "text", "payload": "text", "error": "text"},
 }  # fmt: skip
 
-DESIGN_KEYS = {
+SCHEMA_KEYS = {
     "currencies": ["short_name"],
     "pairs": ["name"],
     "trades": ["pair", "tid"],
@@ -73,9 +74,9 @@ def test_rerun_applies_nothing(migrated: str) -> None:
     assert migrate(migrated) == []
 
 
-def test_tables_have_the_design_columns_and_types(migrated: str) -> None:
+def test_tables_have_the_promised_columns_and_types(migrated: str) -> None:
     with psycopg.connect(migrated) as conn:
-        for table, columns in DESIGN_TABLES.items():
+        for table, columns in SCHEMA_TABLES.items():
             rows = conn.execute(
                 """SELECT a.attname, t.typname FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
@@ -85,12 +86,12 @@ def test_tables_have_the_design_columns_and_types(migrated: str) -> None:
             assert {name: typ for name, typ in rows if name in columns} == columns, table
 
 
-def test_keys_are_the_design_keys(migrated: str) -> None:
-    """The primary key is DESIGN's; on TimescaleDB a hypertable's key also holds its time."""
+def test_keys_are_the_promised_keys(migrated: str) -> None:
+    """The promised primary key; on TimescaleDB a hypertable's key also holds its time."""
     hypertable_time = {"trades": "ts", "book_events": "ts", "book_fills": "ts"}
     timescale = is_timescaledb(migrated)
     with psycopg.connect(migrated) as conn:
-        for table, key in DESIGN_KEYS.items():
+        for table, key in SCHEMA_KEYS.items():
             row = conn.execute(
                 """SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i
                    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
