@@ -61,23 +61,20 @@ class TableSpec:
 
     def merge_sql(self) -> str:
         """Move the staged batch into the table; the key decides what is new."""
-        conflict = self.on_conflict
-        if self.upserts:
-            conflict = f"({', '.join(self.key)}) {self.on_conflict}"
-        return (
-            f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
-            f"SELECT {self.column_names} FROM {self.stage} ON CONFLICT {conflict}"
-        )
+        return self._insert(self.column_names, self.stage)
 
     def insert_sql(self) -> str:
         """The alternative measured in bench/writer.py: one statement, one array per column."""
         arrays = ", ".join(f"%s::{pgtype}[]" for _, pgtype in self.columns)
+        return self._insert("*", f"unnest({arrays})")
+
+    def _insert(self, select_list: str, from_item: str) -> str:
         conflict = self.on_conflict
         if self.upserts:
             conflict = f"({', '.join(self.key)}) {self.on_conflict}"
         return (
             f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) ON CONFLICT {conflict}"
+            f"SELECT {select_list} FROM {from_item} ON CONFLICT {conflict}"
         )
 
     def key_of(self, row: Row) -> Row:
