@@ -51,14 +51,22 @@ def test_sql_prints_the_rows_as_a_table(
     assert capsys.readouterr().out.endswith("(0 rows)\n")
 
 
-def test_sql_exits_3_when_the_database_cannot_be_reached(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "command",
+    [["sql", "SELECT 1"], ["coverage"], ["export", "--table", "trades", "--format", "csv"]],
+)
+def test_commands_exit_3_when_the_database_cannot_be_reached(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # The same exit code as `coverage` and `export`: the database, not the query, failed.
     monkeypatch.setenv("RECORDER_DATABASE__DSN", "postgresql://rec:hunter22@127.0.0.1:9/x")
-    assert main(["sql", "SELECT 1"]) == exitcodes.STARTUP_FAILURE
+    if command[0] == "export":
+        command = [*command, "--out", str(tmp_path / "trades.csv")]
+    assert main(command) == exitcodes.STARTUP_FAILURE
     err = capsys.readouterr().err
-    assert err.startswith("recorder sql: cannot use the database: ")
+    assert err.startswith(f"recorder {command[0]}: cannot use the database: ")
     assert "hunter22" not in err
 
 
