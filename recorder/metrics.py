@@ -1,4 +1,4 @@
-"""The recorder's Prometheus metrics (DESIGN §6), defined once, used by every part.
+"""The recorder's Prometheus metrics, defined once, used by every part.
 
 Label values stay bounded: pairs, tables, endpoints, status codes, never ids. The names are
 promises to the dashboard and the alert rules; keep them.
@@ -76,7 +76,7 @@ cancel_reading = Counter(
     ["pair", "reading"],
 )
 
-# --- what else an operator needs (issue 6); documented in docs/operations.md -----------------
+# --- what else an operator needs; documented in docs/operations.md --------------------------
 
 event_lag = Histogram(
     "recorder_event_lag_seconds",

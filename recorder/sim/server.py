@@ -18,7 +18,7 @@ loopback port:
 one hour of history; `book_orders=10_000` starts every pair with a book that deep.
 `run_sim(port=..., ...)` also takes the settings as keywords.
 
-What it serves (DESIGN §2, the docs' JSON shapes):
+What it serves (the exchange's API docs' endpoints and JSON shapes):
 
 - public REST, 100 calls/s per IP (then 429): `/api/v1/currencies/`, `/api/v1/pairs/`,
   `/api/v1/orderbook/<pair>/`, `/api/v1/order/<pk>/`, `/api/v1/exchanges/`,
