@@ -15,7 +15,6 @@ Nothing here parses or writes SQL: sources make records, the writer stores them.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
@@ -26,12 +25,12 @@ import psycopg
 from prometheus_client import start_http_server
 
 from recorder import exitcodes, metrics
-from recorder.backoff import Backoff
 from recorder.config import Config
 from recorder.exchange.rest import ExchangeClient, MalformedResponse
 from recorder.exchange.stream import BookStream
 from recorder.logs import get_logger
 from recorder.records import RawMessage, new_id, utc_now
+from recorder.retry import DATABASE_WAIT, EXCHANGE_WAIT
 from recorder.sources.account import AccountRecorder
 from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
@@ -111,17 +110,15 @@ class Daemon:
 
     async def _migrate_when_reachable(self, dsn: str) -> bool:
         """Apply migrations, waiting while the database is unreachable (not a startup failure)."""
-        backoff = Backoff(initial_s=0.5, max_s=10.0)
-        for attempt in itertools.count():
-            if self.stopping.is_set():
-                break
+        attempts = DATABASE_WAIT.attempts()
+        while not self.stopping.is_set():
             try:
                 applied = await asyncio.to_thread(migrate, dsn)
             except MigrationError as exc:
                 log.error("cannot migrate the database", problem=str(exc))
                 return False
             except psycopg.OperationalError as exc:
-                await self._wait_to_retry("database unreachable", exc, backoff.delay_s(attempt))
+                await self._wait_to_retry("database unreachable", exc, attempts.failed())
                 continue
             if applied:
                 log.info("migrations applied", versions=applied)
@@ -216,17 +213,15 @@ class Daemon:
 
     async def _first_metadata(self, metadata: MetadataRecorder) -> None:
         """The pair list decides what to record: retry until the exchange answers."""
-        backoff = Backoff(initial_s=0.5, max_s=30.0)
-        for attempt in itertools.count():
-            if self.stopping.is_set():
-                return
+        attempts = EXCHANGE_WAIT.attempts()
+        while not self.stopping.is_set():
             try:
                 await metadata.refresh()
                 return
             except Exception as exc:  # an exchange outage at start is waited out
                 if isinstance(exc, MalformedResponse) and self.writer is not None:
                     _keep_malformed(self.writer, exc)  # kept like any later one
-                await self._wait_to_retry("exchange unreachable", exc, backoff.delay_s(attempt))
+                await self._wait_to_retry("exchange unreachable", exc, attempts.failed())
 
     async def _wait_to_retry(self, problem: str, exc: BaseException, delay_s: float) -> None:
         """Log why start-up waits, then wait `delay_s` or until asked to stop."""

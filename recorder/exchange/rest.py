@@ -1,12 +1,13 @@
-"""The exchange's REST API (DESIGN §2) on httpx: one method per endpoint, typed results.
+"""The exchange's REST API (v1) on httpx: one method per endpoint, typed results.
 
 Every call goes through one path: wait for a token of its rate limit (public or private),
 sign it when private, send, count it in `recorder_http_requests_total{endpoint,status}` and
 time it, then either parse the body into records or raise a precise error. 429, 5xx,
-timeouts and connection errors are retried (tenacity) with capped, jittered exponential
-backoff, waiting at least what `Retry-After` asks; 400/401/403/404 raise at once with the
-exchange's reason. A 200 whose body does not parse raises `MalformedResponse` carrying the
-verbatim text and the reason, so the daemon can keep it in `raw_messages`.
+timeouts and connection errors are retried (tenacity) after the REST backoff
+(`recorder.retry.REST_RETRY`), waiting at least what `Retry-After` asks; 400/401/403/404
+raise at once with the exchange's reason. A 200 whose body does not parse raises
+`MalformedResponse` carrying the verbatim text and the reason, so the daemon can keep it in
+`raw_messages`.
 
 The endpoint label is the route's name (`orderbook`, `chart`), never a pair or an id, so
 the metric's label values stay bounded. The API key and secret are read only to sign and
@@ -20,7 +21,7 @@ import email.utils
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,9 +32,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base
 
 from recorder import metrics
-from recorder.backoff import Backoff
 from recorder.config import CANDLE_TYPES, ExchangeConfig
 from recorder.exchange import parse
 from recorder.exchange.parse import NewOrder, OrderBook, ParseError
@@ -59,6 +60,7 @@ from recorder.records import (
     Trade,
     utc_now,
 )
+from recorder.retry import REST_RETRY, Backoff
 
 Ordering = Literal["id", "-id"]
 MAX_REASON_CHARS = 500
@@ -155,7 +157,7 @@ _REFUSALS: dict[int, type[HttpError]] = {
 class RetryPolicy:
     attempts: int = 5
     """Tries in all, the first included."""
-    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=30.0))
+    backoff: Backoff = REST_RETRY
     max_retry_after_s: float = 60.0
     """A longer Retry-After is capped to this; the exchange's limits are per second."""
 
@@ -174,6 +176,22 @@ def retry_after_s(value: str | None, now_s: float | None = None) -> float | None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+class _WaitRetryAfter(wait_base):
+    """The backoff's delay, or what a 429's `Retry-After` asks (up to `max_s`) if longer."""
+
+    def __init__(self, backoff: wait_base, max_s: float) -> None:
+        self._backoff = backoff
+        self._max_s = max_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay_s = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, RateLimited) and error.retry_after_s is not None:
+            delay_s = max(delay_s, min(error.retry_after_s, self._max_s))
+        return delay_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +317,7 @@ class ExchangeClient:
             raise NoCredentials(endpoint, "needs exchange.api_key and exchange.api_secret")
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts),
-            wait=self._wait_s,
+            wait=_WaitRetryAfter(self.retry.backoff.wait(), self.retry.max_retry_after_s),
             retry=retry_if_exception_type(RetryableError),
             reraise=True,
             sleep=self._sleep,
@@ -308,13 +326,6 @@ class ExchangeClient:
             with attempt:
                 return await self._once(endpoint, method, path, params, form, private)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
-
-    def _wait_s(self, state: RetryCallState) -> float:
-        delay_s = self.retry.backoff.delay_s(state.attempt_number - 1)
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, RateLimited) and error.retry_after_s is not None:
-            delay_s = max(delay_s, min(error.retry_after_s, self.retry.max_retry_after_s))
-        return delay_s
 
     async def _once(
         self,

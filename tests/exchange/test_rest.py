@@ -15,7 +15,6 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from recorder.backoff import Backoff
 from recorder.config import CANDLE_TYPES, ExchangeConfig
 from recorder.exchange.ratelimit import TokenBucket
 from recorder.exchange.rest import (
@@ -33,6 +32,7 @@ from recorder.exchange.rest import (
     Unauthorized,
     retry_after_s,
 )
+from recorder.retry import Backoff
 from tests.exchange.loopback import FakeExchange, Fault
 
 KEY = "key-0000-0000"
