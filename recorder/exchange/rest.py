@@ -6,8 +6,9 @@ time it, then either parse the body into records or raise a precise error. 429, 
 timeouts and connection errors are retried (tenacity) after the REST backoff
 (`recorder.retry.REST_RETRY`), waiting at least what `Retry-After` asks; 400/401/403/404
 raise at once with the exchange's reason. A 200 whose body does not parse raises
-`MalformedResponse` carrying the verbatim text and the reason, so the daemon can keep it in
-`raw_messages`.
+`MalformedResponse` carrying the verbatim text and the reason; with `on_malformed`, the
+client first hands it over as the `RawMessage` that keeps it (the daemon's writer stores it
+in `raw_messages`), counted in `recorder_malformed_messages_total{source="rest"}`.
 
 The endpoint label is the route's name (`orderbook`, `chart`), never a pair or an id, so
 the metric's label values stay bounded. The API key and secret are read only to sign and
@@ -56,8 +57,10 @@ from recorder.records import (
     Candle,
     Currency,
     Pair,
+    RawMessage,
     Side,
     Trade,
+    new_id,
     utc_now,
 )
 from recorder.retry import REST_RETRY, Backoff
@@ -82,10 +85,12 @@ class ExchangeError(Exception):
 class HttpError(ExchangeError):
     """The exchange refused the request with this status; not retried."""
 
-    def __init__(self, endpoint: str, status: int, reason: str) -> None:
+    def __init__(self, endpoint: str, status: int, reason: str, *, url: str = "") -> None:
         super().__init__(endpoint, f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+        self.url = url
+        """The request's URL (no secret is ever in one: private calls sign in headers)."""
 
 
 class BadRequest(HttpError):
@@ -247,7 +252,9 @@ class ExchangeClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_malformed: Callable[[RawMessage], None] | None = None,
     ) -> None:
+        """`on_malformed`: given each answer that did not parse, kept verbatim as a raw message."""
         if (api_key is None) != (api_secret is None):
             raise ValueError("api_key and api_secret go together")
         self._http = httpx.AsyncClient(
@@ -264,9 +271,16 @@ class ExchangeClient:
         self.private_limit = private_limit or TokenBucket(PRIVATE_CALLS_PER_S)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep or asyncio.sleep
+        self._on_malformed = on_malformed
 
     @classmethod
-    def from_config(cls, config: ExchangeConfig, *, data_dir: Path) -> ExchangeClient:
+    def from_config(
+        cls,
+        config: ExchangeConfig,
+        *,
+        data_dir: Path,
+        on_malformed: Callable[[RawMessage], None] | None = None,
+    ) -> ExchangeClient:
         """The daemon's client; the nonce's high-water mark is kept under `data_dir`."""
         return cls(
             config.base_url,
@@ -276,6 +290,7 @@ class ExchangeClient:
             nonce=NonceSource(data_dir),
             public_limit=TokenBucket(config.public_calls_per_s),
             private_limit=TokenBucket(config.private_calls_per_s),
+            on_malformed=on_malformed,
         )
 
     def __repr__(self) -> str:
@@ -385,7 +400,8 @@ class ExchangeClient:
             raise RateLimited(endpoint, reason, wait_s)
         if status >= 500:
             raise ServerError(endpoint, status, reason)
-        raise _REFUSALS.get(status, HttpError)(endpoint, status, reason)
+        refusal = _REFUSALS.get(status, HttpError)
+        raise refusal(endpoint, status, reason, url=str(response.url))
 
     async def _get(
         self,
@@ -401,12 +417,24 @@ class ExchangeClient:
         )
         return self._parsed(endpoint, answer, build)
 
-    @staticmethod
-    def _parsed(endpoint: str, answer: Answer, build: Callable[[Answer], T]) -> T:
+    def _parsed(self, endpoint: str, answer: Answer, build: Callable[[Answer], T]) -> T:
         try:
             return build(answer)
         except ParseError as exc:
-            raise MalformedResponse(endpoint, answer.text, str(exc)) from None
+            malformed = MalformedResponse(endpoint, answer.text, str(exc))
+            if self._on_malformed is not None:
+                metrics.malformed_messages.labels("rest").inc()
+                self._on_malformed(
+                    RawMessage(
+                        id=new_id(),
+                        received_at=answer.received_at,
+                        source="rest",
+                        event=endpoint,
+                        payload=malformed.text,
+                        error=malformed.reason,
+                    )
+                )
+            raise malformed from None
 
     # --- public endpoints -------------------------------------------------------------------
 
