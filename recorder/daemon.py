@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -33,7 +33,7 @@ from prometheus_client import start_http_server
 from recorder import exitcodes
 from recorder.clock import REAL_CLOCK
 from recorder.config import Config
-from recorder.exchange.rest import ExchangeClient
+from recorder.exchange.rest import ExchangeClient, HttpError
 from recorder.exchange.stream import BookStream
 from recorder.logs import get_logger
 from recorder.retry import DATABASE_WAIT, EXCHANGE_WAIT, Backoff
@@ -42,7 +42,7 @@ from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
 from recorder.sources.metadata import MetadataRecorder
 from recorder.sources.trades import TradeRecorder
-from recorder.storage.embedded import database_dsn
+from recorder.storage.embedded import serving_database
 from recorder.storage.migrate import MigrationError, migrate
 from recorder.storage.queries import last_candle_buckets, last_trade_ids
 from recorder.storage.writer import Writer
@@ -52,6 +52,8 @@ from recorder.systemd import Notifier
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StartupFailed(Exception):
@@ -97,17 +99,17 @@ class Daemon:
         """What startup opened (database, metrics endpoint, writer, client), closed last."""
 
     async def run(self) -> int:
-        self._install_signal_handlers()
-        async with self._resources:
-            try:
-                sources = await self.startup()
-            except (StartupFailed, OSError) as exc:
-                log.error("could not start", problem=str(exc))
-                return exitcodes.STARTUP_FAILURE
-            if sources is None:  # asked to stop while waiting for the database or exchange
-                return exitcodes.OK
-            await self.main_loop()
-            await self.shutdown(sources)
+        with self._signals_captured():
+            async with self._resources:
+                try:
+                    sources = await self.startup()
+                except (StartupFailed, OSError) as exc:
+                    log.error("could not start", problem=str(exc))
+                    return exitcodes.STARTUP_FAILURE
+                if sources is None:  # asked to stop while waiting for the database or exchange
+                    return exitcodes.OK
+                await self.main_loop()
+                await self.shutdown(sources)
         return exitcodes.OK
 
     # -- signals ------------------------------------------------------------------------
@@ -121,10 +123,20 @@ class Daemon:
         log.info("stopping: committing what was received (signal again to force)", signal=signame)
         self.stopping.set()
 
-    def _install_signal_handlers(self) -> None:
+    @contextmanager
+    def _signals_captured(self) -> Iterator[None]:
+        """SIGTERM and SIGINT ask this run to stop; the handlers before it come back after."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+        for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                if handler is not None:  # None: not set from Python; asyncio left the default
+                    signal.signal(sig, handler)
 
     # -- startup ------------------------------------------------------------------------
 
@@ -133,16 +145,15 @@ class Daemon:
         config = self.config
         data_dir = config.recorder.data_dir
         resources = self._resources
-        self.dsn = resources.enter_context(database_dsn(config.database, data_dir))
-        migrated = await self._until_reachable(
+        self.dsn = await resources.enter_async_context(serving_database(config.database, data_dir))
+        resume = await self._until_reachable(
             "database unreachable",
             DATABASE_WAIT,
-            partial(self._migrate, self.dsn),
+            partial(self._prepare_database, self.dsn),
             retryable=lambda exc: isinstance(exc, psycopg.OperationalError),
         )
-        if migrated is None:
+        if resume is None:
             return None
-        resume = ResumePoints(await last_trade_ids(self.dsn), await last_candle_buckets(self.dsn))
         resources.callback(self._serve_metrics().shutdown)
         writer = await resources.enter_async_context(Writer(self.dsn, data_dir / "spool"))
         self.writer = writer
@@ -151,25 +162,36 @@ class Daemon:
         )
         sources = self._build_sources(writer, client, resume)
         # The pair list decides what to record: the exchange must answer it first.
-        listed = await self._until_reachable(
-            "exchange unreachable",
-            EXCHANGE_WAIT,
-            sources.metadata.refresh,
-            retryable=lambda exc: True,
-        )
+        try:
+            listed = await self._until_reachable(
+                "exchange unreachable",
+                EXCHANGE_WAIT,
+                sources.metadata.refresh,
+                # An outage (no answer, 5xx, 429, a garbled page) passes; a refusal does not:
+                # a 404 says the URL is wrong, and it will be as wrong in a minute.
+                retryable=lambda exc: not isinstance(exc, HttpError),
+            )
+        except HttpError as exc:
+            raise StartupFailed(
+                f"the exchange refused {exc.url or exc.endpoint}: HTTP {exc.status}: "
+                f"{exc.reason} (is exchange.base_url right?)"
+            ) from exc
         if listed is None:
             return None
         self._start(sources)
         return sources
 
-    async def _migrate(self, dsn: str) -> bool:
+    async def _prepare_database(self, dsn: str) -> ResumePoints:
+        """Apply pending migrations, then read where to resume (one attempt: an outage in
+        either is waited out the same way; migrations already applied are not applied again).
+        """
         try:
             applied = await asyncio.to_thread(migrate, dsn)
         except MigrationError as exc:
             raise StartupFailed(f"cannot migrate the database: {exc}") from exc
         if applied:
             log.info("migrations applied", versions=applied)
-        return True
+        return ResumePoints(await last_trade_ids(dsn), await last_candle_buckets(dsn))
 
     async def _until_reachable(
         self,

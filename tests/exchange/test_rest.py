@@ -239,6 +239,7 @@ async def test_refusals_raise_at_once_with_the_reason(
     assert type(caught.value) is error
     assert caught.value.status == status
     assert caught.value.reason == '{"detail": "Invalid nonce"}'
+    assert caught.value.url == f"{exchange.url}/api/v1/wallets/"
     assert len(exchange.seen) == 1
     for text in (str(caught.value), repr(caught.value), repr(client)):
         assert KEY not in text
