@@ -6,7 +6,8 @@
                then every source as a supervised task
     main_loop  until asked to stop: the supervisor keeps the sources running (metadata
                refresh, the stream and its consumer, per pair snapshots, trades and
-               candles, the account with keys); a pair listed later gets its tasks
+               candles, the account with keys); a pair listed later gets its tasks, a
+               pair delisted loses them (and its stream subscription)
     shutdown   on SIGTERM/SIGINT: stop the sources, commit everything received (within
                `drain_timeout_s`), stop; a second signal skips the wait and spills what is
                left to the spool, which the next start commits first. Exit code 0 either way.
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 import psycopg
 from prometheus_client import start_http_server
 
-from recorder import exitcodes
+from recorder import exitcodes, metrics
 from recorder.clock import REAL_CLOCK
 from recorder.config import Config
 from recorder.exchange.rest import ExchangeClient, HttpError
@@ -258,6 +259,7 @@ class Daemon:
             configured_pairs=recorder.pairs,
             follow_all=recorder.all_pairs,
             on_new_pairs=self._follow,
+            on_delisted=self._unfollow,
             refresh_s=recorder.metadata_refresh_s,
         )
         self._sources = Sources(writer, client, stream, book, trades, candles, metadata)
@@ -272,6 +274,17 @@ class Daemon:
             sources.book.follow(pair)
             for name, factory in self._pair_tasks(pair).items():
                 self.supervisor.spawn(name, factory)
+
+    async def _unfollow(self, pairs: list[str]) -> None:
+        """Stop recording `pairs` (delisted): their tasks, their books, their channels."""
+        sources = self._sources
+        assert sources is not None
+        for pair in pairs:
+            for name in self._pair_tasks(pair):
+                await self.supervisor.cancel(name)
+            sources.book.unfollow(pair)
+            metrics.forget_pair(pair)
+        await sources.stream.remove_pairs(pairs)
 
     def _pair_tasks(self, pair: str) -> dict[str, Callable[[], Awaitable[None]]]:
         """The supervised tasks that record one pair, by name."""

@@ -58,6 +58,8 @@ from recorder.retry import STREAM_RECONNECT, Attempts, Backoff
 log = get_logger(__name__)
 
 PROTOCOLS = ("auto", *GENERATIONS)
+UNSUBSCRIBE_EVENT = "unsubscribe"
+"""socket.io's usual name; the docs name only `subscribe` (an unknown event is ignored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,9 @@ class BookStream:
         self.attempts = 0
         """Connection attempts so far, failed ones included."""
         self._pairs: frozenset[str] = frozenset(pairs)
+        self._heard: frozenset[str] = self._pairs
+        """The pairs whose events the connection may deliver: those it subscribed, removed
+        ones included (the docs name no unsubscribe, so the exchange may not honour ours)."""
         self._connection: Connection | None = None
         self._session: StreamSession | None = None
         self._session_id = new_id()
@@ -138,8 +143,20 @@ class BookStream:
         """Follow more pairs; subscribed at once when connected, and after every reconnect."""
         new = sorted(set(pairs) - self._pairs)
         self._pairs = self._pairs.union(new)
+        self._heard = self._heard.union(new)
         if self._connection is not None and self._session is not None:
             await self._subscribe(self._connection, new)
+
+    async def remove_pairs(self, pairs: Iterable[str]) -> None:
+        """Follow fewer pairs: unsubscribed at once when connected, not subscribed again.
+
+        Events of a removed pair that still arrive on this connection are its own, and are
+        delivered as such (never read as another pair's); the next connection has none.
+        """
+        gone = sorted(self._pairs.intersection(pairs))
+        self._pairs = self._pairs.difference(gone)
+        if self._connection is not None and self._session is not None:
+            await self._emit_each(self._connection, UNSUBSCRIBE_EVENT, gone)
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only by cancellation."""
@@ -234,6 +251,7 @@ class BookStream:
         session = StreamSession(self._session_id, utc_now(), None, None)
         self._connection = connection
         self._session = session
+        self._heard = self._pairs
         self._reconnects.started()
         if self.connects:
             metrics.socket_reconnects.inc()
@@ -258,12 +276,17 @@ class BookStream:
         self.items.put_nowait(Disconnected(session))
 
     async def _subscribe(self, connection: Connection, pairs: Iterable[str]) -> None:
+        await self._emit_each(connection, self.subscribe_event, pairs)
+
+    async def _emit_each(self, connection: Connection, event: str, pairs: Iterable[str]) -> None:
+        """Emit `event` with each pair's channel."""
         for pair in pairs:
             try:
-                await connection.emit(self.subscribe_event, channel(pair))
+                await connection.emit(event, channel(pair))
             except ConnectionLost as exc:
-                # The connection dropped meanwhile; the next one subscribes every pair.
-                log.warning("socket subscribe failed", pair=pair, error=str(exc))
+                # The connection dropped meanwhile; the next one subscribes the pairs then
+                # followed, and only those.
+                log.warning(f"socket {event} failed", pair=pair, error=str(exc))
                 return
 
     def _on_event(self, got: Received) -> None:
@@ -282,7 +305,7 @@ class BookStream:
                 session_id=session_id,
                 # An event that does not name its pair is the one subscribed pair's (the
                 # docs leave the event name open: `classify` says how the pair is told).
-                subscribed=self._pairs,
+                subscribed=self._heard,
             )
         self._count(item)
         self.items.put_nowait(item)

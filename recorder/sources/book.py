@@ -100,6 +100,10 @@ class BookRecorder:
             book.resync.set()
         return book
 
+    def unfollow(self, pair: str) -> None:
+        """Forget the pair's book (delisted); followed again, it starts from a snapshot."""
+        self.pairs.pop(pair, None)
+
     # -- the stream ---------------------------------------------------------------------
 
     async def consume(self) -> None:
