@@ -101,8 +101,9 @@ class BookStream:
         self.socket_url = socket_url
         self.socket_path = socket_path
         self.socketio_protocol = socketio_protocol
+        self._reconnects: Attempts = backoff.attempts()
+        """The reconnect backoff's state, over this stream's life."""
         self.subscribe_event = subscribe_event
-        self.backoff = backoff
         self.connect_timeout_s = connect_timeout_s
         self.items: asyncio.Queue[StreamItem] = items if items is not None else asyncio.Queue()
         self.protocol: str | None = None
@@ -117,7 +118,6 @@ class BookStream:
         self._connection: Connection | None = None
         self._session: StreamSession | None = None
         self._session_id = new_id()
-        self._reconnects: Attempts = backoff.attempts()
 
     @classmethod
     def from_config(cls, config: ExchangeConfig, pairs: Iterable[str], **kwargs: Any) -> BookStream:
