@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from recorder.records import (
     RawMessage,
     Side,
     Trade,
+    is_pair_name,
     new_id,
     utc_now,
 )
@@ -67,7 +67,6 @@ from recorder.retry import REST_RETRY, Backoff
 
 Ordering = Literal["id", "-id"]
 MAX_REASON_CHARS = 500
-_PAIR = re.compile(r"[A-Za-z0-9]+_[A-Za-z0-9]+")
 T = TypeVar("T")
 
 
@@ -218,7 +217,7 @@ def _reason(response: httpx.Response) -> str:
 
 
 def _check_pair(pair: str) -> str:
-    if not _PAIR.fullmatch(pair):
+    if not is_pair_name(pair):
         raise ValueError(f"not a pair name like BTC_USD: {pair[:40]!r}")
     return pair
 
