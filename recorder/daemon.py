@@ -134,7 +134,9 @@ class Daemon:
             server, _ = start_http_server(listen.port, addr=listen.host)
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {listen.listen}: {exc}") from exc
-        log.info("metrics served", url=f"http://{listen.listen}/metrics")
+        # The port bound, not the one configured: with port 0 the OS picks a free one.
+        host = listen.listen.rpartition(":")[0]
+        log.info("metrics served", url=f"http://{host}:{server.server_port}/metrics")
         return server
 
     async def _record(self, dsn: str, client: ExchangeClient, writer: Writer) -> BookRecorder:

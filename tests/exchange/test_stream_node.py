@@ -15,7 +15,6 @@ import contextlib
 import gc
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -31,7 +30,9 @@ from recorder.exchange.classify import BookUpdate
 from recorder.exchange.stream import BookStream, Connected, Disconnected, StreamItem
 from recorder.records import RawMessage
 from tests.exchange.test_stream import running
-from tests.node.harness import NodeServer, eventually, node_socketio_server
+from tests.harness.ports import refused_port
+from tests.harness.waiting import eventually
+from tests.node.harness import NodeServer, node_socketio_server
 
 T = TypeVar("T")
 QUICK = Backoff(initial_s=0.05, max_s=0.2)
@@ -324,18 +325,12 @@ async def test_server_disconnect_reconnects_and_resubscribes(
     assert not [c for c in complaints if "nclosed" in c]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def failing_server(case: str) -> AsyncIterator[ExchangeConfig]:
     """An exchange configuration whose every connection attempt fails."""
     if case == "nothing listening":
-        yield ExchangeConfig(socket_url=f"http://127.0.0.1:{free_port()}", request_timeout_s=5)
+        with refused_port() as port:
+            yield ExchangeConfig(socket_url=f"http://127.0.0.1:{port}", request_timeout_s=5)
         return
     if case == "not a socket.io path":
         async with node_socketio_server("4") as server:
@@ -403,18 +398,20 @@ async def test_auto_finds_the_generation_of_every_kind_of_server(
 async def test_a_server_of_the_other_generation_is_detected_at_the_next_connection(
     before: str, after: str
 ) -> None:
-    port = free_port()
-    stream = make_stream(f"http://127.0.0.1:{port}", "auto", ["BTC_USD"])
-    async with running(stream):
-        async with node_socketio_server(before, port=port, **HEARTBEAT) as server:
+    # The first server binds a port of its own; the second comes up at the same address.
+    async with contextlib.AsyncExitStack() as first_server:
+        server = await first_server.enter_async_context(node_socketio_server(before, **HEARTBEAT))
+        stream = make_stream(server.url, "auto", ["BTC_USD"])
+        async with running(stream):
             assert (await next_of(stream, Connected)).protocol == before
             await our_socket(server, channels=1)
-        await next_of(stream, Disconnected)
-        async with node_socketio_server(after, port=port, **HEARTBEAT) as server:
-            connected = await next_of(stream, Connected, timeout_s=30)
-            assert connected.protocol == stream.protocol == after
-            assert metric("recorder_stream_info", protocol=after) == 1
-            assert metric("recorder_stream_info", protocol=before) == 0
-            await our_socket(server, channels=1)
-            await server.emit("book_BTC_USD", "book_BTC_USD", [NEW_ORDER])
-            assert_same_event(await next_of(stream, BookUpdate), NEW_ORDER, "BTC_USD")
+            await first_server.aclose()  # the server goes; the stream stays
+            await next_of(stream, Disconnected)
+            async with node_socketio_server(after, port=server.port, **HEARTBEAT) as server:
+                connected = await next_of(stream, Connected, timeout_s=30)
+                assert connected.protocol == stream.protocol == after
+                assert metric("recorder_stream_info", protocol=after) == 1
+                assert metric("recorder_stream_info", protocol=before) == 0
+                await our_socket(server, channels=1)
+                await server.emit("book_BTC_USD", "book_BTC_USD", [NEW_ORDER])
+                assert_same_event(await next_of(stream, BookUpdate), NEW_ORDER, "BTC_USD")

@@ -27,7 +27,7 @@ from tests.exchange.test_stream_node import (
     next_of,
     running,
 )
-from tests.node.harness import eventually
+from tests.harness.waiting import eventually
 
 OPEN = '0{"sid":"abc","upgrades":[],"pingInterval":100,"pingTimeout":300}'
 EVENT = f'42["book_BTC_USD",{NEW_ORDER}]'

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from recorder.storage.migrate import MigrationError, load_migrations, migrate, migrations_dir
-from tests.conftest import fresh_database
+from tests.harness.postgres import fresh_database
 
 # DESIGN §5: every table, its key, and the columns researchers rely on, with their types.
 DESIGN_TABLES: dict[str, dict[str, str]] = {
