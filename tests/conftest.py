@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.dialects import DIALECTS
 from tests.harness.postgres import EmbeddedPostgres, embedded_postgres, fresh_database
 
 TEST_DSN_VARIABLE = "RECORDER_TEST_DSN"
@@ -49,3 +50,9 @@ def own_pg() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL of the test's own, which it may `crash()` and `restart()`; deleted after."""
     with embedded_postgres("recorder-test-own-pg-") as server:
         yield server
+
+
+@pytest.fixture(params=list(DIALECTS))
+def dialect(request: pytest.FixtureRequest) -> str:
+    """Each reading of what the exchange's docs leave open, in turn (tests/dialects.py)."""
+    return str(request.param)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from recorder.daemon import Daemon
-from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.dialects import DIALECTS
+from recorder.sim.server import Simulator
 from tests.harness.daemon import (
     PAIRS,
     assert_book_at_now_is_the_engines,
@@ -26,6 +25,7 @@ from tests.harness.daemon import (
     last_connected_at,
     resynced_since,
     sessions,
+    simulated_exchange,
     start_daemon,
     stop_daemon,
     stored_tape,
@@ -36,12 +36,10 @@ from tests.harness.recorder_process import RecorderProcess
 from tests.harness.waiting import eventually
 
 
-@pytest.fixture(params=list(DIALECTS))
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+@pytest.fixture
+async def sim(dialect: str) -> AsyncIterator[Simulator]:
     """The simulated exchange, under each reading of what the docs leave open."""
-    settings = SimSettings(seed=5, pairs=PAIRS, rate_per_s=40, history_hours=0.5,
-                           record_deliveries=True, **DIALECTS[request.param])  # fmt: skip
-    async with run_sim(settings) as simulator:
+    async with simulated_exchange(dialect, seed=5, rate_per_s=40, history_hours=0.5) as simulator:
         yield simulator
 
 

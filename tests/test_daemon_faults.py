@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from recorder.daemon import Daemon
-from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.dialects import DIALECTS
+from recorder.sim.server import Simulator
 from tests.harness.daemon import (
     PAIRS,
     assert_book_at_now_is_the_engines,
@@ -29,6 +28,7 @@ from tests.harness.daemon import (
     last_connected_at,
     resynced_since,
     sessions,
+    simulated_exchange,
     start_daemon,
     stop_daemon,
     stored_tape,
@@ -46,13 +46,10 @@ EVENTS_WHILE_DB_DOWN = 300
 """Book events the simulator delivers while the database is down (some ten seconds)."""
 
 
-@pytest.fixture(params=list(DIALECTS))
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
-    """The simulated exchange, under each reading of what the docs leave open, noting what
-    it delivered to each connection."""
-    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=30, history_hours=0.25,
-                           record_deliveries=True, **DIALECTS[request.param])  # fmt: skip
-    async with run_sim(settings) as simulator:
+@pytest.fixture
+async def sim(dialect: str) -> AsyncIterator[Simulator]:
+    """The simulated exchange, under each reading of what the docs leave open."""
+    async with simulated_exchange(dialect, seed=11, rate_per_s=30, history_hours=0.25) as simulator:
         yield simulator
 
 

@@ -20,12 +20,11 @@ from prometheus_client import REGISTRY
 from recorder.daemon import Daemon
 from recorder.exchange.rest import ExchangeClient
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.dialects import DIALECTS
 from tests.harness.daemon import (
-    PAIRS,
     daemon_config,
     daemon_config_path,
     events_received,
+    simulated_exchange,
     start_daemon,
     stop_daemon,
 )
@@ -35,13 +34,11 @@ from tests.harness.recorder_process import RecorderProcess, environment
 from tests.harness.waiting import eventually
 
 
-@pytest.fixture(params=list(DIALECTS))
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+@pytest.fixture
+async def sim(dialect: str) -> AsyncIterator[Simulator]:
     """The simulated exchange, under each reading of what the docs leave open."""
-    settings = SimSettings(seed=21, pairs=PAIRS, rate_per_s=30, history_hours=1,
-                           record_deliveries=True, **DIALECTS[request.param])  # fmt: skip
-    async with run_sim(settings) as s:
-        yield s
+    async with simulated_exchange(dialect, seed=21, rate_per_s=30, history_hours=1) as simulator:
+        yield simulator
 
 
 async def test_with_keys_the_account_is_recorded(sim: Simulator, db: str, tmp_path: Path) -> None:

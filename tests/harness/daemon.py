@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from prometheus_client import REGISTRY
 
 from recorder.config import Config, load_config
 from recorder.daemon import Daemon
-from recorder.sim.server import Simulator
+from recorder.sim.server import SimSettings, Simulator, run_sim
+from tests.dialects import DIALECTS
 from tests.harness.config import write_config
 from tests.harness.postgres import query
 
@@ -31,6 +33,15 @@ QUICK_POLLS = {
     "candle_types": ["1", "60"],
 }
 """Polls much quicker than the defaults, so that a test of seconds sees every source work."""
+
+
+@asynccontextmanager
+async def simulated_exchange(dialect: str, **settings: Any) -> AsyncIterator[Simulator]:
+    """The simulator with `settings` under one reading of what the docs leave open
+    (tests/dialects.py), on PAIRS, noting what it delivered to each connection."""
+    settings = {"pairs": PAIRS, "record_deliveries": True, **settings, **DIALECTS[dialect]}
+    async with run_sim(SimSettings(**settings)) as sim:
+        yield sim
 
 
 def daemon_config_path(tmp_path: Path, sim: Simulator, dsn: str, **recorder: Any) -> Path:

@@ -147,10 +147,17 @@ class RecorderProcess:
         return entries
 
     def errors(self) -> list[str]:
-        """Every error the recorder logged, as `event: error type`, and traceback lines."""
-        found = [line for line in self.log_text().splitlines() if "Traceback" in line]
-        for entry in self.log_entries():
-            if entry.get("level") in ("error", "critical"):
+        """Every error the recorder logged, as `event: error type`, and any traceback printed
+        outside the log (a crash before logging was set up)."""
+        found = []
+        for line in self.log_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                if "Traceback" in line:
+                    found.append(line)
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
                 error_type = str(entry.get("error", "")).split(":", 1)[0]
                 found.append(f"{entry.get('event')}: {error_type}".strip(": "))
         return found
