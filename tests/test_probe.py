@@ -41,7 +41,7 @@ from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, Side
 from recorder.sim import rest as sim_rest
 from recorder.sim.engine import Cancel, Event
 from recorder.sim.server import SimSettings, run_sim
-from tests.sim.conftest import until
+from tests.harness.waiting import eventually
 
 PAIRS = ("BTC_USD", "ETH_USD")
 REST_KEYS = [
@@ -365,7 +365,7 @@ async def test_each_dialect_of_the_simulator_is_reported_as_sent(
             return [e for c in deliveries.connections.values() for e in c.events]
 
         # Stop the market well inside the window, so that all that was sent is heard.
-        await until(lambda: len(sent()) >= EVENTS_HEARD, timeout_s=20)
+        await eventually(lambda: len(sent()) >= EVENTS_HEARD, timeout_s=20)
         sim.pause()
         await sim.drained()
         report = await probing
@@ -528,7 +528,7 @@ async def test_the_simulators_socket_io_generation_is_4() -> None:
         detected = await detect(exchange_config(sim.base_url))
         # the handshake's session was closed (the server forgets it at its next sweep)
         sessions = sim.sio.eio.sockets.values()
-        await until(lambda: all(session.closed for session in sessions), timeout_s=20)
+        await eventually(lambda: all(session.closed for session in sessions), timeout_s=20)
         ping_interval_ms = int(sim.sio.eio.ping_interval * 1000)
         ping_timeout_ms = int(sim.sio.eio.ping_timeout * 1000)
     finding = generation_finding(detected, "auto", "4")

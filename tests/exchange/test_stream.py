@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TypeVar
 
@@ -17,6 +17,7 @@ from recorder.exchange.classify import BookUpdate
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.records import RawMessage
 from tests.exchange.loopback import FakeExchange
+from tests.harness.waiting import eventually
 
 T = TypeVar("T")
 QUICK = Backoff(initial_s=0.05, max_s=0.2)
@@ -47,13 +48,6 @@ async def next_of(stream: BookStream, kind: type[T], timeout_s: float = 5.0) -> 
                 return item
 
 
-async def until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
-    """Wait until the fake server has seen something; it has no event to wait on."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polling the server's plain lists
-            await asyncio.sleep(0.01)
-
-
 @contextlib.asynccontextmanager
 async def running(stream: BookStream) -> AsyncIterator[BookStream]:
     task = asyncio.create_task(stream.run())
@@ -77,7 +71,7 @@ def metric(name: str, **labels: str) -> float:
 async def test_subscribes_receives_and_classifies(exchange: FakeExchange) -> None:
     async with running(make_stream(exchange, ["BTC_USD", "ETH_USD"])) as stream:
         connected = await next_of(stream, Connected)
-        await until(lambda: len(exchange.subscriptions) == 2)
+        await eventually(lambda: len(exchange.subscriptions) == 2)
         assert sorted(c for _, c in exchange.subscriptions) == ["book_BTC_USD", "book_ETH_USD"]
         before = metric("recorder_socket_events_total", pair="BTC_USD", kind="new")
 
@@ -120,7 +114,7 @@ async def test_bad_payloads_become_raw_messages_and_the_stream_goes_on(
 ) -> None:
     async with running(make_stream(exchange, ["BTC_USD"])) as stream:
         await next_of(stream, Connected)
-        await until(lambda: exchange.subscriptions)
+        await eventually(lambda: exchange.subscriptions)
         before = metric("recorder_malformed_messages_total", source="socket")
         await exchange.send_raw(packet)
         raw = await next_of(stream, RawMessage)
@@ -136,7 +130,7 @@ async def test_server_disconnect_reconnects_and_resubscribes(exchange: FakeExcha
     before = metric("recorder_socket_reconnects_total")
     async with running(make_stream(exchange, ["BTC_USD"])) as stream:
         first = await next_of(stream, Connected)
-        await until(lambda: len(exchange.subscriptions) == 1)
+        await eventually(lambda: len(exchange.subscriptions) == 1)
         await exchange.kick_all()
         gone = await next_of(stream, Disconnected)
         assert gone.session.session_id == first.session.session_id
@@ -144,7 +138,7 @@ async def test_server_disconnect_reconnects_and_resubscribes(exchange: FakeExcha
         assert gone.session.reason
         second = await next_of(stream, Connected)
         assert second.session.session_id != first.session.session_id
-        await until(lambda: len(exchange.subscriptions) == 2)
+        await eventually(lambda: len(exchange.subscriptions) == 2)
         assert exchange.subscriptions[0][0] != exchange.subscriptions[1][0]  # a new socket
         await exchange.send_raw('2["book_BTC_USD",' + NEW_ORDER + "]")
         update = await next_of(stream, BookUpdate)
@@ -156,9 +150,9 @@ async def test_server_disconnect_reconnects_and_resubscribes(exchange: FakeExcha
 async def test_pairs_added_while_connected_are_subscribed(exchange: FakeExchange) -> None:
     async with running(make_stream(exchange, ["BTC_USD"])) as stream:
         await next_of(stream, Connected)
-        await until(lambda: len(exchange.subscriptions) == 1)
+        await eventually(lambda: len(exchange.subscriptions) == 1)
         await stream.add_pairs(["BTC_USD", "LTC_USD"])
-        await until(lambda: len(exchange.subscriptions) == 2)
+        await eventually(lambda: len(exchange.subscriptions) == 2)
         assert exchange.subscriptions[-1][1] == "book_LTC_USD"
         assert stream.pairs == {"BTC_USD", "LTC_USD"}
 
@@ -168,13 +162,13 @@ async def test_keeps_trying_until_the_server_comes(exchange: FakeExchange) -> No
     await exchange.stop()
     stream = make_stream(exchange, ["BTC_USD"])
     async with running(stream):
-        await asyncio.sleep(0.5)  # several attempts fail meanwhile
+        await eventually(lambda: stream.attempts >= 3, what="several attempts failed")
         assert not stream.connected
         late = FakeExchange()
         await late.start(port)
         try:
             await next_of(stream, Connected)
-            await until(lambda: late.subscriptions)
+            await eventually(lambda: late.subscriptions)
         finally:
             await late.stop()
 
@@ -182,7 +176,7 @@ async def test_keeps_trying_until_the_server_comes(exchange: FakeExchange) -> No
 async def test_events_keep_their_order(exchange: FakeExchange) -> None:
     async with running(make_stream(exchange, ["BTC_USD"])) as stream:
         await next_of(stream, Connected)
-        await until(lambda: exchange.subscriptions)
+        await eventually(lambda: exchange.subscriptions)
         for oid in range(100):
             await exchange.send_raw(
                 '2["book_BTC_USD",' + NEW_ORDER.replace("15234", str(oid)) + "]"

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.sim.conftest import get_json, socket_client, until
+from tests.harness.waiting import eventually
+from tests.sim.conftest import get_json, socket_client
 
 
 def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
@@ -121,7 +122,7 @@ async def test_cancel_id_flag_makes_cancel_order_id_name_the_cancelled_order() -
         client.on("book_BTC_USD", lambda e: cancels.append(e) if "cancelled" in e else None)
         await client.connect(url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")
-        await until(lambda: len(cancels) >= 5, timeout_s=20)
+        await eventually(lambda: len(cancels) >= 5, timeout_s=20)
         await client.disconnect()
         async with aiohttp.ClientSession() as http:
             for cancel in cancels[:5]:
@@ -153,7 +154,7 @@ async def test_event_name_and_max_page_switches() -> None:
 
         await client.connect(url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")
-        await until(lambda: len(received) >= 5, timeout_s=15)
+        await eventually(lambda: len(received) >= 5, timeout_s=15)
         await client.disconnect()
         for event, args in received:
             assert event == "orderbook"
