@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from prometheus_client import REGISTRY
 
 from recorder.daemon import Daemon
 from recorder.exchange.paging import ASK
@@ -38,6 +37,7 @@ from tests.harness.daemon import (
     stop_daemon,
 )
 from tests.harness.deliveries import assert_stored_as_delivered, delivered_events, utc
+from tests.harness.metrics import sample
 from tests.harness.postgres import count_rows, query
 from tests.harness.waiting import eventually
 
@@ -108,8 +108,7 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
 
 
 def backfilled(pair: str) -> float:
-    value = REGISTRY.get_sample_value("recorder_trades_backfilled_total", {"pair": pair})
-    return value or 0.0
+    return sample("recorder_trades_backfilled_total", pair=pair)
 
 
 @dataclass(frozen=True)

@@ -606,11 +606,9 @@ async def test_a_recording_daemons_scrape_passes_promtool_and_agrees_with_the_da
         stop_daemon,
     )
     from tests.harness.deliveries import delivered_events
+    from tests.harness.metrics import sample
     from tests.harness.postgres import count_rows, fresh_database, query
     from tests.harness.waiting import eventually
-
-    def counter(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
 
     caplog.set_level(logging.INFO, logger="recorder.daemon")
     tables = ("trades", "book_events", "book_fills", "book_snapshots", "candles")
@@ -618,8 +616,12 @@ async def test_a_recording_daemons_scrape_passes_promtool_and_agrees_with_the_da
         settings = SimSettings(seed=9, pairs=("BTC_USD",), rate_per_s=30, history_hours=0.2,
                                record_deliveries=True)  # fmt: skip
         async with run_sim(settings) as sim:
-            before = {t: counter("recorder_rows_written_total", table=t) for t in tables}
-            events_before = events_received()
+            before = {t: sample("recorder_rows_written_total", table=t) for t in tables}
+            received_before = events_received()
+            btc_before = sum(
+                sample("recorder_socket_events_total", pair="BTC_USD", kind=k)
+                for k in ("new", "cancel")
+            )
             daemon = Daemon(daemon_config(tmp_path, sim, dsn))
             running = await start_daemon(daemon)
             await eventually(lambda: count_rows(dsn, "book_events") > 30, what="events")
@@ -627,7 +629,7 @@ async def test_a_recording_daemons_scrape_passes_promtool_and_agrees_with_the_da
             await sim.drained()
             total = len(sim.engine.trades)
             await eventually(lambda: count_rows(dsn, "trades") == total, what="the whole tape")
-            await eventually(lambda: events_received() - events_before >= delivered_events(sim),
+            await eventually(lambda: events_received() - received_before >= delivered_events(sim),
                              what="every event sent received")  # fmt: skip
             assert daemon.writer is not None
             assert await daemon.writer.flush(30)
@@ -648,6 +650,6 @@ async def test_a_recording_daemons_scrape_passes_promtool_and_agrees_with_the_da
             scrape_value(text, "recorder_socket_events_total", pair="BTC_USD", kind=k)
             for k in ("new", "cancel")
         )
-        assert received - events_before == count_rows(dsn, "book_events")
+        assert received - btc_before == count_rows(dsn, "book_events")
         assert scrape_value(text, "recorder_db_up") == 1
         assert scrape_value(text, "recorder_socket_connected") == 1

@@ -12,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from recorder.backoff import Backoff
@@ -34,6 +33,7 @@ from recorder.exchange.rest import (
     retry_after_s,
 )
 from tests.exchange.loopback import FakeExchange, Fault
+from tests.harness.metrics import sample
 
 KEY = "key-0000-0000"
 SECRET = "Z%2sec ret"
@@ -55,10 +55,7 @@ async def client(exchange: FakeExchange, tmp_path: Path) -> AsyncIterator[Exchan
 
 
 def count(endpoint: str, status: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "recorder_http_requests_total", {"endpoint": endpoint, "status": status}
-    )
-    return value or 0.0
+    return sample("recorder_http_requests_total", endpoint=endpoint, status=status)
 
 
 async def test_currencies_and_pairs_with_filters(

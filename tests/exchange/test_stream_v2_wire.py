@@ -20,7 +20,7 @@ from recorder.exchange.sio.connection import engineio_url
 from recorder.exchange.sio.detect import generation_of_polling_answer
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.records import RawMessage
-from tests.exchange.test_stream_node import (
+from tests.exchange.streams import (
     NEW_ORDER,
     QUICK,
     assert_same_event,

@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, reject, settings
 from hypothesis import strategies as st
-from prometheus_client import REGISTRY
 
 from recorder.config import load_config
 from recorder.daemon import Daemon
@@ -48,6 +47,7 @@ from tests.exchange.loopback import FakeExchange, Fault
 from tests.fuzz import strategies as fz
 from tests.harness.config import write_config
 from tests.harness.daemon import start_daemon, stop_daemon
+from tests.harness.metrics import sample
 from tests.harness.postgres import empty_tables, query
 from tests.harness.waiting import eventually
 
@@ -80,8 +80,7 @@ PIPELINE = settings(
 
 
 def metric(source: str) -> float:
-    value = REGISTRY.get_sample_value("recorder_malformed_messages_total", {"source": source})
-    return value or 0.0
+    return sample("recorder_malformed_messages_total", source=source)
 
 
 def daemon_for(exchange: FakeExchange, dsn: str, data_dir: Path, *, keys: bool = False) -> Daemon:

@@ -26,7 +26,7 @@ def write_config(
     path: Path,
     *,
     base_url: str,
-    dsn: str,
+    dsn: str | None,
     data_dir: Path,
     exchange: Mapping[str, Any] | None = None,
     recorder: Mapping[str, Any] | None = None,
@@ -34,10 +34,11 @@ def write_config(
     log_format: str | None = None,
 ) -> Path:
     """Write a config for the exchange at `base_url` (REST and socket.io alike, unless
-    `exchange` names a `socket_url`) and the database at `dsn`; return `path`."""
+    `exchange` names a `socket_url`) and the database at `dsn` (None: none, as `recorder
+    probe` needs none); return `path`."""
     sections: dict[str, dict[str, Any]] = {
         "exchange": {"base_url": base_url, "socket_url": base_url, **(exchange or {})},
-        "database": {"dsn": dsn},
+        "database": {"dsn": dsn} if dsn is not None else {},
         "recorder": {"data_dir": str(data_dir), **(recorder or {})},
         "metrics": {"listen": metrics_listen},
     }
@@ -45,6 +46,8 @@ def write_config(
         sections["logging"] = {"format": log_format}
     lines = []
     for section, settings in sections.items():
+        if not settings:
+            continue
         lines.append(f"[{section}]")
         lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY
-
 from recorder.config import Config, load_config
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.dialects import DIALECTS
 from tests.harness.config import write_config
+from tests.harness.metrics import metric_total
 from tests.harness.postgres import query
 
 PAIRS = ("BTC_USD", "ETH_USD")
@@ -87,17 +86,6 @@ def logged_metrics_url(records: Iterable[logging.LogRecord]) -> str:
         if record.name == "recorder.daemon" and record.getMessage() == "metrics served":
             return str(record.fields["url"])  # type: ignore[attr-defined]
     raise AssertionError("the daemon logged no metrics URL (is INFO captured?)")
-
-
-def metric_total(name: str) -> float:
-    """The sum of every sample named `name` in this process's registry, whatever its labels
-    (an in-process daemon counts into the registry the test reads)."""
-    return sum(
-        sample.value
-        for family in REGISTRY.collect()
-        for sample in family.samples
-        if sample.name == name
-    )
 
 
 def events_received() -> float:

@@ -15,7 +15,7 @@ from recorder.probe import probe
 from recorder.sim.server import SimSettings, run_sim
 from tests.harness.waiting import eventually
 from tests.node.harness import NodeServer, node_socketio_server
-from tests.test_probe import (
+from tests.probing import (
     EVENTS_HEARD,
     PAIRS,
     WINDOW_S,

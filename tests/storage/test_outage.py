@@ -6,19 +6,15 @@ import asyncio
 from pathlib import Path
 
 import psycopg
-from prometheus_client import REGISTRY
 
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
+from tests.harness.metrics import sample
 from tests.harness.postgres import EmbeddedPostgres
 from tests.harness.waiting import eventually
 from tests.storage.records_factory import trade
 
 UNREACHABLE_DSN = "postgresql://recorder:secret@127.0.0.1:9/recorder?connect_timeout=1"
-
-
-def gauge(name: str) -> float | None:
-    return REGISTRY.get_sample_value(name)
 
 
 def stored_tids(dsn: str) -> list[int]:
@@ -49,13 +45,13 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
         await eventually(lambda: len(stored_tids(dsn)) >= 500, what="500 rows committed")
         # An immediate stop is a crash: no checkpoint, connections cut, recovery at start.
         own_pg.crash()
-        await eventually(lambda: gauge("recorder_db_up") == 0, what="recorder_db_up 0")
+        await eventually(lambda: sample("recorder_db_up") == 0, what="recorder_db_up 0")
         await producer
         await eventually(lambda: list(spool.glob("*.jsonl")), what="the overflow spilled")
         assert writer.buffered_rows > 0
         own_pg.restart()
         assert await writer.flush(60)
-    assert gauge("recorder_db_up") == 1
+    assert sample("recorder_db_up") == 1
     assert stored_tids(dsn) == list(range(1, total + 1))
     assert not list(spool.glob("*.jsonl"))
 
@@ -66,8 +62,8 @@ async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path:
     async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry_max_s=0.2) as down:
         down.put_many(trade(tid) for tid in range(1, 1001))
         assert down.buffered_rows == 1000
-        assert gauge("recorder_write_buffer_rows") == 1000
-        await eventually(lambda: gauge("recorder_db_up") == 0, what="recorder_db_up 0")
+        assert sample("recorder_write_buffer_rows") == 1000
+        await eventually(lambda: sample("recorder_db_up") == 0, what="recorder_db_up 0")
         assert not await down.flush(0.5)
     # The writer is gone; what it held is on disk, in segments, nothing in memory.
     assert sum(len(p.read_text().splitlines()) for p in spool.glob("*.jsonl")) == 1000
@@ -77,7 +73,7 @@ async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path:
         assert await up.flush(60)
     assert stored_tids(db_dsn) == list(range(1, 1001))
     assert not list(spool.glob("*.jsonl"))
-    assert gauge("recorder_write_buffer_rows") == 0
+    assert sample("recorder_write_buffer_rows") == 0
 
 
 async def test_a_damaged_spool_line_is_kept_not_fatal(db_dsn: str, tmp_path: Path) -> None:
