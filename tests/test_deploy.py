@@ -303,28 +303,27 @@ def metric_names_in(expr: str) -> set[str]:
     return {re.sub(r"_(bucket|sum|count|total)$", "", name) for name in names}
 
 
-def exprs_in(node: Any) -> Iterator[str]:
+def strings_in(node: Any, keys: tuple[str, ...]) -> Iterator[str]:
+    """Every string under one of `keys`, anywhere in a JSON document."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("expr", "query") and isinstance(value, str):
+            if key in keys and isinstance(value, str):
                 yield value
             else:
-                yield from exprs_in(value)
+                yield from strings_in(value, keys)
     elif isinstance(node, list):
         for item in node:
-            yield from exprs_in(item)
+            yield from strings_in(item, keys)
+
+
+def exprs_in(node: Any) -> Iterator[str]:
+    """PromQL of a dashboard's panels and variables."""
+    return strings_in(node, ("expr", "query"))
 
 
 def sql_queries_in(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "rawSql" and isinstance(value, str):
-                yield value
-            else:
-                yield from sql_queries_in(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from sql_queries_in(item)
+    """SQL of a dashboard's PostgreSQL panels."""
+    return strings_in(node, ("rawSql",))
 
 
 def test_design_metrics_are_registered() -> None:

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +39,7 @@ from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, Side
 from recorder.sim import rest as sim_rest
 from recorder.sim.engine import Event
 from recorder.sim.server import SimSettings, run_sim
+from tests.harness.ports import serving
 from tests.harness.waiting import eventually
 from tests.probing import EVENTS_HEARD, PAIRS, WINDOW_S, config_for, counts_per_pair, probe_config
 
@@ -93,20 +92,6 @@ async def probe_cli(config: Path, *args: str, env: dict[str, str] | None = None)
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return Ran(process.returncode, out.decode(), err.decode())
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """A real aiohttp server on a free loopback port, for answers the simulator never gives."""
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 # --- the command, as a process --------------------------------------------------------------

@@ -27,6 +27,7 @@ from tests.exchange.streams import (
     next_of,
     running,
 )
+from tests.harness.ports import serving
 from tests.harness.waiting import eventually
 
 OPEN = '0{"sid":"abc","upgrades":[],"pingInterval":100,"pingTimeout":300}'
@@ -73,17 +74,12 @@ class Script:
 async def scripted(script: Script) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/socket.io/", script.handle)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        for ws in script.sockets:
-            await ws.close()
-        await runner.cleanup()
+    async with serving(app) as url:
+        try:
+            yield url
+        finally:
+            for ws in script.sockets:
+                await ws.close()
 
 
 def v2_stream(url: str) -> BookStream:
@@ -221,17 +217,11 @@ async def test_stopping_during_a_hanging_handshake_leaves_nothing() -> None:
 
     app = web.Application()
     app.router.add_get("/socket.io/", silent)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        stream = v2_stream(f"http://{host}:{port}")
+    async with serving(app) as url:
+        stream = v2_stream(url)
         async with running(stream):
             await asyncio.wait_for(hanging.wait(), 10)
         assert stream.items.empty()
         await eventually(
             lambda: not (asyncio.all_tasks() - {asyncio.current_task()}), what="no task left"
         )
-    finally:
-        await runner.cleanup()

@@ -71,28 +71,21 @@ def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
     assert code == 0
 
 
-def test_bad_fault_rate_exits_2() -> None:
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--rate-429", "2"], "rate_429"), (["--pairs", "BTCUSD"], "BTCUSD")],
+    ids=["bad-fault-rate", "bad-pair-name"],
+)
+def test_a_bad_flag_exits_2_naming_it(flags: list[str], named: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "recorder", "sim", "--port", "0", "--rate-429", "2"],
+        [sys.executable, "-m", "recorder", "sim", "--port", "0", *flags],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 2
-    assert "rate_429" in result.stderr
-
-
-def test_bad_pair_name_exits_2() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "recorder", "sim", "--port", "0", "--pairs", "BTCUSD"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "BTCUSD" in result.stderr
+    assert named in result.stderr
 
 
 @pytest.mark.parametrize(
