@@ -9,6 +9,7 @@ server of its own (`own_pg`). The parts behind these live in tests/harness/postg
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -50,6 +51,17 @@ def own_pg() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL of the test's own, which it may `crash()` and `restart()`; deleted after."""
     with embedded_postgres("recorder-test-own-pg-") as server:
         yield server
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger's handlers and level back after a test that configured logging
+    (`configure_logging`, or `main()` pointing it at the test's captured stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(params=list(DIALECTS))

@@ -609,6 +609,7 @@ class ChaosRun:
     async def _inject(
         self, fault: Fault, sim: Simulator, pg: EmbeddedPostgres, recorder: RecorderProcess
     ) -> None:
+        # The sleeps here are the plan (a fault lasts its drawn duration), not waits.
         kind, duration_s = fault.kind, fault.duration_s
         if kind == "socket_drop":
             fault.effect = f"{await sim.drop_sockets()} connection(s) dropped"

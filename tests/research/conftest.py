@@ -9,7 +9,6 @@ recorder wrote it, for the coverage and export tests to read.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,13 +90,8 @@ def top(levels: Callable[[Side], list[tuple[Decimal, Decimal]]]) -> tuple[Any, .
 
 
 @pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
+def keep_logging(restore_logging: None) -> None:
     """`main()` points logging at the test's captured stderr; put the handlers back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="package")
