@@ -8,6 +8,9 @@
 - `/proc` readers (`rss_mb`, `cpu_seconds`, `tree_cpu_seconds`), a Prometheus scrape,
   least squares, and `check_recording()`: the database against the simulator's own record,
   so that no figure comes from a broken run.
+
+The PostgreSQL, the recorder process, its config and the waiting are the test harness's
+(tests/harness/), so that a bench measures the same parts the tests check.
 """
 
 from __future__ import annotations
@@ -15,85 +18,49 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
-import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
-from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-# pgserver asks platformdirs for a runtime directory, which root sessions lack: harmless.
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+# Run as a script, bench/ is on sys.path but the repository is not: the harness is.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import postgres as _postgres
+from tests.harness.config import write_config
+from tests.harness.ports import free_port as free_port  # bench/storage.py, bench/catchup.py
+from tests.harness.postgres import EmbeddedPostgres, count_rows, embedded_postgres, query
+from tests.harness.recorder_process import RecorderProcess as _RecorderProcess
+from tests.harness.recorder_process import samples_of
+from tests.harness.waiting import eventually
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Postgres:
-    dsn: str
-    pgdata: Path
-
-    def postmaster_pid(self) -> int:
-        return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+Postgres = EmbeddedPostgres
 
 
 @contextmanager
-def postgres_server() -> Iterator[Postgres]:
+def postgres_server() -> Iterator[EmbeddedPostgres]:
     """An embedded PostgreSQL for the whole bench run, deleted at its end."""
-    import pgserver  # type: ignore[import-untyped]
-
-    # Under /tmp: as root, pgserver runs postgres as a user who cannot enter private dirs.
-    data_dir = Path(tempfile.mkdtemp(prefix="recorder-bench-pg-"))
-    server = pgserver.get_server(data_dir, cleanup_mode="delete")
-    try:
-        yield Postgres(server.get_uri(), Path(server.pgdata))
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with embedded_postgres("recorder-bench-pg-") as server:
+        yield server
 
 
 @contextmanager
 def fresh_database(server_dsn: str, label: str) -> Iterator[str]:
-    name = f"bench_{re.sub(r'[^a-z0-9]+', '_', label.lower())[:30]}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_dsn, dbname=name)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-def query(dsn: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(statement.encode(), params or None).fetchall()
+    with _postgres.fresh_database(server_dsn, label, prefix="bench") as dsn:
+        yield dsn
 
 
 def execute(dsn: str, statement: str) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute(statement.encode())
-
-
-def count_rows(dsn: str, table: str) -> int:
-    return int(query(dsn, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608 - our names
 
 
 # --- the simulator --------------------------------------------------------------------------
@@ -141,7 +108,9 @@ class SimProcess:
                 and state["emitted_count"] == state["event_count"]
             )
 
-        await wait_for(drained, timeout_s, "the simulator's outbox and sockets to drain")
+        await eventually(
+            drained, timeout_s=timeout_s, what="the simulator's outbox and sockets to drain"
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -164,97 +133,49 @@ def sim_process(rate_per_s: float, pairs: list[str]) -> Iterator[SimProcess]:
 # --- the recorder ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RecorderProcess:
+class RecorderProcess(_RecorderProcess):
     """`recorder run` against `sim` and `dsn`, with the config's defaults except the pairs."""
 
     def __init__(self, work_dir: Path, sim: SimProcess, dsn: str, **settings: Any) -> None:
         self.work_dir = work_dir
-        work_dir.mkdir(parents=True, exist_ok=True)
         self.pairs = sim.pairs
-        port = free_port()
-        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
-        recorder = {"pairs": sim.pairs, "data_dir": str(work_dir / "data"), **settings}
-        lines = [
-            "[exchange]",
-            f'base_url = "{sim.url}"',
-            f'socket_url = "{sim.url}"',
-            "[database]",
-            f"dsn = {json.dumps(dsn)}",
-            "[recorder]",
-            *(f"{key} = {json.dumps(value)}" for key, value in recorder.items()),
-            "[metrics]",
-            f'listen = "127.0.0.1:{port}"',
-            "[logging]",
-            'format = "json"',
-        ]
-        self.config = work_dir / "recorder.toml"
-        self.config.write_text("\n".join(lines) + "\n")
-        self.log = work_dir / "recorder.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        config = write_config(
+            work_dir / "recorder.toml",
+            base_url=sim.url,
+            dsn=dsn,
+            data_dir=work_dir / "data",
+            recorder={"pairs": sim.pairs, **settings},
+            log_format="json",
+        )
+        super().__init__(config)
 
     def migrate(self) -> None:
         """Apply the migrations before the first start (so the bench can alter a table)."""
         subprocess.run(
-            [sys.executable, "-m", "recorder", "migrate", "--config", str(self.config)],
+            [sys.executable, "-m", "recorder", "migrate", "--config", str(self.config_path)],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
 
-    def start(self) -> int:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "recorder", "run", "--config", str(self.config)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        return self.process.pid
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> int:
-        """SIGTERM, as systemd and docker stop it; the exit code (0: everything committed)."""
-        if self.process is None:
-            return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def log_tail(self, lines: int = 20) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
     async def wait_recording(self, http: aiohttp.ClientSession, dsn: str) -> None:
         """Until the stream is up and every pair has its snapshot after the connect."""
 
         async def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"recorder exited early:\n{self.log_tail()}")
-            try:
-                samples = await scrape(http, self.metrics_url)
-                snapshotted = query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots")
-            except (aiohttp.ClientError, psycopg.Error):
+            url = self.metrics_url
+            if url is None:
                 return False
+            samples = await scrape(http, url)
+            snapshotted = query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots")
             return samples.get("recorder_socket_connected", 0) == 1 and snapshotted[0][0] == len(
                 self.pairs
             )
 
-        await wait_for(ready, 120, "the recorder to record")
-        await asyncio.sleep(0.5)  # its subscriptions reach the simulator
+        await self.wait_until(ready, timeout_s=120, what="the recorder to record",
+                              ignoring=(aiohttp.ClientError, psycopg.Error))  # fmt: skip
+        # Its subscriptions reach the simulator a moment after the connect; the simulator
+        # in its own process says nothing of them to wait on.
+        await asyncio.sleep(0.5)
 
 
 @contextmanager
@@ -265,9 +186,7 @@ def recorder_process(
     try:
         yield recorder
     finally:
-        if recorder.process is not None and recorder.process.poll() is None:
-            recorder.process.kill()
-            recorder.process.wait()
+        recorder.kill_if_running()
 
 
 # --- reading processes ----------------------------------------------------------------------
@@ -325,23 +244,7 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
     """Every sample of a Prometheus endpoint, summed per metric name over its labels,
     plus `name{label="value",...}` keys for each labelled sample."""
     async with http.get(url) as response:
-        text = await response.text()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
-            if sample.labels:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}"] = sample.value
-    return samples
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
+        return samples_of(await response.text())
 
 
 def least_squares_slope(xs: list[float], ys: list[float]) -> float:
@@ -380,8 +283,9 @@ async def check_recording(
             and count_rows(dsn, "trades") >= trades
         )
 
-    with suppress(TimeoutError):  # reported below with the counts
-        await wait_for(complete, timeout_s, "every event, fill and trade in the database")
+    with suppress(AssertionError):  # reported below with the counts
+        await eventually(complete, timeout_s=timeout_s,
+                         what="every event, fill and trade in the database")  # fmt: skip
     counts = {table: count_rows(dsn, table) for table in
               ("book_events", "book_fills", "trades", "raw_messages")}  # fmt: skip
     expected = {"book_events": made, "book_fills": trades, "trades": trades, "raw_messages": 0}

@@ -224,7 +224,9 @@ class Daemon:
             server, _ = start_http_server(listen.port, addr=listen.host)
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {listen.listen}: {exc}") from exc
-        log.info("metrics served", url=f"http://{listen.listen}/metrics")
+        # The port bound, not the one configured: with port 0 the OS picks a free one.
+        host = listen.listen.rpartition(":")[0]
+        log.info("metrics served", url=f"http://{host}:{server.server_port}/metrics")
         return server
 
     def _build_sources(

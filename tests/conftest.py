@@ -3,25 +3,20 @@
 The server is the one at RECORDER_TEST_DSN when that is set (its role needs CREATEDB);
 otherwise an embedded PostgreSQL (pgserver) in a temporary directory, started once for the
 session and stopped at its end. Each test module gets a database of its own, dropped after
-the module, so no test sees another module's rows.
+the module, so no test sees another module's rows. A test that crashes its database gets a
+server of its own (`own_pg`). The parts behind these live in tests/harness/postgres.py.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+
+from tests.dialects import DIALECTS
+from tests.harness.postgres import EmbeddedPostgres, embedded_postgres, fresh_database
 
 TEST_DSN_VARIABLE = "RECORDER_TEST_DSN"
 
@@ -33,17 +28,8 @@ def pg_server_dsn() -> Iterator[str]:
     if external:
         yield external
         return
-    import pgserver
-
-    # Under /tmp rather than pytest's tmp_path: as root, pgserver runs postgres as an
-    # unprivileged user, who cannot enter pytest's private (0700) temporary directories.
-    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-pg-"))
-    server = pgserver.get_server(data_dir, cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with embedded_postgres() as server:
+        yield server.dsn
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +37,6 @@ def pg_dsn(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """DSN of a fresh, empty database that belongs to the requesting test module."""
     with fresh_database(pg_server_dsn, request.module.__name__) as dsn:
         yield dsn
-
-
-@contextmanager
-def fresh_database(server_dsn: str, owner: str) -> Iterator[str]:
-    """Create a database named after `owner` (a test module) on the server; drop it after."""
-    module = re.sub(r"[^a-z0-9]+", "_", owner.rsplit(".", 1)[-1].lower())
-    name = f"t_{module[:40]}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_dsn, dbname=name)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture
@@ -77,22 +47,24 @@ def db(pg_server_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def own_pg_server() -> Iterator[Any]:
-    """A PostgreSQL of the test's own, which it may kill (`pg_ctl -m immediate stop`) and
-    start again (`ensure_postgres_running()`); deleted after the test."""
-    import pgserver
-
-    data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-own-pg-"))
-    server = pgserver.get_server(data_dir / "pg", cleanup_mode="delete")
-    try:
+def own_pg() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of the test's own, which it may `crash()` and `restart()`; deleted after."""
+    with embedded_postgres("recorder-test-own-pg-") as server:
         yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def crash(server: Any) -> None:
-    """Stop `server` the way a crash does: no checkpoint, connections cut."""
-    import pgserver
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger's handlers and level back after a test that configured logging
+    (`configure_logging`, or `main()` pointing it at the test's captured stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
-    pgserver.pg_ctl(["-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+@pytest.fixture(params=list(DIALECTS))
+def dialect(request: pytest.FixtureRequest) -> str:
+    """Each reading of what the exchange's docs leave open, in turn (tests/dialects.py)."""
+    return str(request.param)

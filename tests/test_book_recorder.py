@@ -18,7 +18,7 @@ from recorder.sim.server import SimSettings, run_sim
 from recorder.sources.book import BookRecorder
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
-from tests.test_daemon import eventually
+from tests.harness.waiting import eventually
 
 PAIR = "BTC_USD"
 

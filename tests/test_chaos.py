@@ -1,4 +1,4 @@
-"""The chaos run (bench/chaos.py) in CI: every fault kind at least once, nothing lost.
+"""The chaos run (tests/harness/chaos.py) in CI: every fault kind at least once, nothing lost.
 
 The run itself is real: the simulator over real sockets, the recorder as a real process
 (SIGKILLed and restarted), a real PostgreSQL crashed and started again. Its verdict rests on
@@ -11,6 +11,7 @@ found (a SIGKILL during a database outage took the outage's events along) stays 
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,27 +19,26 @@ from typing import Any
 
 import socketio  # type: ignore[import-untyped]
 
-from bench.chaos import (
-    KINDS,
-    QUICK,
-    ChaosRun,
-    ChaosSettings,
-    Postgres,
-    RecorderProcess,
-    SentTo,
-    Stored,
-    Truth,
-    compare,
-    event_key,
-    event_value,
-    plan_faults,
-    run_chaos,
-)
 from recorder.book import Reading
 from recorder.sim.deliveries import Garbage
 from recorder.sim.engine import Cancel, Fill, NewOrder
 from recorder.sim.server import SimSettings, run_sim
-from tests.test_daemon import eventually
+from tests.harness.chaos import (
+    KINDS,
+    QUICK,
+    ChaosRun,
+    ChaosSettings,
+    SentTo,
+    Stored,
+    Truth,
+    compare,
+    plan_faults,
+    recorder_for,
+    run_chaos,
+)
+from tests.harness.deliveries import event_key, event_value
+from tests.harness.postgres import EmbeddedPostgres
+from tests.harness.waiting import eventually
 
 # --- the simulator's delivery record ---------------------------------------------------------
 
@@ -61,12 +61,18 @@ async def test_the_delivery_record_is_what_the_client_received() -> None:
 
         await client.connect(sim.base_url)
         await client.call("subscribe", "book_BTC_USD")  # not ETH_USD: nobody gets those
-        await asyncio.sleep(0.5)
+        await eventually(lambda: len(received) > 50, what="events received")
         await sim.burst(malformed=4, unknown=2)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: [k for _, k in received].count("garbage") == 4 + 2,
+                         what="the garbage received")  # fmt: skip
+        after = len(received)
+        await eventually(lambda: len(received) > after + 20, what="events after the garbage")
         await sim.drop_sockets()  # mid-flow: the record must end where the client's ends
         await eventually(lambda: not client.connected, what="the drop")
-        await asyncio.sleep(0.2)
+        await eventually(
+            lambda: all(c.disconnected_at for c in sim.deliveries.connections.values()),
+            what="the simulator's record of the drop",
+        )  # fmt: skip
 
         (connection,) = sim.deliveries.connections.values()
         assert connection.disconnected_at is not None
@@ -215,20 +221,28 @@ async def test_a_recorder_killed_while_the_database_is_down_loses_nothing_it_rec
     """
     settings = ChaosSettings(seed=5, history_hours=0.1, catch_up_timeout_s=60)
     chaos = ChaosRun(settings, tmp_path)
-    pg = Postgres()
+    pg = EmbeddedPostgres("recorder-chaos-pg-")
     try:
         sim_settings = SimSettings(seed=5, pairs=settings.pairs, rate_per_s=30,
                                    history_hours=0.1, record_deliveries=True)  # fmt: skip
         async with run_sim(sim_settings) as sim:
             assert sim.deliveries is not None
-            recorder = RecorderProcess(tmp_path, sim.base_url, pg.dsn, settings)
+            deliveries = sim.deliveries
+
+            def sent_to_recorder() -> int:
+                return sum(len(c.events) for c in deliveries.open())
+
+            recorder = recorder_for(tmp_path, sim.base_url, pg.dsn, settings)
             try:
-                await recorder.start()
-                await eventually(lambda: all(sim.subscribers(f"book_{p}") for p in settings.pairs),
-                                 timeout_s=60, what="the recorder subscribed")  # fmt: skip
-                await asyncio.sleep(1.0)
-                await pg.crash()
-                await asyncio.sleep(3.0)  # events arrive while the database is down
+                recorder.start()
+                await recorder.wait_until(
+                    lambda: sent_to_recorder() >= 30, timeout_s=60, what="events sent to it"
+                )
+                await asyncio.to_thread(pg.crash)
+                down = sent_to_recorder()
+                await recorder.wait_until(
+                    lambda: sent_to_recorder() >= down + 90, what="events while the db is down"
+                )
                 sim.pause()
                 await sim.drained()
 
@@ -238,21 +252,18 @@ async def test_a_recorder_killed_while_the_database_is_down_loses_nothing_it_rec
                     spooled = values.get("recorder_spool_rows", 0)
                     return spooled > 0 and values.get("recorder_write_buffer_rows") == spooled
 
-                # (Before the fix this never held; the kill below then lost the outage's events.)
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 15
-                while loop.time() < deadline:
-                    if await only_on_disk():
-                        break
-                    await asyncio.sleep(0.2)
-                chaos.killed_sids |= {c.sid for c in sim.deliveries.open()}
-                await recorder.kill()
-                await pg.start()
+                # Before the fix this never held, and the kill below lost the outage's events;
+                # if it does not hold in time, the comparison at the end says what was lost.
+                with suppress(AssertionError):
+                    await eventually(only_on_disk, timeout_s=15, what="everything spooled")
+                chaos.killed_sids |= {c.sid for c in deliveries.open()}
+                recorder.kill()
+                await asyncio.to_thread(pg.restart)
                 sim.resume()
-                await recorder.start()
+                recorder.start()
                 comparison, exit_code, _ = await chaos.finish(sim, pg, recorder)
             finally:
-                await recorder.kill_if_running()
+                recorder.kill_if_running()
     finally:
         pg.cleanup()
     assert exit_code == 0

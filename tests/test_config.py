@@ -455,21 +455,16 @@ def test_secrets_are_absent_from_errors(tmp_path: Path) -> None:
         assert secret not in result.stderr + result.stdout
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_the_cli_masks_configured_secrets_in_logs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        assert main(["config", "--config", str(secret_config(tmp_path))]) == 0
-        capsys.readouterr()
-        logging.getLogger("recorder.anything").error(
-            "GET postgresql://rec:%s@db key=%s sign=%s", DB_PASSWORD, API_KEY, API_SECRET
-        )
-        err = capsys.readouterr().err
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    assert main(["config", "--config", str(secret_config(tmp_path))]) == 0
+    capsys.readouterr()
+    logging.getLogger("recorder.anything").error(
+        "GET postgresql://rec:%s@db key=%s sign=%s", DB_PASSWORD, API_KEY, API_SECRET
+    )
+    err = capsys.readouterr().err
     assert "postgresql://rec:****@db key=**** sign=****" in err
     for secret in SECRETS:
         assert secret not in err

@@ -10,37 +10,23 @@ book_at must rebuild the exchange's own book.
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from recorder.book import READINGS, Reading
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.test_daemon import assert_book_at_now_is_the_engines, daemon_config, eventually, query
+from tests.harness.daemon import PAIRS, assert_book_at_now_is_the_engines, daemon_config_path
+from tests.harness.postgres import query
+from tests.harness.recorder_process import RecorderProcess, sample_key
+from tests.harness.waiting import eventually
 
-PAIRS = ("BTC_USD", "ETH_USD")
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of the endpoint: (name, sorted labels) -> value."""
-    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - our own http URL
-        text = answer.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+Samples = dict[str, float]
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     """A sample's value; 0 for a labelled series never touched (a counter still at zero)."""
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return samples.get(sample_key(name, **labels), 0.0)
 
 
 def total(samples: Samples, name: str, label: str, value_: str) -> float:
@@ -58,53 +44,51 @@ async def test_recorder_run_reads_cancels_by_whichever_id_the_exchange_uses(
     settings = SimSettings(seed=6, pairs=PAIRS, rate_per_s=60, history_hours=0.2,
                            cancel_id=cancel_id, faults={"paused": True})  # fmt: skip
     async with run_sim(settings) as sim:
-        config = daemon_config(tmp_path, sim, db, snapshot_interval_s=1)
-        config_path = tmp_path / "recorder.toml"  # written by daemon_config
-        metrics_url = f"http://{config.metrics.listen}/metrics"
-        log_path = tmp_path / "recorder.log"
-        with log_path.open("wb") as log:
-            recorder = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "recorder", "run", "--config", str(config_path),
-                stdout=log, stderr=log,
-            )  # fmt: skip
+        recorder = RecorderProcess(daemon_config_path(tmp_path, sim, db, snapshot_interval_s=1))
+        recorder.start()
         try:
-            await eventually(lambda: _answers(metrics_url), timeout_s=60, what="the metrics")
+            await recorder.wait_until(recorder.metrics, timeout_s=60, what="the metrics")
+
+            async def resyncs() -> dict[str, float]:
+                samples = await recorder.metrics()
+                return {pair: value(samples, "recorder_book_resyncs_total", pair=pair,
+                                    reason="interval") for pair in PAIRS}  # fmt: skip
+
+            async def cancels_read() -> float:
+                samples = await recorder.metrics()
+                return total(samples, "recorder_cancel_reading_total", "reading", cancel_id)
 
             async def quiet_snapshots() -> None:
                 """Two interval snapshots of every pair's quiet book: the first compares it
                 with the rebuilt one; the second concludes that comparison, if it differed."""
                 sim.pause()
                 await sim.drained()
-                before = {pair: value(scrape(metrics_url), "recorder_book_resyncs_total",
-                                      pair=pair, reason="interval") for pair in PAIRS}  # fmt: skip
-                await eventually(
-                    lambda: all(value(scrape(metrics_url), "recorder_book_resyncs_total",
-                                      pair=pair, reason="interval") >= before[pair] + 2
-                                for pair in PAIRS),
-                    timeout_s=30, what="two quiet snapshots of every pair",
-                )  # fmt: skip
+                before = await resyncs()
+
+                async def two_more() -> bool:
+                    now = await resyncs()
+                    return all(now[pair] >= before[pair] + 2 for pair in PAIRS)
+
+                await recorder.wait_until(two_more, what="two quiet snapshots of every pair")
 
             await quiet_snapshots()
             for _ in range(4):  # bursts of the market, each with some 20 cancels per pair
-                cancels = total(scrape(metrics_url), "recorder_cancel_reading_total",
-                                "reading", cancel_id)  # fmt: skip
+                cancels = await cancels_read()
                 sim.resume()
-                await eventually(
-                    lambda before=cancels: total(scrape(metrics_url),
-                                                 "recorder_cancel_reading_total", "reading",
-                                                 cancel_id) >= before + 40,
-                    timeout_s=30, what="a burst's cancels",
-                )  # fmt: skip
+
+                async def burst_read(before: float = cancels) -> bool:
+                    return await cancels_read() >= before + 40
+
+                await recorder.wait_until(burst_read, what="a burst's cancels")
                 await quiet_snapshots()
-            await eventually(lambda: _book_at_is_the_engines(db, sim), timeout_s=30,
+            await eventually(lambda: _book_at_is_the_engines(db, sim),
                              what="book_at equal to the engine's book")  # fmt: skip
-            samples = scrape(metrics_url)
+            samples = await recorder.metrics()
         finally:
-            recorder.send_signal(signal.SIGTERM)
-            exit_code = await asyncio.wait_for(recorder.wait(), 60)
+            exit_code = await asyncio.to_thread(recorder.stop)
     assert exit_code == 0
     other = "oid" if cancel_id == "cancel_order_id" else "cancel_order_id"
-    log = log_path.read_text()
+    log = recorder.log_text()
     drift = [line for line in log.splitlines() if "disagrees" in line]
     for pair in PAIRS:
         assert value(samples, "recorder_book_drift_total", pair=pair) == 0, drift
@@ -130,14 +114,6 @@ async def test_recorder_run_reads_cancels_by_whichever_id_the_exchange_uses(
     readings = dict(query(db, "SELECT reading, count(*) FROM book_cancels(%s, now()) "
                           "GROUP BY reading", "BTC_USD"))  # fmt: skip
     assert set(readings) <= {cancel_id, "ambiguous"}
-
-
-def _answers(url: str) -> bool:
-    try:
-        scrape(url)
-    except OSError:
-        return False
-    return True
 
 
 def _book_at_is_the_engines(db: str, sim: Simulator) -> bool:

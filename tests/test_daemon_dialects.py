@@ -17,81 +17,44 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from prometheus_client import REGISTRY
 
 from recorder.daemon import Daemon
 from recorder.exchange.paging import ASK
-from recorder.sim.engine import Cancel, Event, NewOrder
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.test_daemon import (
+from tests.harness.daemon import (
     PAIRS,
     assert_book_at_now_is_the_engines,
     daemon_config,
-    eventually,
-    query,
+    last_connected_at,
+    resynced_since,
+    sessions,
     start_daemon,
     stop_daemon,
 )
+from tests.harness.deliveries import assert_stored_as_delivered, delivered_events, utc
+from tests.harness.metrics import sample
+from tests.harness.postgres import count_rows, query
+from tests.harness.waiting import eventually
 
 TRADES_PATH = "/api/v1/exchanges/"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def stored_tape(dsn: str) -> list[tuple[Any, ...]]:
     return query(dsn, "SELECT tid, pair, type, price, amount, ts FROM trades ORDER BY tid")
 
 
-def utc(seconds: Decimal) -> datetime:
-    """Unix seconds as the database returns them, exact to the microsecond."""
-    micros = seconds * 10**6
-    assert micros == int(micros)  # the simulator's times have six places at most
-    return EPOCH + timedelta(microseconds=int(micros))
-
-
 def engine_tape(sim: Simulator) -> list[tuple[Any, ...]]:
-    """The engine's tape as the trades table must hold it."""
+    """The engine's tape as the trades table must hold it, times included."""
     return sorted((t.tid, t.pair, t.type, t.price, t.amount, utc(t.timestamp))
                   for t in sim.engine.trades)  # fmt: skip
 
 
 # --- book events under every event name -------------------------------------------------------
-
-
-def stored_events_by_session(dsn: str) -> dict[Any, dict[Any, tuple[Any, ...]]]:
-    rows = query(dsn, "SELECT session_id, pair, oid, kind, ts, type, price, amount, "
-                 "cancel_order_id FROM book_events")  # fmt: skip
-    by_session: dict[Any, dict[Any, tuple[Any, ...]]] = {}
-    for session_id, pair, oid, kind, *values in rows:
-        by_session.setdefault(session_id, {})[(pair, oid, kind)] = tuple(values)
-    return by_session
-
-
-def sent_events(events: list[Event]) -> dict[Any, tuple[Any, ...]]:
-    """The book_events rows `events` must give: (pair, oid, kind) -> the values sent."""
-    return {
-        (e.pair, e.oid, "cancel" if isinstance(e, Cancel) else "new"): (
-            utc(e.date), e.type, e.price, e.amount,
-            e.cancel_order_id if isinstance(e, Cancel) else None,
-        )
-        for e in events
-    }  # fmt: skip
-
-
-def sent_fills(events: list[Event]) -> dict[Any, tuple[Any, ...]]:
-    """The book_fills rows `events` must give: (pair, tid) -> the values sent."""
-    return {
-        (t.pair, t.tid): (t.oid, t.o_id, t.type, t.price, t.amount)
-        for e in events
-        if isinstance(e, NewOrder)
-        for t in e.trades
-    }
 
 
 @pytest.mark.parametrize("event_name", ["pair", "orderbook"])
@@ -101,16 +64,14 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
     settings = SimSettings(seed=13, pairs=PAIRS, rate_per_s=40, history_hours=0.2,
                            event_name=event_name, record_deliveries=True)  # fmt: skip
     async with run_sim(settings) as sim:
-        assert sim.deliveries is not None
         daemon = Daemon(daemon_config(tmp_path, sim, db))
         running = await start_daemon(daemon)
-        await eventually(lambda: query(db, "SELECT count(*) FROM book_events")[0][0] > 30,
+        await eventually(lambda: count_rows(db, "book_events") > 30,
                          what="events of the first connection")  # fmt: skip
         # A second connection: each one's events must be stored under its own session.
         await sim.drop_sockets()
-        await eventually(lambda: query(db, "SELECT count(*) FROM stream_sessions")[0][0] == 2,
-                         what="the second stream session")  # fmt: skip
-        second = query(db, "SELECT max(connected_at) FROM stream_sessions")[0][0]
+        await eventually(lambda: sessions(db) == 2, what="the second stream session")
+        second = last_connected_at(db)
         await eventually(
             lambda: query(db, "SELECT count(*) FROM book_events e JOIN stream_sessions s "
                           "USING (session_id) WHERE s.connected_at = %s", second)[0][0] > 30,
@@ -118,44 +79,27 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
         )  # fmt: skip
         sim.pause()
         await sim.drained()
-        connections = list(sim.deliveries.connections.values())
-        sent = {key for c in connections for key in sent_events(c.events)}
-        await eventually(
-            lambda: sent <= {key for keys in stored_events_by_session(db).values() for key in keys},
-            what="every event sent",
-        )
+        await eventually(lambda: count_rows(db, "book_events") >= delivered_events(sim),
+                         what="every event sent")  # fmt: skip
         total = len(sim.engine.trades)
-        await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == total,
+        await eventually(lambda: count_rows(db, "trades") == total,
                          what="every trade of the tape")  # fmt: skip
         # One more reconnect on the quiet market: its resync snapshots meet no event in
         # flight, so the book rebuilt at the end must be the engine's, order by order.
         await sim.drop_sockets()
-        await eventually(lambda: query(db, "SELECT count(*) FROM stream_sessions")[0][0] == 3,
-                         what="the third stream session")  # fmt: skip
-        third = query(db, "SELECT max(connected_at) FROM stream_sessions")[0][0]
+        await eventually(lambda: sessions(db) == 3, what="the third stream session")
+        third = last_connected_at(db)
         await eventually(
-            lambda: query(db, "SELECT count(DISTINCT pair) FROM book_snapshots WHERE "
-                          "reason = 'connect' AND taken_at >= %s", third)[0][0] == len(PAIRS),
+            lambda: resynced_since(db, third) == len(PAIRS),
             what="a resync snapshot of every pair after the last reconnect",
-        )  # fmt: skip
+        )
         await stop_daemon(daemon, running)
 
-        connections = list(sim.deliveries.connections.values())
-        sessions = [row[0] for row in query(db, "SELECT session_id FROM stream_sessions "
-                                            "ORDER BY connected_at")]  # fmt: skip
-        assert len(sessions) == len(connections) == 3
-        stored = stored_events_by_session(db)
-        assert set(stored) <= set(sessions)
-        for session_id, connection in zip(sessions, connections, strict=True):
-            assert stored.get(session_id, {}) == sent_events(connection.events), (
-                f"session {session_id} (connection {connection.sid})"
-            )
-        assert all(c.events for c in connections[:2])  # something was compared
-        fills = query(db, "SELECT pair, tid, oid, o_id, type, price, amount FROM book_fills")
-        expected_fills = sent_fills([e for c in connections for e in c.events])
-        assert {(pair, tid): tuple(rest) for pair, tid, *rest in fills} == expected_fills
-        assert expected_fills
-        assert query(db, "SELECT count(*) FROM raw_messages")[0][0] == 0
+        compared = assert_stored_as_delivered(db, sim)
+        assert compared.sessions == compared.connections == 3
+        assert compared.events > 60  # something was compared
+        assert compared.fills
+        assert count_rows(db, "raw_messages") == 0
         assert stored_tape(db) == engine_tape(sim)
         assert_book_at_now_is_the_engines(db, sim, PAIRS)
 
@@ -164,8 +108,7 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
 
 
 def backfilled(pair: str) -> float:
-    value = REGISTRY.get_sample_value("recorder_trades_backfilled_total", {"pair": pair})
-    return value or 0.0
+    return sample("recorder_trades_backfilled_total", pair=pair)
 
 
 @dataclass(frozen=True)
@@ -221,8 +164,8 @@ async def test_catch_up_stores_the_tape_exactly_whatever_page_the_exchange_serve
     daemon = Daemon(daemon_config(tmp_path, sim, db))
     running = await start_daemon(daemon)
     history_total = sum(history.values())
-    await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == history_total,
-                     timeout_s=60, what="the history caught up")  # fmt: skip
+    await eventually(lambda: count_rows(db, "trades") == history_total, timeout_s=60,
+                     what="the history caught up")  # fmt: skip
     caught_up = {pair: backfilled(pair) - backfilled_before[pair] for pair in PAIRS}
     assert caught_up == history  # the start's catch-up counts every trade it recovered
     # The market wakes up: new trades are polled (and not counted as caught up).
@@ -231,8 +174,7 @@ async def test_catch_up_stores_the_tape_exactly_whatever_page_the_exchange_serve
     sim.pause()
     await sim.drained()
     total = len(sim.engine.trades)
-    await eventually(lambda: query(db, "SELECT count(*) FROM trades")[0][0] == total,
-                     what="every trade of the tape")  # fmt: skip
+    await eventually(lambda: count_rows(db, "trades") == total, what="every trade of the tape")
     await stop_daemon(daemon, running)
     assert {pair: backfilled(pair) - backfilled_before[pair] for pair in PAIRS} == history
 

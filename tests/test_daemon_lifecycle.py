@@ -28,16 +28,11 @@ from recorder import exitcodes
 from recorder.config import Config, load_config
 from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.conftest import crash
-from tests.test_daemon import (
-    daemon_config,
-    eventually,
-    free_port,
-    query,
-    start_daemon,
-    start_recorder,
-    stop_daemon,
-)
+from tests.harness.daemon import daemon_config, start_daemon, stop_daemon
+from tests.harness.ports import refused_port
+from tests.harness.postgres import EmbeddedPostgres, query
+from tests.harness.recorder_process import RecorderProcess
+from tests.harness.waiting import eventually
 
 PAIRS = ("BTC_USD",)
 
@@ -72,9 +67,9 @@ async def until_up_or_ended(daemon: Daemon, running: asyncio.Task[int]) -> None:
 
 
 async def test_a_database_down_between_migrations_and_the_resume_queries_is_waited_out(
-    sim: Simulator, own_pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sim: Simulator, own_pg: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dsn = own_pg_server.get_uri()
+    dsn = own_pg.dsn
     migrate = recorder.daemon.migrate
     last_trade_ids = recorder.daemon.last_trade_ids
     crashed = threading.Event()
@@ -83,7 +78,7 @@ async def test_a_database_down_between_migrations_and_the_resume_queries_is_wait
     def migrate_then_crash(target: str) -> list[str]:
         applied = migrate(target)
         if not crashed.is_set():  # the database goes down right after the migrations
-            crash(own_pg_server)
+            own_pg.crash()
             crashed.set()
         return applied
 
@@ -99,7 +94,7 @@ async def test_a_database_down_between_migrations_and_the_resume_queries_is_wait
     daemon = Daemon(daemon_config(tmp_path, sim, dsn))
     running = asyncio.create_task(daemon.run())
     await eventually(lambda: bool(refused) or running.done(), what="a resume query refused")
-    await asyncio.to_thread(own_pg_server.ensure_postgres_running)
+    await asyncio.to_thread(own_pg.restart)
 
     await until_up_or_ended(daemon, running)
     assert not running.done() or running.exception() is None, running.exception()
@@ -155,10 +150,11 @@ async def test_a_wrong_base_url_exits_3_naming_the_url_and_the_status(
     daemon_config(tmp_path, sim, db)
     wrong = f"{sim.base_url}/no/such/root"
     with_line(config_path, "base_url", wrong)
-    process = await start_recorder(config_path)
-    assert await asyncio.wait_for(process.wait(), 60) == exitcodes.STARTUP_FAILURE
-    assert process.stderr is not None
-    log = (await process.stderr.read()).decode()
+    process = RecorderProcess(config_path)
+    process.start()
+    await eventually(lambda: not process.running, timeout_s=60, what="the recorder giving up")
+    assert process.returncode == exitcodes.STARTUP_FAILURE
+    log = process.log_text()
     assert f"{wrong}/api/v1/currencies/" in log
     assert "404" in log
     assert "Traceback" not in log
@@ -186,14 +182,17 @@ async def test_an_exchange_that_refuses_connections_at_start_is_waited_out(
     caplog.set_level(logging.WARNING, logger="recorder")
     config_path = tmp_path / "recorder.toml"
     daemon_config(tmp_path, sim, db)
-    config = with_line(config_path, "base_url", f"http://127.0.0.1:{free_port()}")
-    daemon = Daemon(config)
-    running = asyncio.create_task(daemon.run())
-    await eventually(lambda: logged(caplog, "exchange unreachable; waiting") > 0 or running.done(),
-                     timeout_s=60, what="the daemon waiting for the exchange")  # fmt: skip
-    assert not running.done()
-    daemon.request_stop("SIGTERM")
-    assert await asyncio.wait_for(running, 30) == exitcodes.OK
+    with refused_port() as port:
+        daemon = Daemon(with_line(config_path, "base_url", f"http://127.0.0.1:{port}"))
+        running = asyncio.create_task(daemon.run())
+        await eventually(
+            lambda: logged(caplog, "exchange unreachable; waiting") > 0 or running.done(),
+            timeout_s=60,
+            what="the daemon waiting for the exchange",
+        )
+        assert not running.done()
+        daemon.request_stop("SIGTERM")
+        assert await asyncio.wait_for(running, 30) == exitcodes.OK
 
 
 # --- signals ----------------------------------------------------------------------------------

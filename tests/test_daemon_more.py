@@ -5,10 +5,7 @@ notify protocol over a real socket, and a second signal that stops at once losin
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -18,29 +15,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from recorder.daemon import Daemon
 from recorder.exchange.rest import ExchangeClient
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.conftest import crash
-from tests.dialects import DIALECTS
-from tests.test_daemon import (
-    PAIRS,
+from tests.harness.daemon import (
     daemon_config,
-    eventually,
-    query,
+    daemon_config_path,
+    events_received,
+    simulated_exchange,
     start_daemon,
     stop_daemon,
 )
+from tests.harness.deliveries import delivered_events
+from tests.harness.postgres import EmbeddedPostgres, count_rows, query
+from tests.harness.recorder_process import RecorderProcess, environment
+from tests.harness.waiting import eventually
 
 
-@pytest.fixture(params=list(DIALECTS))
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+@pytest.fixture
+async def sim(dialect: str) -> AsyncIterator[Simulator]:
     """The simulated exchange, under each reading of what the docs leave open."""
-    settings = SimSettings(seed=21, pairs=PAIRS, rate_per_s=30, history_hours=1,
-                           **DIALECTS[request.param])  # fmt: skip
-    async with run_sim(settings) as s:
-        yield s
+    async with simulated_exchange(dialect, seed=21, rate_per_s=30, history_hours=1) as simulator:
+        yield simulator
 
 
 async def test_with_keys_the_account_is_recorded(sim: Simulator, db: str, tmp_path: Path) -> None:
@@ -91,7 +89,8 @@ async def test_trades_backfill_decides_how_far_back_an_empty_database_goes(
     newest_before = max(f.tid for f in sim.engine.trades)
     daemon = Daemon(daemon_config(tmp_path, sim, db, trades_backfill=backfill))
     running = await start_daemon(daemon)
-    await asyncio.sleep(2)
+    made = len(sim.engine.trades)
+    await eventually(lambda: len(sim.engine.trades) >= made + 5, what="trades after the start")
     sim.pause()
     await sim.drained()
     if backfill == "none":
@@ -128,26 +127,24 @@ def test_systemd_hears_ready_watchdog_and_stopping(db: str, tmp_path: Path) -> N
 
         async def run_it() -> list[bytes]:
             async with run_sim(SimSettings(seed=3, pairs=("BTC_USD",), history_hours=0.1)) as s:
-                daemon_config(tmp_path, s, db)
-                env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "recorder", "run", "--config",
-                    str(tmp_path / "recorder.toml"), env=env,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
-                messages: list[bytes] = []
+                env = environment(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+                recorder = RecorderProcess(daemon_config_path(tmp_path, s, db), env=env)
+                recorder.start()
                 loop = asyncio.get_running_loop()
-                deadline = time.monotonic() + 60
-                while not any(m.startswith(b"READY=1") for m in messages):
-                    assert time.monotonic() < deadline, messages
-                    messages.append(await loop.run_in_executor(None, listener.recv, 1024))
-                watchdogs = 0
-                while watchdogs < 2:
-                    message = await loop.run_in_executor(None, listener.recv, 1024)
-                    messages.append(message)
-                    watchdogs += message == b"WATCHDOG=1"
-                process.send_signal(signal.SIGTERM)
-                assert await asyncio.wait_for(process.wait(), 60) == 0
+                messages: list[bytes] = []
+                try:
+                    deadline = time.monotonic() + 60
+                    while not any(m.startswith(b"READY=1") for m in messages):
+                        assert time.monotonic() < deadline, messages
+                        messages.append(await loop.run_in_executor(None, listener.recv, 1024))
+                    watchdogs = 0
+                    while watchdogs < 2:
+                        message = await loop.run_in_executor(None, listener.recv, 1024)
+                        messages.append(message)
+                        watchdogs += message == b"WATCHDOG=1"
+                    assert await asyncio.to_thread(recorder.stop) == 0
+                finally:
+                    recorder.kill_if_running()
                 while b"STOPPING=1" not in messages:
                     messages.append(await loop.run_in_executor(None, listener.recv, 1024))
                 return messages
@@ -158,22 +155,27 @@ def test_systemd_hears_ready_watchdog_and_stopping(db: str, tmp_path: Path) -> N
 
 
 async def test_a_second_signal_stops_at_once_and_the_next_start_commits_the_rest(
-    sim: Simulator, own_pg_server: Any, tmp_path: Path
+    sim: Simulator, own_pg: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    dsn = own_pg_server.get_uri()
+    dsn = own_pg.dsn
     config = daemon_config(tmp_path, sim, dsn)
     daemon = Daemon(config)
+    received = events_received()
     running = await start_daemon(daemon)
-    await eventually(lambda: query(dsn, "SELECT count(*) FROM book_events")[0][0] > 0,
-                     what="events")  # fmt: skip
-    crash(own_pg_server)
+    await eventually(lambda: count_rows(dsn, "book_events") > 0, what="events")
+    await asyncio.to_thread(own_pg.crash)
     down_at = datetime.now(UTC)
-    await asyncio.sleep(2)  # events keep coming; the writer holds them
+    sent = delivered_events(sim)
+    # Events keep coming; the writer holds them.
+    await eventually(lambda: delivered_events(sim) >= sent + 40, what="events while down")
     sim.pause()
     await sim.drained()
-    await asyncio.sleep(0.5)
+    await eventually(lambda: events_received() - received >= delivered_events(sim),
+                     what="every event sent received")  # fmt: skip
     daemon.request_stop("SIGTERM")  # would wait up to drain_timeout_s for the database
-    await asyncio.sleep(0.5)
+    # The second signal, once the first has stopped the sources and the drain has begun.
+    await eventually(lambda: REGISTRY.get_sample_value("recorder_socket_connected") == 0,
+                     what="the stream closed by the first signal")  # fmt: skip
     stopped_at = time.monotonic()
     signalled_at = datetime.now(UTC)
     daemon.request_stop("SIGINT")  # the second signal: at once
@@ -182,7 +184,7 @@ async def test_a_second_signal_stops_at_once_and_the_next_start_commits_the_rest
     spool = config.recorder.data_dir / "spool"
     assert list(spool.glob("*.jsonl")), "what was not committed must be in the spool"
 
-    own_pg_server.ensure_postgres_running()
+    await asyncio.to_thread(own_pg.restart)
     sim.resume()
     second = Daemon(config)
     running = await start_daemon(second)

@@ -20,7 +20,9 @@ from prometheus_client import REGISTRY
 from recorder.daemon import Daemon
 from recorder.research.coverage import format_report, load_report
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.test_daemon import daemon_config, eventually, query, start_daemon, stop_daemon
+from tests.harness.daemon import daemon_config, start_daemon, stop_daemon
+from tests.harness.postgres import query
+from tests.harness.waiting import eventually
 
 PAIRS = ("BTC_USD", "ETH_USD")
 GONE = "ETH_USD"

@@ -8,15 +8,15 @@ skips its test with the reason; in CI (the CI variable set) it fails instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY, start_http_server
 import recorder.metrics
 import recorder.storage.writer
 import recorder.supervisor
+from tests.harness.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -37,7 +38,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "recorder.json"
 TOOLS = ROOT / ".venv" / "tools"
 IN_CI = bool(os.environ.get("CI"))
 
-# DESIGN §6: names the dashboard, the alert rules and the operators rely on.
+# Names the dashboard, the alert rules and the operators rely on (docs/operations.md).
 DESIGN_METRICS = {
     "recorder_socket_connected",
     "recorder_socket_reconnects",
@@ -192,12 +193,6 @@ def test_live_scrape_passes_promtool_check_metrics(promtool: Path, metrics_url: 
     assert not result.stdout.strip(), result.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def grafana_to_promql(expr: str) -> str:
     """A dashboard query as Prometheus sees it once Grafana filled in its variables."""
     return expr.replace("$__rate_interval", "1m").replace("$pair", ".*")
@@ -231,20 +226,35 @@ def test_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries(
             }
         )
     )
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api/v1"
-    log = (tmp_path / "prometheus.log").open("w")
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("w")
     server = subprocess.Popen(
         [
             str(prometheus),
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.listen-address=127.0.0.1:0",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
+
+        def running(check: Callable[[], Any]) -> Callable[[], Any]:
+            def checked() -> Any:
+                assert server.poll() is None, log_path.read_text()
+                return check()
+
+            return checked
+
+        def bound_port() -> int:
+            """The port Prometheus says it listens on (it was asked for any free one)."""
+            listening = r'msg="Listening on" address=127\.0\.0\.1:(\d+)'
+            found = re.search(listening, log_path.read_text())
+            return int(found.group(1)) if found else 0
+
+        port = asyncio.run(eventually(running(bound_port), what="Prometheus listening"))
+        api = f"http://127.0.0.1:{port}/api/v1"
 
         def query(expr: str) -> list[Any]:
             answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
@@ -255,20 +265,18 @@ def test_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries(
             groups = httpx.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
             return [rule for group in groups for rule in group["rules"]]
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ready = query('up{job="recorder"} == 1') and all(
-                    rule["health"] != "unknown" for rule in rules()
-                )
-            except (httpx.TransportError, ValueError):  # not up yet, or not serving JSON yet
-                ready = False
-            if ready:
-                break
-            assert server.poll() is None, (tmp_path / "prometheus.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.5)
-        time.sleep(2.5)  # a few more scrapes, so that rate() over them has two samples
+        def ready() -> bool:
+            return bool(query('up{job="recorder"} == 1')) and all(
+                rule["health"] != "unknown" for rule in rules()
+            )
+
+        def scraped_thrice() -> list[Any]:
+            """A few more scrapes, so that rate() over them has two samples."""
+            return query('count_over_time(up{job="recorder"}[1m]) >= 3')
+
+        not_yet = (httpx.TransportError, ValueError)  # not up, or not serving JSON, yet
+        for check, what in ((ready, "scraping, rules evaluated"), (scraped_thrice, "3 scrapes")):
+            asyncio.run(eventually(running(check), timeout_s=60, what=what, ignoring=not_yet))
 
         assert [(r["name"], r.get("lastError")) for r in rules() if r["health"] != "ok"] == []
         dashboard = json.loads(DASHBOARD.read_text())
@@ -295,28 +303,27 @@ def metric_names_in(expr: str) -> set[str]:
     return {re.sub(r"_(bucket|sum|count|total)$", "", name) for name in names}
 
 
-def exprs_in(node: Any) -> Iterator[str]:
+def strings_in(node: Any, keys: tuple[str, ...]) -> Iterator[str]:
+    """Every string under one of `keys`, anywhere in a JSON document."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("expr", "query") and isinstance(value, str):
+            if key in keys and isinstance(value, str):
                 yield value
             else:
-                yield from exprs_in(value)
+                yield from strings_in(value, keys)
     elif isinstance(node, list):
         for item in node:
-            yield from exprs_in(item)
+            yield from strings_in(item, keys)
+
+
+def exprs_in(node: Any) -> Iterator[str]:
+    """PromQL of a dashboard's panels and variables."""
+    return strings_in(node, ("expr", "query"))
 
 
 def sql_queries_in(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "rawSql" and isinstance(value, str):
-                yield value
-            else:
-                yield from sql_queries_in(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from sql_queries_in(item)
+    """SQL of a dashboard's PostgreSQL panels."""
+    return strings_in(node, ("rawSql",))
 
 
 def test_design_metrics_are_registered() -> None:
@@ -584,49 +591,50 @@ def scrape_value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_a_recording_daemons_scrape_passes_promtool_and_agrees_with_the_database(
-    promtool: Path, pg_server_dsn: str, tmp_path: Path
+    promtool: Path, pg_server_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The daemon records the simulator; its /metrics passes promtool, and its counters
     say exactly what reached the database."""
-    import asyncio
-
-    from prometheus_client import REGISTRY
-
     from recorder.daemon import Daemon
     from recorder.sim.server import SimSettings, run_sim
-    from tests.conftest import fresh_database
-    from tests.test_daemon import daemon_config, eventually, query
+    from tests.harness.daemon import (
+        daemon_config,
+        events_received,
+        logged_metrics_url,
+        start_daemon,
+        stop_daemon,
+    )
+    from tests.harness.deliveries import delivered_events
+    from tests.harness.metrics import sample
+    from tests.harness.postgres import count_rows, fresh_database, query
+    from tests.harness.waiting import eventually
 
-    def counter(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
-
+    caplog.set_level(logging.INFO, logger="recorder.daemon")
     tables = ("trades", "book_events", "book_fills", "book_snapshots", "candles")
     with fresh_database(pg_server_dsn, "live_scrape") as dsn:
-        async with run_sim(SimSettings(seed=9, pairs=("BTC_USD",), rate_per_s=30,
-                                       history_hours=0.2)) as sim:  # fmt: skip
-            before = {t: counter("recorder_rows_written_total", table=t) for t in tables}
-            events_before = sum(
-                counter("recorder_socket_events_total", pair="BTC_USD", kind=k)
+        settings = SimSettings(seed=9, pairs=("BTC_USD",), rate_per_s=30, history_hours=0.2,
+                               record_deliveries=True)  # fmt: skip
+        async with run_sim(settings) as sim:
+            before = {t: sample("recorder_rows_written_total", table=t) for t in tables}
+            received_before = events_received()
+            btc_before = sum(
+                sample("recorder_socket_events_total", pair="BTC_USD", kind=k)
                 for k in ("new", "cancel")
             )
-            config = daemon_config(tmp_path, sim, dsn)
-            daemon = Daemon(config)
-            running = asyncio.create_task(daemon.run())
-            await asyncio.wait_for(daemon.ready.wait(), 60)
-            await eventually(lambda: query(dsn, "SELECT count(*) FROM book_events")[0][0] > 30,
-                             what="events")  # fmt: skip
+            daemon = Daemon(daemon_config(tmp_path, sim, dsn))
+            running = await start_daemon(daemon)
+            await eventually(lambda: count_rows(dsn, "book_events") > 30, what="events")
             sim.pause()
             await sim.drained()
             total = len(sim.engine.trades)
-            await eventually(lambda: query(dsn, "SELECT count(*) FROM trades")[0][0] == total,
-                             what="the whole tape")  # fmt: skip
-            await asyncio.sleep(1.0)
+            await eventually(lambda: count_rows(dsn, "trades") == total, what="the whole tape")
+            await eventually(lambda: events_received() - received_before >= delivered_events(sim),
+                             what="every event sent received")  # fmt: skip
             assert daemon.writer is not None
             assert await daemon.writer.flush(30)
             async with httpx.AsyncClient() as http:
-                text = (await http.get(f"http://{config.metrics.listen}/metrics")).text
-            daemon.request_stop()
-            assert await asyncio.wait_for(running, 60) == 0
+                text = (await http.get(logged_metrics_url(caplog.records))).text
+            await stop_daemon(daemon, running)
 
         checked = run(promtool, "check", "metrics", stdin=text.encode())
         assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -641,6 +649,6 @@ async def test_a_recording_daemons_scrape_passes_promtool_and_agrees_with_the_da
             scrape_value(text, "recorder_socket_events_total", pair="BTC_USD", kind=k)
             for k in ("new", "cancel")
         )
-        assert received - events_before == query(dsn, "SELECT count(*) FROM book_events")[0][0]
+        assert received - btc_before == count_rows(dsn, "book_events")
         assert scrape_value(text, "recorder_db_up") == 1
         assert scrape_value(text, "recorder_socket_connected") == 1

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from recorder.book import CancelReading
-from recorder.config import CANDLE_TYPES, Config, ExchangeConfig, load_config
+from recorder.config import CANDLE_TYPES, ExchangeConfig, load_config
 from recorder.exchange import paging
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.parse import OrderBook
@@ -39,11 +37,12 @@ from recorder.probe.listen import Heard, event_names, events_per_pair
 from recorder.probe.observe import HttpExchange
 from recorder.records import BookEvent, BookFill, BookSnapshot, RawMessage, Side, SnapshotOrder
 from recorder.sim import rest as sim_rest
-from recorder.sim.engine import Cancel, Event
+from recorder.sim.engine import Event
 from recorder.sim.server import SimSettings, run_sim
-from tests.sim.conftest import until
+from tests.harness.ports import serving
+from tests.harness.waiting import eventually
+from tests.probing import EVENTS_HEARD, PAIRS, WINDOW_S, config_for, counts_per_pair, probe_config
 
-PAIRS = ("BTC_USD", "ETH_USD")
 REST_KEYS = [
     "rest.currencies",
     "rest.pairs",
@@ -58,24 +57,6 @@ ONCE = RetryPolicy(attempts=1)
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def write_config(
-    tmp_path: Path,
-    url: str,
-    *,
-    pairs: tuple[str, ...] | None = None,
-    socket_url: str | None = None,
-) -> Path:
-    listed = ", ".join(f'"{p}"' for p in (pairs or ("*",)))
-    path = tmp_path / "probe.toml"
-    path.write_text(
-        f'[exchange]\nbase_url = "{url}"\nsocket_url = "{socket_url or url}"\n'
-        "request_timeout_s = 5\n"
-        f'[recorder]\ndata_dir = "{tmp_path / "var"}"\npairs = [{listed}]\n'
-        '[logging]\nformat = "json"\n'
-    )
-    return path
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -113,27 +94,13 @@ async def probe_cli(config: Path, *args: str, env: dict[str, str] | None = None)
     return Ran(process.returncode, out.decode(), err.decode())
 
 
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """A real aiohttp server on a free loopback port, for answers the simulator never gives."""
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 # --- the command, as a process --------------------------------------------------------------
 
 
 async def test_a_healthy_exchange_exits_0_with_every_finding_in_the_json(tmp_path: Path) -> None:
     settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=40.0, history_hours=0.3)
     async with run_sim(settings) as sim:
-        ran = await probe_cli(write_config(tmp_path, sim.base_url), "--seconds", "3", "--json")
+        ran = await probe_cli(probe_config(tmp_path, sim.base_url), "--seconds", "3", "--json")
         tape = len(sim.engine.trades)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     document = ran.json()
@@ -197,7 +164,7 @@ async def test_with_keys_the_signed_calls_are_accepted_and_no_secret_is_printed(
             RECORDER_EXCHANGE__API_KEY=credentials.key,
             RECORDER_EXCHANGE__API_SECRET=credentials.secret,
         )
-        ran = await probe_cli(write_config(tmp_path, sim.base_url), "--seconds", "1", env=env)
+        ran = await probe_cli(probe_config(tmp_path, sim.base_url), "--seconds", "1", env=env)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     rows = {line.split()[0]: line.split()[1:] for line in ran.stdout.splitlines() if " " in line}
     assert rows["signed.wallets"][0] == "ok"
@@ -218,7 +185,7 @@ async def test_the_url_encoding_the_exchange_checks_is_found(tmp_path: Path, acc
             RECORDER_EXCHANGE__API_KEY=credentials.key,
             RECORDER_EXCHANGE__API_SECRET=credentials.secret,
         )
-        config = write_config(tmp_path, sim.base_url)
+        config = probe_config(tmp_path, sim.base_url)
         ran = await probe_cli(config, "--seconds", "1", "--json", env=env)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     findings = ran.json()["findings"]
@@ -241,7 +208,7 @@ async def test_the_url_encoding_the_exchange_checks_is_found(tmp_path: Path, acc
 async def test_server_errors_exit_1_naming_each_failing_item(tmp_path: Path) -> None:
     settings = SimSettings(seed=14, pairs=PAIRS, rate_per_s=20.0, faults={"rate_5xx": 1.0})
     async with run_sim(settings) as sim:
-        config = write_config(tmp_path, sim.base_url, pairs=PAIRS)
+        config = probe_config(tmp_path, sim.base_url, pairs=PAIRS)
         ran = await probe_cli(config, "--seconds", "1", "--json")
     assert ran.returncode == 1, ran.stdout + ran.stderr
     document = ran.json()
@@ -262,7 +229,7 @@ async def test_server_errors_exit_1_naming_each_failing_item(tmp_path: Path) -> 
 async def test_an_outage_exits_1_and_the_table_says_why(tmp_path: Path) -> None:
     settings = SimSettings(seed=15, pairs=PAIRS, rate_per_s=20.0, outage_s=600.0)
     async with run_sim(settings) as sim:
-        ran = await probe_cli(write_config(tmp_path, sim.base_url, pairs=PAIRS), "--seconds", "1")
+        ran = await probe_cli(probe_config(tmp_path, sim.base_url, pairs=PAIRS), "--seconds", "1")
     assert ran.returncode == 1, ran.stdout + ran.stderr
     verdict = ran.stdout.split("recording would not work:\n", 1)[1].splitlines()
     reasons = dict(line.strip().split(": ", 1) for line in verdict)
@@ -277,7 +244,7 @@ async def test_an_outage_exits_1_and_the_table_says_why(tmp_path: Path) -> None:
 async def test_malformed_answers_are_reported_not_fatal(tmp_path: Path) -> None:
     settings = SimSettings(seed=16, pairs=PAIRS, rate_per_s=20.0, faults={"rate_truncated": 1.0})
     async with run_sim(settings) as sim:
-        config = write_config(tmp_path, sim.base_url, pairs=PAIRS)
+        config = probe_config(tmp_path, sim.base_url, pairs=PAIRS)
         ran = await probe_cli(config, "--seconds", "1", "--json")
     assert ran.returncode == 1, ran.stdout + ran.stderr
     findings = ran.json()["findings"]
@@ -314,26 +281,6 @@ def test_bad_arguments_and_configuration_exit_2(tmp_path: Path) -> None:
 # --- in-process, with the test driving the exchange -----------------------------------------
 
 
-WINDOW_S = 4.0
-"""How long the in-process probes listen: the market is stopped well within it."""
-EVENTS_HEARD = 60
-"""Book events sent to the probe before the market is stopped."""
-
-
-def config_for(url: str, tmp_path: Path, *, socket_url: str | None = None) -> Config:
-    return load_config(write_config(tmp_path, url, pairs=PAIRS, socket_url=socket_url))
-
-
-def counts_per_pair(events: list[Event]) -> dict[str, dict[str, int]]:
-    return {
-        pair: {
-            "new": sum(1 for e in events if e.pair == pair and not isinstance(e, Cancel)),
-            "cancel": sum(1 for e in events if e.pair == pair and isinstance(e, Cancel)),
-        }
-        for pair in PAIRS
-    }
-
-
 def event_name(dialect: str, pair: str) -> str:
     """The socket.io event the simulator sends a pair's book events as (`--event-name`)."""
     return {"channel": f"book_{pair}", "pair": pair}.get(dialect, dialect)
@@ -365,7 +312,7 @@ async def test_each_dialect_of_the_simulator_is_reported_as_sent(
             return [e for c in deliveries.connections.values() for e in c.events]
 
         # Stop the market well inside the window, so that all that was sent is heard.
-        await until(lambda: len(sent()) >= EVENTS_HEARD, timeout_s=20)
+        await eventually(lambda: len(sent()) >= EVENTS_HEARD, timeout_s=20)
         sim.pause()
         await sim.drained()
         report = await probing
@@ -528,7 +475,7 @@ async def test_the_simulators_socket_io_generation_is_4() -> None:
         detected = await detect(exchange_config(sim.base_url))
         # the handshake's session was closed (the server forgets it at its next sweep)
         sessions = sim.sio.eio.sockets.values()
-        await until(lambda: all(session.closed for session in sessions), timeout_s=20)
+        await eventually(lambda: all(session.closed for session in sessions), timeout_s=20)
         ping_interval_ms = int(sim.sio.eio.ping_interval * 1000)
         ping_timeout_ms = int(sim.sio.eio.ping_timeout * 1000)
     finding = generation_finding(detected, "auto", "4")
@@ -601,7 +548,7 @@ async def test_a_pair_name_the_client_cannot_send_is_reported_not_fatal(tmp_path
     app.router.add_get("/api/v1/currencies/", currencies)
     app.router.add_get("/api/v1/pairs/", pairs)
     async with serving(app) as url:
-        report = await probe(load_config(write_config(tmp_path, url)), 0.5)
+        report = await probe(load_config(probe_config(tmp_path, url)), 0.5)
     findings = {f.key: f for f in report.findings}
     assert findings["rest.pairs"].outcome == "ok"
     orderbook = findings["rest.orderbook"]

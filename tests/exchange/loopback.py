@@ -17,6 +17,8 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from tests.harness.ports import serve
+
 
 @dataclass
 class Fault:
@@ -73,12 +75,7 @@ class FakeExchange:
             self.subscribed.set()
 
     async def start(self, port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(self.app, port)
         return self.url
 
     async def stop(self) -> None:

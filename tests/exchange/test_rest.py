@@ -12,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from recorder.config import CANDLE_TYPES, ExchangeConfig
@@ -35,6 +34,7 @@ from recorder.exchange.rest import (
 from recorder.records import RawMessage, utc_now
 from recorder.retry import Backoff
 from tests.exchange.loopback import FakeExchange, Fault
+from tests.harness.metrics import sample
 
 KEY = "key-0000-0000"
 SECRET = "Z%2sec ret"
@@ -56,10 +56,7 @@ async def client(exchange: FakeExchange, tmp_path: Path) -> AsyncIterator[Exchan
 
 
 def count(endpoint: str, status: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "recorder_http_requests_total", {"endpoint": endpoint, "status": status}
-    )
-    return value or 0.0
+    return sample("recorder_http_requests_total", endpoint=endpoint, status=status)
 
 
 async def test_currencies_and_pairs_with_filters(
@@ -314,7 +311,7 @@ async def test_malformed_answers_go_to_on_malformed_as_raw_messages(
     exchange.bodies["/api/v1/currencies/"] = html
     exchange.bodies["/api/v1/pairs/"] = "[]"
     kept: list[RawMessage] = []
-    before = REGISTRY.get_sample_value("recorder_malformed_messages_total", {"source": "rest"})
+    before = sample("recorder_malformed_messages_total", source="rest")
     async with ExchangeClient(exchange.url, on_malformed=kept.append) as client:
         sent_at = utc_now()
         with pytest.raises(MalformedResponse) as caught:
@@ -324,8 +321,7 @@ async def test_malformed_answers_go_to_on_malformed_as_raw_messages(
     assert (raw.source, raw.event, raw.payload) == ("rest", "currencies", html)
     assert raw.error == caught.value.reason
     assert sent_at <= raw.received_at <= utc_now()
-    after = REGISTRY.get_sample_value("recorder_malformed_messages_total", {"source": "rest"})
-    assert (after or 0.0) - (before or 0.0) == 1
+    assert sample("recorder_malformed_messages_total", source="rest") - before == 1
 
 
 async def test_rate_limits_hold_against_a_real_server(exchange: FakeExchange) -> None:

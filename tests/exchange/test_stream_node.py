@@ -15,26 +15,29 @@ import contextlib
 import gc
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import REGISTRY
 
 from recorder.config import ExchangeConfig
 from recorder.exchange.classify import BookUpdate
-from recorder.exchange.stream import BookStream, Connected, Disconnected, StreamItem
+from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.records import RawMessage
-from recorder.retry import Backoff
-from tests.exchange.test_stream import running
-from tests.node.harness import NodeServer, eventually, node_socketio_server
+from tests.exchange.streams import (
+    NEW_ORDER,
+    QUICK,
+    assert_same_event,
+    next_of,
+    running,
+)
+from tests.harness.metrics import sample
+from tests.harness.ports import refused_port
+from tests.harness.waiting import eventually
+from tests.node.harness import NodeServer, node_socketio_server
 
-T = TypeVar("T")
-QUICK = Backoff(initial_s=0.05, max_s=0.2)
 HEARTBEAT = {"pingInterval": 200, "pingTimeout": 1000}
 """Short heartbeats; the timeout leaves room for a busy test machine."""
 
@@ -46,11 +49,6 @@ CASES = [
     pytest.param("4", "4", id="sio4-explicit"),
 ]
 
-NEW_ORDER = (
-    '{"success": true, "date": 1485686507.09446, "oid": 15234, "type": "sell",'
-    ' "price": 935.23, "amount": 1e-08, "trades": [{"tid": 14876, "type": "buy",'
-    ' "price": "936.00", "amount": "0.1", "o_id": 15201}]}'
-)
 CANCEL = (
     '{"success": true, "date": 1485686413.56882, "oid": 15235, "cancel_order_id": 4535,'
     ' "price": "935.230", "type": "sell", "amount": 0.0123, "pair": "ETH_USD",'
@@ -64,22 +62,6 @@ CANCEL = (
 def make_stream(url: str, protocol: str, pairs: list[str]) -> BookStream:
     config = ExchangeConfig(socket_url=url, socketio_protocol=protocol, request_timeout_s=5)
     return BookStream.from_config(config, pairs, backoff=QUICK)
-
-
-async def next_item(stream: BookStream, timeout_s: float = 10.0) -> StreamItem:
-    async with asyncio.timeout(timeout_s):
-        return await stream.items.get()
-
-
-async def next_of(stream: BookStream, kind: type[T], timeout_s: float = 10.0) -> T:
-    """The next item of `kind`; anything else before it fails the test."""
-    item = await next_item(stream, timeout_s)
-    assert isinstance(item, kind), f"expected {kind.__name__}, got {item!r}"
-    return item
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def our_socket(server: NodeServer, channels: int) -> str:
@@ -124,52 +106,6 @@ async def no_other_tasks() -> None:
     )
 
 
-# Exact comparison: the payload as the test wrote it, read with the standard library (not
-# with the recorder's parser), against what the stream produced.
-
-
-def sent(text: str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(text, parse_float=Decimal)
-    return value
-
-
-def decimal_of(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def timestamp_of(value: Any) -> datetime:
-    micros = (decimal_of(value) * 1_000_000).to_integral_value(rounding=ROUND_HALF_EVEN)
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
-
-
-def assert_exact(stored: Decimal, written: Any) -> None:
-    assert stored == decimal_of(written)
-    if isinstance(written, str):  # a number sent as a string keeps its digits: "936.00"
-        assert stored.as_tuple() == Decimal(written).as_tuple()
-
-
-def assert_same_event(update: BookUpdate, text: str, pair: str) -> None:
-    payload = sent(text)
-    event = update.event
-    assert (event.pair, event.oid, event.type) == (pair, payload["oid"], payload["type"])
-    assert event.kind == ("cancel" if payload.get("cancelled") else "new")
-    assert event.cancel_order_id == payload.get("cancel_order_id")
-    assert event.ts == timestamp_of(payload["date"])
-    assert_exact(event.price, payload["price"])
-    assert_exact(event.amount, payload["amount"])
-    trades = payload.get("trades", [])
-    assert len(update.fills) == len(trades)
-    for fill, trade in zip(update.fills, trades, strict=True):
-        assert (fill.tid, fill.o_id, fill.oid, fill.type) == (
-            trade["tid"],
-            trade["o_id"],
-            payload["oid"],
-            trade["type"],
-        )
-        assert_exact(fill.price, trade["price"])
-        assert_exact(fill.amount, trade["amount"])
-
-
 def number(rng: random.Random) -> str:
     """A decimal of at most 15 significant digits (a JS double keeps it), in varied forms."""
     digits = rng.randint(1, 15)
@@ -212,8 +148,8 @@ async def test_subscribes_and_records_events_exactly(generation: str, protocol: 
     ):
         connected = await next_of(stream, Connected)
         assert connected.protocol == stream.protocol == generation
-        assert metric("recorder_stream_info", protocol=generation) == 1
-        assert metric("recorder_stream_info", protocol=OTHER[generation]) == 0
+        assert sample("recorder_stream_info", protocol=generation) == 1
+        assert sample("recorder_stream_info", protocol=OTHER[generation]) == 0
         socket_id = await our_socket(server, channels=2)
         assert sorted((await server.subscribed())[socket_id]) == ["book_BTC_USD", "book_ETH_USD"]
 
@@ -324,18 +260,12 @@ async def test_server_disconnect_reconnects_and_resubscribes(
     assert not [c for c in complaints if "nclosed" in c]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def failing_server(case: str) -> AsyncIterator[ExchangeConfig]:
     """An exchange configuration whose every connection attempt fails."""
     if case == "nothing listening":
-        yield ExchangeConfig(socket_url=f"http://127.0.0.1:{free_port()}", request_timeout_s=5)
+        with refused_port() as port:
+            yield ExchangeConfig(socket_url=f"http://127.0.0.1:{port}", request_timeout_s=5)
         return
     if case == "not a socket.io path":
         async with node_socketio_server("4") as server:
@@ -403,18 +333,20 @@ async def test_auto_finds_the_generation_of_every_kind_of_server(
 async def test_a_server_of_the_other_generation_is_detected_at_the_next_connection(
     before: str, after: str
 ) -> None:
-    port = free_port()
-    stream = make_stream(f"http://127.0.0.1:{port}", "auto", ["BTC_USD"])
-    async with running(stream):
-        async with node_socketio_server(before, port=port, **HEARTBEAT) as server:
+    # The first server binds a port of its own; the second comes up at the same address.
+    async with contextlib.AsyncExitStack() as first_server:
+        server = await first_server.enter_async_context(node_socketio_server(before, **HEARTBEAT))
+        stream = make_stream(server.url, "auto", ["BTC_USD"])
+        async with running(stream):
             assert (await next_of(stream, Connected)).protocol == before
             await our_socket(server, channels=1)
-        await next_of(stream, Disconnected)
-        async with node_socketio_server(after, port=port, **HEARTBEAT) as server:
-            connected = await next_of(stream, Connected, timeout_s=30)
-            assert connected.protocol == stream.protocol == after
-            assert metric("recorder_stream_info", protocol=after) == 1
-            assert metric("recorder_stream_info", protocol=before) == 0
-            await our_socket(server, channels=1)
-            await server.emit("book_BTC_USD", "book_BTC_USD", [NEW_ORDER])
-            assert_same_event(await next_of(stream, BookUpdate), NEW_ORDER, "BTC_USD")
+            await first_server.aclose()  # the server goes; the stream stays
+            await next_of(stream, Disconnected)
+            async with node_socketio_server(after, port=server.port, **HEARTBEAT) as server:
+                connected = await next_of(stream, Connected, timeout_s=30)
+                assert connected.protocol == stream.protocol == after
+                assert sample("recorder_stream_info", protocol=after) == 1
+                assert sample("recorder_stream_info", protocol=before) == 0
+                await our_socket(server, channels=1)
+                await server.emit("book_BTC_USD", "book_BTC_USD", [NEW_ORDER])
+                assert_same_event(await next_of(stream, BookUpdate), NEW_ORDER, "BTC_USD")

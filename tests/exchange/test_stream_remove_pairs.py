@@ -10,7 +10,8 @@ from recorder.exchange.classify import BookUpdate
 from recorder.exchange.stream import Connected
 from recorder.records import RawMessage
 from tests.exchange.loopback import FakeExchange
-from tests.exchange.test_stream import NEW_ORDER, make_stream, next_of, running, until
+from tests.exchange.streams import NEW_ORDER, make_stream, running, skip_to
+from tests.harness.waiting import eventually
 
 # Under an event name that tells no pair, with a payload that names none: only "the one
 # subscribed pair" could tell (see `recorder.exchange.classify`).
@@ -27,11 +28,11 @@ async def test_a_removed_pair_is_unsubscribed_and_its_late_events_stay_unattribu
 
     exchange.sio.on("unsubscribe", unsubscribe)
     async with running(make_stream(exchange, ["BTC_USD", "ETH_USD"])) as stream:
-        await next_of(stream, Connected)
-        await until(lambda: len(exchange.subscriptions) == 2)
+        await skip_to(stream, Connected)
+        await eventually(lambda: len(exchange.subscriptions) == 2)
         await stream.remove_pairs(["ETH_USD", "LTC_USD"])  # LTC_USD was never followed
         assert stream.pairs == {"BTC_USD"}
-        await until(lambda: unsubscribed == ["book_ETH_USD"])
+        await eventually(lambda: unsubscribed == ["book_ETH_USD"])
 
         # The connection still has ETH_USD subscribed: a nameless event may be its.
         await exchange.send_raw(NAMELESS)
@@ -41,9 +42,9 @@ async def test_a_removed_pair_is_unsubscribed_and_its_late_events_stay_unattribu
         # The next connection subscribes BTC_USD alone, so a nameless event is BTC_USD's.
         before = len(exchange.subscriptions)
         await exchange.kick_all()
-        await next_of(stream, Connected)
-        await until(lambda: len(exchange.subscriptions) == before + 1)
+        await skip_to(stream, Connected)
+        await eventually(lambda: len(exchange.subscriptions) == before + 1)
         assert exchange.subscriptions[-1][1] == "book_BTC_USD"
         await exchange.send_raw(NAMELESS)
-        update = await next_of(stream, BookUpdate)
+        update = await skip_to(stream, BookUpdate)
         assert (update.event.pair, update.event.oid) == ("BTC_USD", 15234)

@@ -20,14 +20,15 @@ from recorder.exchange.sio.connection import engineio_url
 from recorder.exchange.sio.detect import generation_of_polling_answer
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.records import RawMessage
-from tests.exchange.test_stream_node import (
+from tests.exchange.streams import (
     NEW_ORDER,
     QUICK,
     assert_same_event,
     next_of,
     running,
 )
-from tests.node.harness import eventually
+from tests.harness.ports import serving
+from tests.harness.waiting import eventually
 
 OPEN = '0{"sid":"abc","upgrades":[],"pingInterval":100,"pingTimeout":300}'
 EVENT = f'42["book_BTC_USD",{NEW_ORDER}]'
@@ -73,17 +74,12 @@ class Script:
 async def scripted(script: Script) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/socket.io/", script.handle)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        for ws in script.sockets:
-            await ws.close()
-        await runner.cleanup()
+    async with serving(app) as url:
+        try:
+            yield url
+        finally:
+            for ws in script.sockets:
+                await ws.close()
 
 
 def v2_stream(url: str) -> BookStream:
@@ -221,17 +217,11 @@ async def test_stopping_during_a_hanging_handshake_leaves_nothing() -> None:
 
     app = web.Application()
     app.router.add_get("/socket.io/", silent)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        stream = v2_stream(f"http://{host}:{port}")
+    async with serving(app) as url:
+        stream = v2_stream(url)
         async with running(stream):
             await asyncio.wait_for(hanging.wait(), 10)
         assert stream.items.empty()
         await eventually(
             lambda: not (asyncio.all_tasks() - {asyncio.current_task()}), what="no task left"
         )
-    finally:
-        await runner.cleanup()

@@ -31,11 +31,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, reject, settings
 from hypothesis import strategies as st
-from prometheus_client import REGISTRY
 
 from recorder.config import load_config
 from recorder.daemon import Daemon
@@ -48,7 +46,11 @@ from recorder.storage.spool import decode
 from recorder.supervisor import Supervisor
 from tests.exchange.loopback import FakeExchange, Fault
 from tests.fuzz import strategies as fz
-from tests.test_daemon import eventually, free_port, query, start_daemon, stop_daemon
+from tests.harness.config import write_config
+from tests.harness.daemon import start_daemon, stop_daemon
+from tests.harness.metrics import sample
+from tests.harness.postgres import empty_tables, query
+from tests.harness.waiting import eventually
 
 PAIR = "BTC_USD"
 BOOK = json.dumps(
@@ -78,30 +80,26 @@ PIPELINE = settings(
 )
 
 
-def empty_tables(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        tables = [row[0] for row in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'schema_migrations'").fetchall()]  # fmt: skip
-        if tables:
-            conn.execute(("TRUNCATE " + ", ".join(tables)).encode())
-
-
 def metric(source: str) -> float:
-    value = REGISTRY.get_sample_value("recorder_malformed_messages_total", {"source": source})
-    return value or 0.0
+    return sample("recorder_malformed_messages_total", source=source)
 
 
 def daemon_for(exchange: FakeExchange, dsn: str, data_dir: Path, *, keys: bool = False) -> Daemon:
-    config = data_dir / "recorder.toml"
-    secrets = 'api_key = "fuzz-key"\napi_secret = "fuzz-secret"\n' if keys else ""
-    config.write_text(
-        f'[exchange]\nbase_url = "{exchange.url}"\nsocket_url = "{exchange.url}"\n{secrets}'
-        f'request_timeout_s = 5\n[database]\ndsn = "{dsn}"\n'
-        f'[recorder]\ndata_dir = "{data_dir / "data"}"\npairs = ["{PAIR}"]\n'
-        'candle_types = ["1"]\nsnapshot_interval_s = 0.3\ntrades_poll_interval_s = 0.2\n'
-        "candles_poll_interval_s = 0.3\nmetadata_refresh_s = 0.3\n"
-        f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
+    secrets = {"api_key": "fuzz-key", "api_secret": "fuzz-secret"} if keys else {}
+    config = write_config(
+        data_dir / "recorder.toml",
+        base_url=exchange.url,
+        dsn=dsn,
+        data_dir=data_dir / "data",
+        exchange={**secrets, "request_timeout_s": 5},
+        recorder={
+            "pairs": [PAIR],
+            "candle_types": ["1"],
+            "snapshot_interval_s": 0.3,
+            "trades_poll_interval_s": 0.2,
+            "candles_poll_interval_s": 0.3,
+            "metadata_refresh_s": 0.3,
+        },
     )
     daemon = Daemon(load_config(config))
     # Garbage makes sources fail and restart; restart quickly so an example stays short.

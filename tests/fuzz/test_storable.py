@@ -24,9 +24,8 @@ from recorder.storage.migrate import migrate
 from recorder.storage.tables import SPECS
 from recorder.storage.writer import Writer
 from tests.fuzz import strategies as fz
-from tests.fuzz.test_parsers import PARSERS, records_of
-from tests.fuzz.test_pipeline import empty_tables
-from tests.test_daemon import query
+from tests.fuzz.parsers import PARSERS, records_of
+from tests.harness.postgres import empty_tables, query
 
 STORABLE = settings(
     max_examples=fz.examples(15, "RECORDER_FUZZ_PIPELINE_EXAMPLES"),

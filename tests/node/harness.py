@@ -175,20 +175,3 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         process.kill()
         await process.wait()
-
-
-async def eventually(
-    check: Any, *, timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "the condition"
-) -> Any:
-    """Poll `check()` (sync or async) until it returns something true, and return that."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return value
-                await asyncio.sleep(interval_s)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout_s}s: {what}") from None

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from recorder.probe import probe
 from recorder.sim.server import SimSettings, run_sim
-from tests.node.harness import NodeServer, eventually, node_socketio_server
-from tests.test_probe import (
+from tests.harness.waiting import eventually
+from tests.node.harness import NodeServer, node_socketio_server
+from tests.probing import (
     EVENTS_HEARD,
     PAIRS,
     WINDOW_S,

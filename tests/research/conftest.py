@@ -9,7 +9,6 @@ recorder wrote it, for the coverage and export tests to read.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +22,16 @@ from recorder.config import Config
 from recorder.daemon import Daemon
 from recorder.sim.engine import Side
 from recorder.sim.server import SimSettings, run_sim
-from tests.conftest import fresh_database
-from tests.test_daemon import daemon_config, eventually, query
+from tests.harness.daemon import (
+    daemon_config,
+    events_received,
+    sessions,
+    start_daemon,
+    stop_daemon,
+)
+from tests.harness.deliveries import delivered_events
+from tests.harness.postgres import count_rows, fresh_database
+from tests.harness.waiting import eventually
 
 PAIRS = ("BTC_USD", "ETH_USD")
 OUTAGE_S = 3.0
@@ -42,32 +49,34 @@ class Recording:
 
 
 async def record(dsn: str, tmp_path: Path) -> Recording:
-    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=40, history_hours=0.2)
+    settings = SimSettings(seed=11, pairs=PAIRS, rate_per_s=40, history_hours=0.2,
+                           record_deliveries=True)  # fmt: skip
     async with run_sim(settings) as sim:
         config = daemon_config(tmp_path, sim, dsn)
         daemon = Daemon(config)
-        running = asyncio.create_task(daemon.run())
-        await asyncio.wait_for(daemon.ready.wait(), 60)
-        await eventually(lambda: query(dsn, "SELECT count(*) FROM book_events")[0][0] > 20,
-                         what="live events")  # fmt: skip
-        await asyncio.sleep(1.0)
+        received = events_received()
+        running = await start_daemon(daemon)
+        await eventually(lambda: count_rows(dsn, "book_events") > 20, what="live events")
+        # The outage starts a clear while after the first session's events, so that the
+        # coverage of that session reaches past its first seconds.
+        await eventually(lambda: delivered_events(sim) > 60, what="a second of events")
         outage_from = datetime.now(UTC)
         sim.start_outage(OUTAGE_S)
-        await asyncio.sleep(OUTAGE_S)
+        await eventually(lambda: sessions(dsn) >= 2, timeout_s=OUTAGE_S + 60,
+                         what="the stream back after the outage")  # fmt: skip
         outage_to = datetime.now(UTC)
-        await eventually(
-            lambda: query(dsn, "SELECT count(*) FROM stream_sessions")[0][0] >= 2,
-            timeout_s=60, what="the stream back after the outage",
-        )  # fmt: skip
-        await asyncio.sleep(1.5)
+        # Some events on the second session before the market is quieted.
+        back = delivered_events(sim)
+        await eventually(lambda: delivered_events(sim) > back + 60,
+                         what="events after the outage")  # fmt: skip
         sim.pause()
         await sim.drained()
         total = len(sim.engine.trades)
-        await eventually(lambda: query(dsn, "SELECT count(*) FROM trades")[0][0] == total,
-                         timeout_s=60, what="every trade of the tape")  # fmt: skip
-        await asyncio.sleep(1.0)
-        daemon.request_stop("SIGTERM")
-        assert await asyncio.wait_for(running, 60) == 0
+        await eventually(lambda: count_rows(dsn, "trades") == total, timeout_s=60,
+                         what="every trade of the tape")  # fmt: skip
+        await eventually(lambda: events_received() - received >= delivered_events(sim),
+                         what="every event sent received")  # fmt: skip
+        await stop_daemon(daemon, running)
         tops = {pair: top(sim.engine.books[pair].levels) for pair in PAIRS}
     return Recording(dsn, config, tmp_path / "recorder.toml", outage_from, outage_to, tops)
 
@@ -81,13 +90,8 @@ def top(levels: Callable[[Side], list[tuple[Decimal, Decimal]]]) -> tuple[Any, .
 
 
 @pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
+def keep_logging(restore_logging: None) -> None:
     """`main()` points logging at the test's captured stderr; put the handlers back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="package")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,8 +15,11 @@ import socketio
 
 from recorder.sim.auth import sign
 from recorder.sim.server import SimSettings, Simulator, run_sim
+from tests.harness.waiting import eventually
 
-FAST = SimSettings(seed=3, pairs=("BTC_USD", "ETH_BTC"), rate_per_s=40.0, history_hours=0.5)
+FAST = SimSettings(seed=3, pairs=("BTC_USD", "ETH_BTC"), rate_per_s=40.0, history_hours=0.5,
+                   record_deliveries=True)  # fmt: skip
+"""Noting what each connection was sent, so that a test can wait until its client got it."""
 
 
 @pytest.fixture
@@ -81,9 +83,27 @@ def socket_client() -> socketio.AsyncClient:
     return socketio.AsyncClient(serializer=DecimalPacket, reconnection=False)
 
 
-async def until(condition: Any, timeout_s: float = 5.0) -> None:
-    """Wait until `condition()` holds (what a socket client collected, say)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+def shape(value: Any) -> Any:
+    """Keys and JSON types, recursively (a list: the shape of its first item)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def delivered(sim: Simulator) -> int:
+    """Items (events and garbage) the simulator has handed to socket.io for any client."""
+    assert sim.deliveries is not None, "the simulator must run with record_deliveries=True"
+    return sum(len(c.items) for c in sim.deliveries.connections.values())
+
+
+async def unthrottled(call: Callable[[], Awaitable[tuple[int, Any]]]) -> tuple[int, Any]:
+    """`call()`'s status and body once it is not answered 429: called again while the rate
+    limit's window is full (a refused call does not count against it)."""
+
+    async def answer() -> tuple[int, Any] | None:
+        status, body = await call()
+        return None if status == 429 else (status, body)
+
+    return await eventually(answer, timeout_s=5, what="an answer other than 429")

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.sim.conftest import get_json, socket_client, until
+from tests.harness.waiting import eventually
+from tests.sim.conftest import get_json, socket_client
 
 
 def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
@@ -70,28 +71,21 @@ def test_recorder_sim_serves_and_stops_on_sigterm() -> None:
     assert code == 0
 
 
-def test_bad_fault_rate_exits_2() -> None:
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--rate-429", "2"], "rate_429"), (["--pairs", "BTCUSD"], "BTCUSD")],
+    ids=["bad-fault-rate", "bad-pair-name"],
+)
+def test_a_bad_flag_exits_2_naming_it(flags: list[str], named: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "recorder", "sim", "--port", "0", "--rate-429", "2"],
+        [sys.executable, "-m", "recorder", "sim", "--port", "0", *flags],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 2
-    assert "rate_429" in result.stderr
-
-
-def test_bad_pair_name_exits_2() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "recorder", "sim", "--port", "0", "--pairs", "BTCUSD"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "BTCUSD" in result.stderr
+    assert named in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -121,7 +115,7 @@ async def test_cancel_id_flag_makes_cancel_order_id_name_the_cancelled_order() -
         client.on("book_BTC_USD", lambda e: cancels.append(e) if "cancelled" in e else None)
         await client.connect(url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")
-        await until(lambda: len(cancels) >= 5, timeout_s=20)
+        await eventually(lambda: len(cancels) >= 5, timeout_s=20)
         await client.disconnect()
         async with aiohttp.ClientSession() as http:
             for cancel in cancels[:5]:
@@ -153,7 +147,7 @@ async def test_event_name_and_max_page_switches() -> None:
 
         await client.connect(url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")
-        await until(lambda: len(received) >= 5, timeout_s=15)
+        await eventually(lambda: len(received) >= 5, timeout_s=15)
         await client.disconnect()
         for event, args in received:
             assert event == "orderbook"

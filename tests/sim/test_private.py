@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -11,8 +10,8 @@ import aiohttp
 import pytest
 
 from recorder.sim.server import Simulator
-from tests.sim.conftest import auth_headers, private, socket_client
-from tests.sim.test_rest import shape
+from tests.harness.waiting import eventually
+from tests.sim.conftest import auth_headers, private, shape, socket_client, unthrottled
 
 DOCS = {
     "/api/v1/wallets/": '[{"currency": "BTC", "balance": 0.00000000, "reserve": 0.00000000}]',
@@ -52,10 +51,7 @@ async def test_create_order_trades_through_the_engine_and_the_socket(
     assert shape(json.loads(json.dumps(created, default=float))) == shape(json.loads(CREATED))
     assert created["amount"] == 0
     assert created["trades"][0]["price"] == ask
-    for _ in range(100):
-        if seen:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: seen, what="the order on the socket")
     assert seen[0]["oid"] == created["oid"]
     assert seen[0]["trades"][0]["tid"] == created["trades"][0]["tid"]
     await client.disconnect()
@@ -79,8 +75,7 @@ async def test_private_answers_have_the_docs_shape(
         "/api/v1/order/",
         {"type": "sell", "pair": "BTC_USD", "amount": "0.001", "price": str(bid)},
     )
-    await asyncio.sleep(0.5)  # 2 calls per second per key
-    status, body = await private(http, sim, path)
+    status, body = await unthrottled(lambda: private(http, sim, path))  # 2 calls/s per key
     assert status == 200, body
     assert body
     assert shape(json.loads(json.dumps(body, default=float))) == shape(json.loads(DOCS[path]))
@@ -102,11 +97,10 @@ async def test_cancel_own_order_and_refuse_someone_elses(
     oid = str(created["oid"])
     status, body = await private(http, sim, "/api/v1/order-cancel/", {"order": oid}, account="bob")
     assert status == 403, body
-    await asyncio.sleep(0.5)
-    status, body = await private(http, sim, "/api/v1/order-cancel/", {"order": oid})
+    cancel = {"order": oid}
+    status, body = await unthrottled(lambda: private(http, sim, "/api/v1/order-cancel/", cancel))
     assert (status, body) == (200, {"order": int(oid)})
-    await asyncio.sleep(0.5)
-    status, body = await private(http, sim, "/api/v1/order-cancel/", {"order": oid})
+    status, body = await unthrottled(lambda: private(http, sim, "/api/v1/order-cancel/", cancel))
     assert status == 400
     assert "not active" in body["detail"]
 
@@ -141,13 +135,11 @@ async def test_bad_signature_stale_nonce_and_missing_headers_are_401(
     url = sim.base_url + "/api/v1/wallets/"
     good = auth_headers(creds.key, creds.secret, {})
     assert (await call(http, url, good))[0] == 200
-    await asyncio.sleep(0.5)
-    status, body = await call(http, url, good)  # the same nonce again
+    status, body = await unthrottled(lambda: call(http, url, good))  # the same nonce again
     assert status == 401
     assert "nonce" in body["detail"]
-    await asyncio.sleep(0.5)
     wrong = auth_headers(creds.key, "not the secret", {})
-    status, body = await call(http, url, wrong)
+    status, body = await unthrottled(lambda: call(http, url, wrong))
     assert status == 401
     assert "signature" in body["detail"]
     status, _ = await call(http, url, {})
@@ -183,5 +175,5 @@ async def test_private_rate_limit_is_two_calls_per_second_per_key(
     assert 429 in statuses[2:]
     # another key has its own budget
     assert (await private(http, sim, "/api/v1/wallets/", account="carol"))[0] == 200
-    await asyncio.sleep(1.05)
-    assert (await private(http, sim, "/api/v1/wallets/"))[0] == 200
+    # a second later its budget is back
+    assert (await unthrottled(lambda: private(http, sim, "/api/v1/wallets/")))[0] == 200

@@ -11,7 +11,7 @@ import pytest
 
 from recorder.sim.rest import MAX_LIMIT
 from recorder.sim.server import Simulator, run_sim
-from tests.sim.conftest import FAST, get_json
+from tests.sim.conftest import FAST, get_json, shape
 
 # The docs' sample outputs, verbatim: our answers must have the same keys and JSON types.
 DOCS = {
@@ -31,15 +31,6 @@ DOCS = {
     "chart": """[{"volume": 0.262929, "high": 912.236, "low": 910.086, "close": 911.915,
         "time": 1485777600, "open": 910.424}]""",
 }
-
-
-def shape(value: Any) -> Any:
-    """Keys and JSON types, recursively (a list: the shape of its first item)."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 def docs(name: str) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,9 +16,9 @@ from recorder.sim import wire
 from recorder.sim.deliveries import Garbage
 from recorder.sim.engine import STATUS_CANCELLED, Cancel
 from recorder.sim.server import Simulator, run_sim
-from tests.sim.conftest import FAST, get_json, socket_client, until
+from tests.harness.waiting import eventually
+from tests.sim.conftest import FAST, delivered, get_json, shape, socket_client
 from tests.sim.payloads import records, snapshot
-from tests.sim.test_rest import shape
 
 NEW = """{"success": true, "date": 1485686507.0944622, "oid": 15234, "type": "sell",
   "price": 935.23, "amount": 0.0, "trades": [{"tid": 14876, "type": "buy", "price": "936.00",
@@ -51,7 +50,7 @@ async def test_subscribed_channel_gets_new_orders_and_cancels_in_the_docs_shape(
             e.get("trades") and "cancelled" not in e for e in btc
         )
 
-    await until(seen_all_kinds, timeout_s=15)
+    await eventually(seen_all_kinds, timeout_s=15)
     assert eth == []  # not subscribed
     new = next(e for e in btc if e.get("trades"))
     cancel = next(e for e in btc if "cancelled" in e)
@@ -64,7 +63,10 @@ async def test_subscribed_channel_gets_new_orders_and_cancels_in_the_docs_shape(
 
     await client.call("unsubscribe", "book_BTC_USD")
     count = len(btc)
-    await asyncio.sleep(0.3)
+    sent = sim.emitted_count
+    # Once the simulator has sent 30 more events, none of them may have reached the client.
+    await eventually(lambda: sim.emitted_count >= sent + 30, what="30 more events sent")
+    await client.call("unsubscribe", "book_BTC_USD")  # a round trip: anything sent, arrived
     assert len(btc) == count
     await client.disconnect()
 
@@ -79,7 +81,7 @@ async def test_the_cancel_id_setting_says_which_field_names_the_cancelled_order(
         client.on("book_BTC_USD", lambda e: cancels.append(e) if "cancelled" in e else None)
         await client.connect(sim.base_url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")
-        await until(lambda: len(cancels) >= 20, timeout_s=15)
+        await eventually(lambda: len(cancels) >= 20, timeout_s=15)
         await client.disconnect()
     other = "oid" if cancel_id == "cancel_order_id" else "cancel_order_id"
     for cancel in cancels:
@@ -131,15 +133,15 @@ async def snapshot_plus_socket_events(sim: Simulator, http: aiohttp.ClientSessio
             assert response.status == 200
         await sim.drained()
         _, state = await get_json(http, sim.base_url + "/admin/state")
-        await until(lambda: state["emitted_count"] == sim.emitted_count)
-        await asyncio.sleep(0.1)
+        await eventually(lambda: state["emitted_count"] == sim.emitted_count)
+        await eventually(lambda: len(events) == delivered(sim), what="every event received")
         _, body = await get_json(http, url)
         return Book.from_snapshot(snapshot(body)), len(events)
 
     book, start = await quiet_snapshot()
     async with http.post(sim.base_url + "/admin/resume") as response:
         assert response.status == 200
-    await until(lambda: len(events) > start + 150, timeout_s=15)
+    await eventually(lambda: len(events) > start + 150, timeout_s=15)
     later, end = await quiet_snapshot()
     anomalies = []
     for payload in events[start:end]:
@@ -179,12 +181,12 @@ async def test_book_events_go_out_under_the_chosen_event_name(mode: str) -> None
 
         await client.connect(sim.base_url, transports=["websocket"])
         await client.call("subscribe", "book_BTC_USD")  # not ETH_BTC: never sent to us
-        await until(lambda: len(received) >= 60, timeout_s=15)
+        await eventually(lambda: len(received) >= 60, timeout_s=15)
         await sim.burst(malformed=2, unknown=0)
         sim.pause()
         await sim.drained()
         (connection,) = sim.deliveries.connections.values()
-        await until(lambda: len(received) == len(connection.items))
+        await eventually(lambda: len(received) == len(connection.items))
         await client.disconnect()
 
     shape_of = EXPECTED_SHAPES[mode]

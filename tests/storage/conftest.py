@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fresh_database
+from tests.harness.postgres import fresh_database
 
 TSDB_SCRIPT = Path(__file__).resolve().parents[2].parent / "shared" / "timescaledb" / "tsdb.py"
 
@@ -28,7 +28,7 @@ def tsdb_server_dsn() -> Iterator[str]:
             pytest.fail(f"CI must test TimescaleDB too, but there is no build at {TSDB_SCRIPT}")
         pytest.skip(f"no TimescaleDB build at {TSDB_SCRIPT}")
     tsdb = runpy.run_path(str(TSDB_SCRIPT))
-    # Under /tmp: as root, the server runs as an unprivileged user (see tests/conftest.py).
+    # Under /tmp: as root, the server runs as an unprivileged user (see tests/harness/postgres.py).
     data_dir = Path(tempfile.mkdtemp(prefix="recorder-test-tsdb-"))
     dsn: str = tsdb["start"](str(data_dir))
     try:

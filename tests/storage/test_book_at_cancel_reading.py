@@ -19,7 +19,7 @@ import pytest
 from recorder import records as r
 from recorder.book import READINGS, Reading
 from recorder.storage.migrate import migrate
-from tests.storage.test_book_at import at, cancel, new, snapshot, write
+from tests.storage.book_history import at, cancel, new, snapshot, write
 
 D = Decimal
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from recorder.storage.migrate import MigrationError, load_migrations, migrate, migrations_dir
-from tests.conftest import fresh_database
+from tests.harness.postgres import fresh_database
 
 # Every table, its key, and the columns researchers rely on, with their types: the schema's
 # promise (migrations/0001_schema.sql, docs/research.md), pinned here apart from the code.

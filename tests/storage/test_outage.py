@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from recorder import metrics
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
-from tests.conftest import crash
+from tests.harness.metrics import sample
+from tests.harness.postgres import EmbeddedPostgres
+from tests.harness.waiting import eventually
 from tests.storage.records_factory import trade
 
 UNREACHABLE_DSN = "postgresql://recorder:secret@127.0.0.1:9/recorder?connect_timeout=1"
-
-
-def gauge(metric: Any) -> float:
-    return float(metric._value.get())
 
 
 def stored_tids(dsn: str) -> list[int]:
@@ -27,12 +23,12 @@ def stored_tids(dsn: str) -> list[int]:
 
 
 async def test_database_killed_and_restarted_mid_write_loses_nothing(
-    own_pg_server: Any, tmp_path: Path
+    own_pg: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    dsn = own_pg_server.get_uri()
+    dsn = own_pg.dsn
     migrate(dsn)
     total = 6000
-    seen_down = False
+    spool = tmp_path / "spool"
     async with Writer(
         dsn, tmp_path / "spool", batch_rows=200, max_buffer_rows=1000, retry_max_s=0.3
     ) as writer:
@@ -41,25 +37,23 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
             for tid in range(1, total + 1):
                 writer.put(trade(tid))
                 if tid % 100 == 0:
+                    # Not a wait: rows arrive over time, as they do from the sources, so
+                    # that the crash below falls in the middle of them.
                     await asyncio.sleep(0.01)
 
         producer = asyncio.create_task(produce())
-        while len(stored_tids(dsn)) < 500:  # noqa: ASYNC110 - polling the database itself
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(stored_tids(dsn)) >= 500, what="500 rows committed")
         # An immediate stop is a crash: no checkpoint, connections cut, recovery at start.
-        crash(own_pg_server)
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            seen_down = seen_down or gauge(metrics.db_up) == 0
+        own_pg.crash()
+        await eventually(lambda: sample("recorder_db_up") == 0, what="recorder_db_up 0")
         await producer
+        await eventually(lambda: list(spool.glob("*.jsonl")), what="the overflow spilled")
         assert writer.buffered_rows > 0
-        assert list((tmp_path / "spool").glob("*.jsonl")), "the overflow was not spilled to disk"
-        own_pg_server.ensure_postgres_running()
+        own_pg.restart()
         assert await writer.flush(60)
-    assert seen_down, "recorder_db_up stayed 1 while the database was down"
-    assert gauge(metrics.db_up) == 1
+    assert sample("recorder_db_up") == 1
     assert stored_tids(dsn) == list(range(1, total + 1))
-    assert not list((tmp_path / "spool").glob("*.jsonl"))
+    assert not list(spool.glob("*.jsonl"))
 
 
 async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path: Path) -> None:
@@ -68,9 +62,8 @@ async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path:
     async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry_max_s=0.2) as down:
         down.put_many(trade(tid) for tid in range(1, 1001))
         assert down.buffered_rows == 1000
-        assert gauge(metrics.write_buffer_rows) == 1000
-        await asyncio.sleep(0.3)
-        assert gauge(metrics.db_up) == 0
+        assert sample("recorder_write_buffer_rows") == 1000
+        await eventually(lambda: sample("recorder_db_up") == 0, what="recorder_db_up 0")
         assert not await down.flush(0.5)
     # The writer is gone; what it held is on disk, in segments, nothing in memory.
     assert sum(len(p.read_text().splitlines()) for p in spool.glob("*.jsonl")) == 1000
@@ -80,7 +73,7 @@ async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path:
         assert await up.flush(60)
     assert stored_tids(db_dsn) == list(range(1, 1001))
     assert not list(spool.glob("*.jsonl"))
-    assert gauge(metrics.write_buffer_rows) == 0
+    assert sample("recorder_write_buffer_rows") == 0
 
 
 async def test_a_damaged_spool_line_is_kept_not_fatal(db_dsn: str, tmp_path: Path) -> None:
