@@ -107,11 +107,6 @@ class BookRecorder:
             book = self.pairs[pair] = PairBook(ticker)
         return book
 
-    def unfollow(self, pair: str) -> None:
-        """Forget the pair's book (once its `snapshots` task is stopped): a reconnect no
-        longer resyncs it, and its events, should any still come, are only recorded."""
-        self.pairs.pop(pair, None)
-
     # -- the stream ---------------------------------------------------------------------
 
     async def consume(self) -> None:

@@ -68,10 +68,6 @@ class TradeRecorder:
         for ticker in self._tickers.values():
             ticker.wake("connect")
 
-    def unfollow(self, pair: str) -> None:
-        """Forget the pair's ticker (once its `run` task is stopped)."""
-        self._tickers.pop(pair, None)
-
     async def run(self, pair: str) -> NoReturn:
         """Catch `pair` up at once, then poll it every interval; catch up again whenever
         `catch_up_now()` says so."""
