@@ -1,7 +1,7 @@
 """The sources on their tickers, on a fake clock: what each tick does, and what a failed one
 is tried again as.
 
-The exchange is the real loopback server of the client's tests (snapshots, the trade tape)
+The exchange is the real loopback server of the client's tests (snapshots, trades, account)
 or the in-memory chart that keeps to the documented rule (candles); the writer is a list of
 what the source handed it, which is what these tests are about. The clock runs the test's
 next action each time a ticker waits, that is before each tick, so each test is a script of
@@ -14,20 +14,22 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from recorder.config import TradesBackfill
 from recorder.exchange.paging import CANDLE_LIMIT
+from recorder.exchange.ratelimit import TokenBucket
 from recorder.exchange.rest import ExchangeClient, RetryPolicy
 from recorder.exchange.stream import BookStream, Connected
-from recorder.records import BookSnapshot, Candle, StreamSession, Trade, utc_now
+from recorder.records import AccountWallet, BookSnapshot, Candle, StreamSession, Trade, utc_now
 from recorder.retry import TASK_RESTART
+from recorder.sources.account import AccountRecorder
 from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
 from recorder.sources.trades import TradeRecorder
@@ -88,21 +90,19 @@ class Handed:
         return [r for r in self.records if isinstance(r, kind)]
 
 
-@asynccontextmanager
-async def running(work: Any, clock: ScriptedClock) -> AsyncIterator[None]:
-    """Run a source until its script is spent, then stop it."""
+async def run_script(work: Awaitable[object], clock: ScriptedClock) -> None:
+    """Run a source until its clock's script is spent, then stop it."""
     task = asyncio.ensure_future(work)
+    done = asyncio.ensure_future(clock.done.wait())
     try:
-        done = asyncio.ensure_future(clock.done.wait())
         await asyncio.wait([task, done], timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        done.cancel()
         if task.done():
             task.result()  # the source ended: show why
         assert clock.done.is_set(), "the script did not run to its end"
-        yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for running in (task, done):
+            running.cancel()
+        await asyncio.gather(task, done, return_exceptions=True)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -140,9 +140,8 @@ async def test_a_snapshot_that_fails_after_a_reconnect_is_retried_as_a_connect_r
     resyncs = metric("recorder_book_resyncs_total", pair=PAIR, reason="connect")
     async with ExchangeClient(exchange.url, retry=ONE_TRY) as client:
         stream = BookStream(exchange.url, pairs=[PAIR])  # never run: only the REST side here
-        recorder = BookRecorder(client, stream, handed, snapshot_interval_s=60, clock=clock)  # type: ignore[arg-type]
-        async with running(recorder.snapshots(PAIR), clock):
-            pass
+        recorder = BookRecorder(client, stream, handed, snapshot_interval_s=60, clock=clock)
+        await run_script(recorder.snapshots(PAIR), clock)
     assert [s.reason for s in handed.of(BookSnapshot)] == ["start", "connect", "interval"]
     assert len(exchange.requests_to(ORDERBOOK)) == 4  # the failed one too
     assert metric("recorder_task_failures_total", task=f"snapshots:{PAIR}") == failures + 1
@@ -182,14 +181,13 @@ async def test_only_catch_ups_count_as_backfilled_even_when_a_poll_is_retried(
     async with ExchangeClient(exchange.url, retry=ONE_TRY) as client:
         recorder = TradeRecorder(
             client,
-            handed,  # type: ignore[arg-type]
+            handed,
             poll_interval_s=2.0,
             backfill=TradesBackfill.parse("all"),
             last_tids={PAIR: 3},
             clock=clock,
         )
-        async with running(recorder.run(PAIR), clock):
-            pass
+        await run_script(recorder.run(PAIR), clock)
     assert [t.tid for t in handed.of(Trade)] == [4, 5, 6, 7, 8, 9]
     # the start's catch-up (4, 5) and the reconnect's (8); not the retried poll's (6, 7)
     assert metric("recorder_trades_backfilled_total", pair=PAIR) == backfilled + 3
@@ -214,9 +212,8 @@ async def test_a_backfill_that_fails_halfway_resumes_before_its_oldest_candle() 
     chart = Chart(history, fail_at={1})  # the second page fails
     handed = Handed()
     clock = ScriptedClock(nothing, nothing)  # the first try, and the one after the failure
-    recorder = CandleRecorder(chart, handed, poll_interval_s=30, last_buckets={}, clock=clock)  # type: ignore[arg-type]
-    async with running(recorder.run(PAIR, "1"), clock):
-        pass
+    recorder = CandleRecorder(chart, handed, poll_interval_s=30, last_buckets={}, clock=clock)
+    await run_script(recorder.run(PAIR, "1"), clock)
     taken = handed_buckets(handed)
     assert sorted(taken) == history
     # each once; the open candle twice: the forward read refreshes it
@@ -232,10 +229,46 @@ async def test_a_forward_window_that_fails_halfway_is_read_again_whole() -> None
     chart = Chart(history, cap=100, fail_at={3})
     handed = Handed()
     clock = ScriptedClock(nothing, nothing)  # the first try, and the one after the failure
-    last = {(PAIR, "1"): utc_now().replace(second=0, microsecond=0) - timedelta(minutes=999)}
-    recorder = CandleRecorder(chart, handed, poll_interval_s=30, last_buckets=last, clock=clock)  # type: ignore[arg-type]
-    async with running(recorder.run(PAIR, "1"), clock):
-        pass
+    last = {(PAIR, "1"): datetime.fromtimestamp(history[0], UTC)}
+    recorder = CandleRecorder(chart, handed, poll_interval_s=30, last_buckets=last, clock=clock)
+    await run_script(recorder.run(PAIR, "1"), clock)
     taken = handed_buckets(handed)
     assert taken == Counter(history)  # every candle, each once: nothing of the failed try
     assert recorder.last_buckets[(PAIR, "1")].timestamp() == history[-1]
+
+
+PRIVATE = {
+    "/api/v1/wallets/": '[{"currency": "BTC", "balance": "1.50", "reserve": "0.25"}]',
+    "/api/v1/orders/own/": "[]",
+    "/api/v1/exchanges/own/": "[]",
+    "/api/v1/deposits/": "[]",
+    "/api/v1/withdraws/": "[]",
+}
+
+
+async def test_an_account_round_that_fails_is_tried_again_after_the_backoff(
+    exchange: FakeExchange,
+) -> None:
+    exchange.bodies.update(PRIVATE)
+    handed = Handed()
+    clock = ScriptedClock(
+        nothing,  # round 1: at once
+        lambda: exchange.fail("/api/v1/wallets/", Fault(status=503, body="busy")),  # round 2
+        nothing,  # round 3: round 2 again, after the backoff
+        nothing,  # round 4: the interval again
+    )
+    failures = metric("recorder_task_failures_total", task="account")
+    async with ExchangeClient(
+        exchange.url,
+        api_key=SecretStr("key"),
+        api_secret=SecretStr("secret"),
+        private_limit=TokenBucket(1000),  # not the exchange's 2 calls/s: this test is quick
+        retry=ONE_TRY,
+    ) as client:
+        recorder = AccountRecorder(client, handed, interval_s=60, clock=clock)
+        await run_script(recorder.run(), clock)
+    assert len(handed.of(AccountWallet)) == 3  # rounds 1, 3 and 4
+    assert metric("recorder_task_failures_total", task="account") == failures + 1
+    first_s, interval_s, retry_s, *_ = clock.waits
+    assert (first_s, interval_s) == (0, 60)
+    assert FIRST_RETRY_S[0] <= retry_s <= FIRST_RETRY_S[1]

@@ -55,6 +55,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from recorder.config import CandleType
 from recorder.exchange.rest import BadRequest
 from recorder.logs import get_logger
 from recorder.records import Candle, Trade
@@ -310,7 +311,15 @@ async def _first_offset(source: TradeSource, pair: str, wanted: Callable[[Trade]
 CANDLE_LIMIT = 720
 """The chart's documented default `limit`: what every candle page asks for."""
 
-BUCKET_S = {"1": 60, "5": 300, "15": 900, "30": 1800, "60": 3600, "240": 14400, "D": 86400}
+BUCKET_S: dict[CandleType, int] = {
+    "1": 60,
+    "5": 300,
+    "15": 900,
+    "30": 1800,
+    "60": 3600,
+    "240": 14400,
+    "D": 86400,
+}
 """A chart type's bucket width in seconds (a day's buckets start at 00:00 UTC)."""
 
 
@@ -342,7 +351,7 @@ def forward_windows(
 async def candles_before(
     source: CandleSource,
     pair: str,
-    resolution: str,
+    resolution: CandleType,
     before: datetime | None = None,
     *,
     limit: int = CANDLE_LIMIT,
@@ -360,7 +369,7 @@ async def candles_before(
 async def candles_from(
     source: CandleSource,
     pair: str,
-    resolution: str,
+    resolution: CandleType,
     since: datetime | None,
     now: datetime,
     *,
@@ -381,7 +390,7 @@ async def candles_from(
 async def _read_back(
     source: CandleSource,
     pair: str,
-    resolution: str,
+    resolution: CandleType,
     since_s: int | None,
     until_s: int | None,
     limit: int,

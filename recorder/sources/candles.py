@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import NoReturn
 
 from recorder.clock import REAL_CLOCK, Clock
+from recorder.config import CandleType
 from recorder.exchange.paging import CandleSource, candles_before, candles_from
 from recorder.logs import get_logger
 from recorder.records import Candle, utc_now
@@ -59,7 +60,7 @@ class CandleRecorder:
         """Charts with nothing (more) to backfill: stored before, or backfilled since."""
         self._backfilling: dict[Chart, _Backfill] = {}
 
-    async def run(self, pair: str, resolution: str) -> NoReturn:
+    async def run(self, pair: str, resolution: CandleType) -> NoReturn:
         """Backfill the chart if nothing of it is stored, then keep it current."""
         chart = (pair, resolution)
         ticker = Ticker(f"candles:{pair}:{resolution}", self._poll_interval_s, clock=self._clock)
@@ -71,7 +72,7 @@ class CandleRecorder:
 
         await ticker.run(step)
 
-    async def backfill(self, pair: str, resolution: str) -> int:
+    async def backfill(self, pair: str, resolution: CandleType) -> int:
         """Every candle the exchange serves, newest page first; returns how many were taken.
 
         Called again after a failure, it goes on before the oldest candle taken so far.
@@ -93,7 +94,7 @@ class CandleRecorder:
         log.info("candles backfilled", pair=pair, resolution=resolution, candles=count)
         return count
 
-    async def forward(self, pair: str, resolution: str) -> None:
+    async def forward(self, pair: str, resolution: CandleType) -> None:
         """From the last stored bucket (the open candle, refreshed) up to now."""
         since = self.last_buckets.get((pair, resolution))
         async for window in candles_from(self._client, pair, resolution, since, utc_now()):
