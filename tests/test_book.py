@@ -497,6 +497,24 @@ def touched(events: list[tuple[BookEvent, list[BookFill]]]) -> set[int]:
     return check.touched
 
 
+def snapshot_then_window(
+    market: Market, delivered: list[int], j: int, k: int, m: int
+) -> tuple[Book, list[str]]:
+    """The rebuilt book of the events `delivered` (indexes) before the snapshot, which holds
+    the first `k` events; then the window delivers events j..m-1. The rebuilt book after the
+    window, and the drift found."""
+    orders, events, books = market
+    rebuilt = Book(orders)
+    for index in delivered:
+        rebuilt.apply(*events[index])
+    check = DriftCheck.compare(rebuilt, books[k])
+    for event, fills in events[j:m]:
+        rebuilt.apply(event, fills)
+        if check is not None:
+            check.saw(event, fills)
+    return rebuilt, check.conclude(rebuilt) if check is not None else []
+
+
 @given(markets(), st.data())
 def test_a_snapshot_ahead_of_the_stream_is_no_drift_and_the_rebuilt_book_stays_exact(
     market: Market, data: st.DataObject
@@ -504,18 +522,10 @@ def test_a_snapshot_ahead_of_the_stream_is_no_drift_and_the_rebuilt_book_stays_e
     """The stream delivered `j` events when the snapshot came, which held `k` >= j; the
     window then delivers the rest up to `m` >= k. Nothing was lost: no drift, and the
     rebuilt book is the exchange's."""
-    orders, events, books = market
+    _, events, books = market
     j, k, m = sorted(data.draw(st.lists(st.integers(0, len(events)), min_size=3, max_size=3)))
-    rebuilt = Book(orders)
-    for event, fills in events[:j]:
-        rebuilt.apply(event, fills)
-    check = DriftCheck.compare(rebuilt, books[k])
-    for event, fills in events[j:m]:
-        rebuilt.apply(event, fills)
-        if check is not None:
-            check.saw(event, fills)
-    if check is not None:
-        assert check.conclude(rebuilt) == []
+    rebuilt, drift = snapshot_then_window(market, list(range(j)), j, k, m)
+    assert drift == []
     assert rebuilt.differences(books[m]) == []
 
 
@@ -526,22 +536,15 @@ def test_a_lost_event_is_drift_only_at_its_own_orders_and_is_healed_where_seen(
     """As above, but the stream lost event `lost` < j: only orders that event touched are
     drift, and afterwards the rebuilt book is wrong at most where the window touched them too
     (the next snapshot's check sees those)."""
-    orders, events, books = market
+    _, events, books = market
     if not events:
         return
     lost = data.draw(st.integers(0, len(events) - 1))
     j, k, m = sorted(
         data.draw(st.lists(st.integers(lost + 1, len(events)), min_size=3, max_size=3))
     )
-    rebuilt = Book(orders)
-    for event, fills in events[:lost] + events[lost + 1 : j]:
-        rebuilt.apply(event, fills)
-    check = DriftCheck.compare(rebuilt, books[k])
-    for event, fills in events[j:m]:
-        rebuilt.apply(event, fills)
-        if check is not None:
-            check.saw(event, fills)
-    drift = check.conclude(rebuilt) if check is not None else []
+    delivered = [i for i in range(j) if i != lost]
+    rebuilt, drift = snapshot_then_window(market, delivered, j, k, m)
     own = touched(events[lost : lost + 1])
     assert {int(line.split()[1].rstrip(":")) for line in drift} <= own
     assert set(rebuilt.differing_ids(books[m])) <= own & touched(events[j:m])

@@ -14,11 +14,10 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
@@ -33,6 +32,7 @@ from recorder.sources.account import AccountRecorder
 from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
 from recorder.sources.trades import TradeRecorder
+from tests.exchange import conftest as exchange_tests
 from tests.exchange.chart import Chart
 from tests.exchange.loopback import FakeExchange, Fault
 from tests.fakeclock import FakeClock
@@ -105,18 +105,12 @@ async def run_script(work: Awaitable[object], clock: ScriptedClock) -> None:
         await asyncio.gather(task, done, return_exceptions=True)
 
 
+exchange = exchange_tests.exchange
+"""The fixture of a real loopback exchange, as the client's tests have it."""
+
+
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-async def exchange() -> AsyncIterator[FakeExchange]:
-    server = FakeExchange()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_a_snapshot_that_fails_after_a_reconnect_is_retried_as_a_connect_resync(
