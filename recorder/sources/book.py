@@ -29,6 +29,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import NoReturn
 
 from recorder import metrics
@@ -78,10 +79,10 @@ class BookRecorder:
         self._client = client
         self._stream = stream
         self._writer = writer
-        self._interval_s = snapshot_interval_s
+        self._every = partial(Ticker, interval_s=snapshot_interval_s, clock=clock)
+        """A ticker of this source's interval, given its name."""
         self._settle_s = settle_s
         self._on_connect = on_connect
-        self._clock = clock
         self.pairs: dict[str, PairBook] = {}
         self.connected = asyncio.Event()
         self.connects = 0
@@ -103,7 +104,7 @@ class BookRecorder:
         (reason "start") when `snapshots(pair)` runs."""
         book = self.pairs.get(pair)
         if book is None:
-            ticker = Ticker(f"snapshots:{pair}", self._interval_s, clock=self._clock)
+            ticker = self._every(f"snapshots:{pair}")
             book = self.pairs[pair] = PairBook(ticker)
         return book
 

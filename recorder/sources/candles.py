@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import NoReturn
 
 from recorder.clock import REAL_CLOCK, Clock
@@ -53,8 +54,8 @@ class CandleRecorder:
         backfilled. `clock`: the tickers' (tests move a fake one)."""
         self._client = client
         self._writer = writer
-        self._poll_interval_s = poll_interval_s
-        self._clock = clock
+        self._every = partial(Ticker, interval_s=poll_interval_s, clock=clock)
+        """A ticker of this source's interval, given its name."""
         self.last_buckets = dict(last_buckets)
         self._backfilled: set[Chart] = set(last_buckets)
         """Charts with nothing (more) to backfill: stored before, or backfilled since."""
@@ -63,7 +64,7 @@ class CandleRecorder:
     async def run(self, pair: str, resolution: CandleType) -> NoReturn:
         """Backfill the chart if nothing of it is stored, then keep it current."""
         chart = (pair, resolution)
-        ticker = Ticker(f"candles:{pair}:{resolution}", self._poll_interval_s, clock=self._clock)
+        ticker = self._every(f"candles:{pair}:{resolution}")
 
         async def step(reason: str) -> None:
             if chart not in self._backfilled:

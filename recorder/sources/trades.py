@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 from typing import NoReturn
 
 from recorder import metrics
@@ -54,14 +55,15 @@ class TradeRecorder:
         """`clock`: the pairs' tickers' (tests move a fake one)."""
         self._client = client
         self._writer = writer
-        self._poll_interval_s = poll_interval_s
+        self._every = partial(Ticker, interval_s=poll_interval_s, clock=clock)
+        """A ticker of this source's interval, given its name."""
         self._backfill = backfill
-        self._clock = clock
         self.last_tids = dict(last_tids)
         self.pages = PageSize()
         """The exchange's trade page size, learned by every pair's paging (for the probe)."""
         self._tickers: dict[str, Ticker] = {}
         self._first_filled: set[str] = set()
+        """Pairs whose first fill ran: with nothing found, it is not run again each poll."""
 
     def catch_up_now(self) -> None:
         """After a reconnect: every pair fetches what it missed at once."""
@@ -73,7 +75,7 @@ class TradeRecorder:
         `catch_up_now()` says so."""
         ticker = self._tickers.get(pair)
         if ticker is None:
-            ticker = Ticker(f"trades:{pair}", self._poll_interval_s, clock=self._clock)
+            ticker = self._every(f"trades:{pair}")
             self._tickers[pair] = ticker
 
         async def step(reason: str) -> None:
