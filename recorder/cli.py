@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recorder import exitcodes
 from recorder.config import Config, ConfigError, load_config
 from recorder.logs import configure_logging, get_logger, redact_secrets
 from recorder.sim import cli as sim_cli
+
+if TYPE_CHECKING:
+    import psycopg
 
 Command = Callable[[argparse.Namespace, Config], int]
 
@@ -98,65 +102,53 @@ def cmd_sql(args: argparse.Namespace, config: Config) -> int:
     """Run one SQL query on the recorder's database and print the rows as a table."""
     import psycopg
 
-    from recorder.storage.embedded import database_dsn
+    def query() -> int:
+        with read_only_connection(config) as conn:
+            try:
+                cursor = conn.execute(args.query.encode())
+                columns = [column.name for column in cursor.description or []]
+                found = cursor.fetchall() if cursor.description is not None else []
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError) or exc.sqlstate is None:
+                    raise
+                # The query is an argument: one the database refuses (bad syntax, an
+                # unknown table, a write) is the caller's to fix.
+                raise BadArgument(f"the database refused the query: {_text(exc)}") from None
+        rows = [[("" if v is None else str(v)) for v in row] for row in found]
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+        print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("-+-".join("-" * w for w in widths))
+        for row in rows:
+            print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print(f"({len(rows)} rows)")
+        return exitcodes.OK
 
-    try:
-        with (
-            database_dsn(config.database, config.recorder.data_dir) as dsn,
-            psycopg.connect(dsn) as conn,
-        ):
-            conn.read_only = True
-            cursor = conn.execute(args.query.encode())
-            columns = [column.name for column in cursor.description or []]
-            rows = [[("" if v is None else str(v)) for v in row] for row in cursor.fetchall()]
-    except psycopg.Error as exc:
-        print(f"recorder sql: {str(exc).strip()}", file=sys.stderr)
-        return exitcodes.BAD_CONFIG
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    print(f"({len(rows)} rows)")
-    return exitcodes.OK
+    return reading_database("sql", query)
 
 
 def cmd_coverage(args: argparse.Namespace, config: Config) -> int:
     """Summarize what was recorded per pair, with the stream's gaps and their causes."""
-    import psycopg
-
     from recorder.research.coverage import format_report, load_report
-    from recorder.research.export import ExportError, parse_time
-    from recorder.storage.embedded import database_dsn
+    from recorder.research.export import parse_time
 
-    try:
+    def summarize() -> int:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
-        with (
-            database_dsn(config.database, config.recorder.data_dir) as dsn,
-            psycopg.connect(dsn) as conn,
-        ):
-            conn.read_only = True
+        with read_only_connection(config) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             report = load_report(conn, args.pair, since, until)
-    except ExportError as exc:
-        print(f"recorder coverage: {exc}", file=sys.stderr)
-        return exitcodes.BAD_CONFIG
-    except psycopg.Error as exc:
-        print(f"recorder coverage: {str(exc).strip()}", file=sys.stderr)
-        return exitcodes.STARTUP_FAILURE
-    print(format_report(report))
-    return exitcodes.OK
+        print(format_report(report))
+        return exitcodes.OK
+
+    return reading_database("coverage", summarize)
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     """Stream one table of a pair and time range to a Parquet or CSV file."""
-    import psycopg
-
-    from recorder.research.export import ExportError, Selection, export, parse_time
+    from recorder.research.export import Selection, export, parse_time
     from recorder.storage.embedded import database_dsn
 
-    try:
+    def write() -> int:
         selection = Selection(
             table=args.table,
             pair=args.pair,
@@ -166,14 +158,54 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
         selection.query()  # a bad table or filter fails before the database is started
         with database_dsn(config.database, config.recorder.data_dir) as dsn:
             rows = export(dsn, selection, args.format, args.out, batch_rows=args.batch_rows)
-    except ExportError as exc:
-        print(f"recorder export: {exc}", file=sys.stderr)
+        written = f"{rows} rows of {args.table} written to {args.out}"
+        print(f"recorder export: {written}", file=sys.stderr)
+        return exitcodes.OK
+
+    return reading_database("export", write)
+
+
+@contextmanager
+def read_only_connection(config: Config) -> Iterator[psycopg.Connection[Any]]:
+    """A read-only connection to the configured (or embedded) database."""
+    import psycopg
+
+    from recorder.storage.embedded import database_dsn
+
+    with (
+        database_dsn(config.database, config.recorder.data_dir) as dsn,
+        psycopg.connect(dsn) as conn,
+    ):
+        conn.read_only = True
+        yield conn
+
+
+class BadArgument(Exception):
+    """A command's argument cannot be used; the message says why."""
+
+
+def reading_database(command: str, body: Callable[[], int]) -> int:
+    """Run `body` of a command that reads the database, ending its errors in an exit code.
+
+    A bad argument (a time, a table, a query the database refuses) exits 2; a database that
+    cannot be reached, or fails while answering, exits 3.
+    """
+    import psycopg
+
+    from recorder.research.export import ExportError
+
+    try:
+        return body()
+    except (BadArgument, ExportError) as exc:
+        print(f"recorder {command}: {exc}", file=sys.stderr)
         return exitcodes.BAD_CONFIG
     except psycopg.Error as exc:
-        print(f"recorder export: {str(exc).strip()}", file=sys.stderr)
+        print(f"recorder {command}: cannot use the database: {_text(exc)}", file=sys.stderr)
         return exitcodes.STARTUP_FAILURE
-    print(f"recorder export: {rows} rows of {args.table} written to {args.out}", file=sys.stderr)
-    return exitcodes.OK
+
+
+def _text(exc: Exception) -> str:
+    return str(exc).strip()  # psycopg's messages end in a newline
 
 
 def cmd_probe(args: argparse.Namespace, config: Config) -> int:

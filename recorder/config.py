@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, TypeGuard, get_args
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg.conninfo
@@ -44,6 +44,7 @@ from pydantic_settings import (
 )
 
 from recorder.exchange.ratelimit import PRIVATE_CALLS_PER_S, PUBLIC_CALLS_PER_S
+from recorder.records import is_pair_name
 
 ENV_PREFIX = "RECORDER_"
 ENV_NESTED_DELIMITER = "__"
@@ -52,6 +53,20 @@ MASK = "****"
 CandleType = Literal["1", "5", "15", "30", "60", "240", "D"]
 """A chart resolution the exchange serves: minutes, and D for a day."""
 CANDLE_TYPES: tuple[CandleType, ...] = get_args(CandleType)
+CANDLE_WIDTH_S: dict[CandleType, int] = {
+    "1": 60,
+    "5": 300,
+    "15": 900,
+    "30": 1800,
+    "60": 3600,
+    "240": 14400,
+    "D": 86400,
+}
+"""How long one candle of each resolution lasts (a day starts at 00:00 UTC)."""
+
+
+def is_candle_type(value: object) -> TypeGuard[CandleType]:
+    return value in CANDLE_WIDTH_S
 
 
 class ConfigError(Exception):
@@ -90,11 +105,9 @@ PositiveSeconds = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, al
 PositiveRate = PositiveSeconds
 """Calls per second: the same constraints as a duration."""
 
-PAIR_NAME = re.compile(r"^(\*|[A-Za-z0-9]+_[A-Za-z0-9]+)$")
-
 
 def _check_pair(name: str) -> str:
-    if not PAIR_NAME.match(name):
+    if name != "*" and not is_pair_name(name):
         raise ValueError("not a pair name like BTC_USD (or * for every pair)")
     return name
 

@@ -1,43 +1,49 @@
 """`recorder run`: the daemon's life, start to stop, in the manner of uvicorn's server.
 
-    startup   database (embedded or configured; waits while unreachable), migrations,
-              metrics endpoint, writer, exchange client, socket stream
-    main      supervised tasks: metadata refresh, stream consumer, per pair snapshots,
-              trades and candles (and the account, with keys); a pair listed later gets
-              its tasks when it appears
-    shutdown  on SIGTERM/SIGINT: stop the sources, commit everything received (within
-              `drain_timeout_s`), stop; a second signal skips the wait and spills what is
-              left to the spool, which the next start commits first. Exit code 0 either way.
+    startup    the database (embedded or configured; waited for while unreachable),
+               migrations and where to resume, the metrics endpoint, the writer, the
+               exchange client, the first pair list (waited for while the exchange is down),
+               then every source as a supervised task
+    main_loop  until asked to stop: the supervisor keeps the sources running (metadata
+               refresh, the stream and its consumer, per pair snapshots, trades and
+               candles, the account with keys); a pair listed later gets its tasks, a
+               pair delisted loses them (and its stream subscription)
+    shutdown   on SIGTERM/SIGINT: stop the sources, commit everything received (within
+               `drain_timeout_s`), stop; a second signal skips the wait and spills what is
+               left to the spool, which the next start commits first. Exit code 0 either way.
 
-Nothing here parses or writes SQL: sources make records, the writer stores them.
+Nothing here parses, builds records or writes SQL: sources make records (the exchange
+client keeps its malformed answers through `on_malformed`, the stream closes its own
+sessions), the writer stores them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from prometheus_client import start_http_server
 
 from recorder import exitcodes, metrics
-from recorder.backoff import Backoff
+from recorder.clock import REAL_CLOCK
 from recorder.config import Config
-from recorder.exchange.rest import ExchangeClient, MalformedResponse
+from recorder.exchange.rest import ExchangeClient, HttpError
 from recorder.exchange.stream import BookStream
 from recorder.logs import get_logger
-from recorder.records import RawMessage, new_id, utc_now
+from recorder.retry import DATABASE_WAIT, EXCHANGE_WAIT, Backoff
 from recorder.sources.account import AccountRecorder
 from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
 from recorder.sources.metadata import MetadataRecorder
 from recorder.sources.trades import TradeRecorder
-from recorder.storage.embedded import database_dsn
+from recorder.storage.embedded import serving_database
 from recorder.storage.migrate import MigrationError, migrate
 from recorder.storage.queries import last_candle_buckets, last_trade_ids
 from recorder.storage.writer import Writer
@@ -45,6 +51,35 @@ from recorder.supervisor import Supervisor
 from recorder.systemd import Notifier
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StartupFailed(Exception):
+    """The daemon cannot come up, and waiting would not help (exit code 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoints:
+    """Where the sources take up again: the newest stored trade and candle."""
+
+    last_tids: dict[str, int]
+    last_buckets: dict[tuple[str, str], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What startup built and shutdown stops."""
+
+    writer: Writer
+    client: ExchangeClient
+    stream: BookStream
+    book: BookRecorder
+    trades: TradeRecorder
+    candles: CandleRecorder
+    metadata: MetadataRecorder
 
 
 class Daemon:
@@ -60,6 +95,23 @@ class Daemon:
         self.ready = asyncio.Event()
         self.dsn = ""
         self.writer: Writer | None = None
+        self._sources: Sources | None = None
+        self._resources = AsyncExitStack()
+        """What startup opened (database, metrics endpoint, writer, client), closed last."""
+
+    async def run(self) -> int:
+        with self._signals_captured():
+            async with self._resources:
+                try:
+                    sources = await self.startup()
+                except (StartupFailed, OSError) as exc:
+                    log.error("could not start", problem=str(exc))
+                    return exitcodes.STARTUP_FAILURE
+                if sources is None:  # asked to stop while waiting for the database or exchange
+                    return exitcodes.OK
+                await self.main_loop()
+                await self.shutdown(sources)
+        return exitcodes.OK
 
     # -- signals ------------------------------------------------------------------------
 
@@ -72,61 +124,99 @@ class Daemon:
         log.info("stopping: committing what was received (signal again to force)", signal=signame)
         self.stopping.set()
 
-    def _install_signal_handlers(self) -> None:
+    @contextmanager
+    def _signals_captured(self) -> Iterator[None]:
+        """SIGTERM and SIGINT ask this run to stop; the handlers before it come back after."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+        for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-
-    # -- life -------------------------------------------------------------------------------
-
-    async def run(self) -> int:
-        self._install_signal_handlers()
-        recorder = self.config.recorder
         try:
-            with database_dsn(self.config.database, recorder.data_dir) as dsn:
-                self.dsn = dsn
-                return await self._run_with_database(dsn)
-        except OSError as exc:
-            log.error("could not start", error=str(exc))
-            return exitcodes.STARTUP_FAILURE
-
-    async def _run_with_database(self, dsn: str) -> int:
-        if not await self._migrate_when_reachable(dsn):
-            # Asked to stop while waiting for the database: a clean stop. Else: bad schema.
-            return exitcodes.OK if self.stopping.is_set() else exitcodes.STARTUP_FAILURE
-        metrics_server = self._serve_metrics()
-        recorder = self.config.recorder
-        try:
-            async with AsyncExitStack() as stack:
-                writer = await stack.enter_async_context(Writer(dsn, recorder.data_dir / "spool"))
-                self.writer = writer
-                client = await stack.enter_async_context(
-                    ExchangeClient.from_config(self.config.exchange, data_dir=recorder.data_dir)
-                )
-                book = await self._record(dsn, client, writer)
-                await self._shutdown(writer, book)
+            yield
         finally:
-            metrics_server.shutdown()
-        return exitcodes.OK
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                if handler is not None:  # None: not set from Python; asyncio left the default
+                    signal.signal(sig, handler)
 
-    async def _migrate_when_reachable(self, dsn: str) -> bool:
-        """Apply migrations, waiting while the database is unreachable (not a startup failure)."""
-        backoff = Backoff(initial_s=0.5, max_s=10.0)
-        for attempt in itertools.count():
-            if self.stopping.is_set():
-                break
+    # -- startup ------------------------------------------------------------------------
+
+    async def startup(self) -> Sources | None:
+        """Bring up what recording needs and start the sources; None if asked to stop first."""
+        config = self.config
+        data_dir = config.recorder.data_dir
+        resources = self._resources
+        self.dsn = await resources.enter_async_context(serving_database(config.database, data_dir))
+        resume = await self._until_reachable(
+            "database unreachable",
+            DATABASE_WAIT,
+            partial(self._prepare_database, self.dsn),
+            retryable=lambda exc: isinstance(exc, psycopg.OperationalError),
+        )
+        if resume is None:
+            return None
+        resources.callback(self._serve_metrics().shutdown)
+        writer = await resources.enter_async_context(Writer(self.dsn, data_dir / "spool"))
+        self.writer = writer
+        client = await resources.enter_async_context(
+            ExchangeClient.from_config(config.exchange, data_dir=data_dir, on_malformed=writer.put)
+        )
+        sources = self._build_sources(writer, client, resume)
+        # The pair list decides what to record: the exchange must answer it first.
+        try:
+            listed = await self._until_reachable(
+                "exchange unreachable",
+                EXCHANGE_WAIT,
+                sources.metadata.refresh,
+                # An outage (no answer, 5xx, 429, a garbled page) passes; a refusal does not:
+                # a 404 says the URL is wrong, and it will be as wrong in a minute.
+                retryable=lambda exc: not isinstance(exc, HttpError),
+            )
+        except HttpError as exc:
+            raise StartupFailed(
+                f"the exchange refused {exc.url or exc.endpoint}: HTTP {exc.status}: "
+                f"{exc.reason} (is exchange.base_url right?)"
+            ) from exc
+        if listed is None:
+            return None
+        self._start(sources)
+        return sources
+
+    async def _prepare_database(self, dsn: str) -> ResumePoints:
+        """Apply pending migrations, then read where to resume (one attempt: an outage in
+        either is waited out the same way; migrations already applied are not applied again).
+        """
+        try:
+            applied = await asyncio.to_thread(migrate, dsn)
+        except MigrationError as exc:
+            raise StartupFailed(f"cannot migrate the database: {exc}") from exc
+        if applied:
+            log.info("migrations applied", versions=applied)
+        return ResumePoints(await last_trade_ids(dsn), await last_candle_buckets(dsn))
+
+    async def _until_reachable(
+        self,
+        problem: str,
+        backoff: Backoff,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        retryable: Callable[[Exception], bool],
+    ) -> T | None:
+        """`attempt()`'s result, tried again after `backoff` while it fails in a way that
+        waiting may cure (logged as `problem`); None if asked to stop first."""
+        attempts = backoff.attempts()
+        while not self.stopping.is_set():
             try:
-                applied = await asyncio.to_thread(migrate, dsn)
-            except MigrationError as exc:
-                log.error("cannot migrate the database", problem=str(exc))
-                return False
-            except psycopg.OperationalError as exc:
-                await self._wait_to_retry("database unreachable", exc, backoff.delay_s(attempt))
-                continue
-            if applied:
-                log.info("migrations applied", versions=applied)
-            return True
-        return False
+                return await attempt()
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                delay_s = attempts.failed()
+                log.warning(
+                    f"{problem}; waiting", error=str(exc).strip(), retry_in_s=round(delay_s, 1)
+                )
+                await REAL_CLOCK.wait(self.stopping, delay_s)
+        return None
 
     def _serve_metrics(self) -> Any:
         listen = self.config.metrics
@@ -137,8 +227,9 @@ class Daemon:
         log.info("metrics served", url=f"http://{listen.listen}/metrics")
         return server
 
-    async def _record(self, dsn: str, client: ExchangeClient, writer: Writer) -> BookRecorder:
-        """Start every source; return (with the book recorder) when asked to stop."""
+    def _build_sources(
+        self, writer: Writer, client: ExchangeClient, resume: ResumePoints
+    ) -> Sources:
         recorder = self.config.recorder
         stream = BookStream.from_config(self.config.exchange, pairs=())
         trades = TradeRecorder(
@@ -146,7 +237,7 @@ class Daemon:
             writer,
             poll_interval_s=recorder.trades_poll_interval_s,
             backfill=recorder.trades_backfill,
-            last_tids=await last_trade_ids(dsn),
+            last_tids=resume.last_tids,
         )
         # After every (re)connect the books resync themselves; the tape is caught up here.
         book = BookRecorder(
@@ -160,85 +251,83 @@ class Daemon:
             client,
             writer,
             poll_interval_s=recorder.candles_poll_interval_s,
-            last_buckets=await last_candle_buckets(dsn),
+            last_buckets=resume.last_buckets,
         )
-
-        async def follow(pairs: list[str]) -> None:
-            await stream.add_pairs(pairs)
-            for pair in pairs:
-                book.follow(pair)
-                self._spawn(f"snapshots:{pair}", partial(book.snapshots, pair))
-                self._spawn(f"trades:{pair}", partial(trades.run, pair))
-                for resolution in recorder.candle_types:
-                    self._spawn(
-                        f"candles:{pair}:{resolution}", partial(candles.run, pair, resolution)
-                    )
-
         metadata = MetadataRecorder(
             client,
             writer,
             configured_pairs=recorder.pairs,
             follow_all=recorder.all_pairs,
-            on_new_pairs=follow,
+            on_new_pairs=self._follow,
+            on_delisted=self._unfollow,
             refresh_s=recorder.metadata_refresh_s,
         )
+        self._sources = Sources(writer, client, stream, book, trades, candles, metadata)
+        return self._sources
 
-        await self._first_metadata(metadata)
-        self._spawn("metadata", metadata.run)
-        self.supervisor.spawn("stream", stream.run)
-        self.supervisor.spawn("stream-consumer", book.consume)
-        if client.private_enabled:
-            account = AccountRecorder(client, writer)
-            self._spawn("account", account.run)
+    async def _follow(self, pairs: list[str]) -> None:
+        """Record `pairs` from now on: subscribe their books, start their tasks."""
+        sources = self._sources
+        assert sources is not None
+        await sources.stream.add_pairs(pairs)
+        for pair in pairs:
+            sources.book.follow(pair)
+            for name, factory in self._pair_tasks(pair).items():
+                self.supervisor.spawn(name, factory)
+
+    async def _unfollow(self, pairs: list[str]) -> None:
+        """Stop recording `pairs` (delisted): their tasks, their books, their channels."""
+        sources = self._sources
+        assert sources is not None
+        for pair in pairs:
+            for name in self._pair_tasks(pair):
+                await self.supervisor.cancel(name)
+            sources.book.unfollow(pair)
+            metrics.forget_pair(pair)
+        await sources.stream.remove_pairs(pairs)
+
+    def _pair_tasks(self, pair: str) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The supervised tasks that record one pair, by name."""
+        sources = self._sources
+        assert sources is not None
+        tasks: dict[str, Callable[[], Awaitable[None]]] = {
+            f"snapshots:{pair}": partial(sources.book.snapshots, pair),
+            f"trades:{pair}": partial(sources.trades.run, pair),
+        }
+        for resolution in self.config.recorder.candle_types:
+            tasks[f"candles:{pair}:{resolution}"] = partial(sources.candles.run, pair, resolution)
+        return tasks
+
+    def _start(self, sources: Sources) -> None:
+        """The tasks that are not per pair (those started with the first pair list)."""
+        supervisor = self.supervisor
+        supervisor.spawn("metadata", sources.metadata.run)
+        supervisor.spawn("stream", sources.stream.run)
+        supervisor.spawn("stream-consumer", sources.book.consume)
+        if sources.client.private_enabled:
+            supervisor.spawn("account", AccountRecorder(sources.client, sources.writer).run)
         if self.notifier.watchdog_interval_s is not None:
-            self.supervisor.spawn("watchdog", self.notifier.watchdog)
-        self.notifier.ready(f"recording {len(metadata.pairs)} pairs")
+            supervisor.spawn("watchdog", self.notifier.watchdog)
+        pairs = sorted(sources.metadata.pairs)
+        self.notifier.ready(f"recording {len(pairs)} pairs")
         self.ready.set()
-        log.info(
-            "recording", pairs=sorted(metadata.pairs), candle_types=list(recorder.candle_types)
-        )
+        log.info("recording", pairs=pairs, candle_types=list(self.config.recorder.candle_types))
+
+    # -- main loop ----------------------------------------------------------------------
+
+    async def main_loop(self) -> None:
+        """Record until asked to stop; the supervisor restarts whatever fails meanwhile."""
         await self.stopping.wait()
-        return book
 
-    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        """A supervised source; a REST answer it could not parse is kept, then it restarts."""
-        writer = self.writer
-        assert writer is not None
+    # -- shutdown -----------------------------------------------------------------------
 
-        async def source() -> None:
-            try:
-                await factory()
-            except MalformedResponse as exc:
-                _keep_malformed(writer, exc)
-                raise
-
-        self.supervisor.spawn(name, source)
-
-    async def _first_metadata(self, metadata: MetadataRecorder) -> None:
-        """The pair list decides what to record: retry until the exchange answers."""
-        backoff = Backoff(initial_s=0.5, max_s=30.0)
-        for attempt in itertools.count():
-            if self.stopping.is_set():
-                return
-            try:
-                await metadata.refresh()
-                return
-            except Exception as exc:  # an exchange outage at start is waited out
-                if isinstance(exc, MalformedResponse) and self.writer is not None:
-                    _keep_malformed(self.writer, exc)  # kept like any later one
-                await self._wait_to_retry("exchange unreachable", exc, backoff.delay_s(attempt))
-
-    async def _wait_to_retry(self, problem: str, exc: BaseException, delay_s: float) -> None:
-        """Log why start-up waits, then wait `delay_s` or until asked to stop."""
-        log.warning(f"{problem}; waiting", error=str(exc).strip(), retry_in_s=round(delay_s, 1))
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay_s)
-
-    async def _shutdown(self, writer: Writer, book: BookRecorder) -> None:
+    async def shutdown(self, sources: Sources) -> None:
         """Stop taking data, then commit what was received, unless a second signal says no."""
         self.notifier.stopping()
+        # Stopping the stream ends its session: its `Disconnected` is the last item it queues.
         await self.supervisor.stop(timeout_s=5.0)
-        book.close()
+        sources.book.close()
+        writer = sources.writer
         drained = asyncio.create_task(writer.flush(self.drain_timeout_s))
         forced = asyncio.create_task(self.forced.wait())
         await asyncio.wait([drained, forced], return_when=asyncio.FIRST_COMPLETED)
@@ -246,21 +335,6 @@ class Daemon:
             task.cancel()
         await writer.close(0.0)  # whatever is still buffered goes to the spool
         log.info("stopped", spooled_rows=writer.buffered_rows)
-
-
-def _keep_malformed(writer: Writer, exc: MalformedResponse) -> None:
-    """A REST answer that did not parse: counted, and kept verbatim in `raw_messages`."""
-    metrics.malformed_messages.labels("rest").inc()
-    writer.put(
-        RawMessage(
-            id=new_id(),
-            received_at=utc_now(),
-            source="rest",
-            event=exc.endpoint,
-            payload=exc.text,
-            error=exc.reason,
-        )
-    )
 
 
 def run(config: Config) -> int:

@@ -9,6 +9,10 @@ queries to try while it runs.
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
+import sys
+from pathlib import Path
 
 from recorder import exitcodes
 from recorder.config import Config, Dsn
@@ -54,13 +58,20 @@ async def _demo(config: Config, sim_port: int) -> int:
         if running.done():
             ready.cancel()
             return running.result()
-        _print_welcome(sim.base_url, daemon.dsn, demo_config)
+        print(welcome(sim.base_url, daemon.dsn, demo_config), flush=True)
         code = await running
         return code if code is not None else exitcodes.OK
 
 
-def _print_welcome(exchange_url: str, dsn: str, config: Config) -> None:
-    data_dir = config.recorder.data_dir
+def welcome(exchange_url: str, dsn: str, config: Config) -> str:
+    """What the demo prints once it records: where things are, and queries to paste.
+
+    The commands name the data directory and the `recorder` executable by absolute paths:
+    they are pasted into another terminal, whose directory may differ and whose shell has
+    not activated the virtualenv.
+    """
+    data_dir = config.recorder.data_dir.absolute()
+    sql = f"RECORDER_RECORDER__DATA_DIR={shlex.quote(str(data_dir))} {recorder_command()} sql"
     lines = [
         "",
         "  The recorder is recording a simulated bitexbit exchange.",
@@ -72,6 +83,19 @@ def _print_welcome(exchange_url: str, dsn: str, config: Config) -> None:
     ]
     for title, query in QUERIES:
         lines.append(f"    # {title}")
-        lines.append(f'    RECORDER_RECORDER__DATA_DIR={data_dir} recorder sql "{query}"')
-    lines += ["", "  Ctrl-C stops the demo (its data stays in " + str(data_dir) + ").", ""]
-    print("\n".join(lines), flush=True)
+        lines.append(f'    {sql} "{query}"')
+    lines += ["", f"  Ctrl-C stops the demo (its data stays in {data_dir}).", ""]
+    return "\n".join(lines)
+
+
+def recorder_command(bin_dir: Path | None = None) -> str:
+    """The `recorder` of this installation as a shell command that works from any shell.
+
+    The script installed beside this interpreter (the virtualenv's `bin/`) by its absolute
+    path; without one (run from a source tree), this interpreter with `-m recorder`.
+    """
+    bin_dir = bin_dir if bin_dir is not None else Path(sys.executable).parent
+    script = bin_dir / ("recorder.exe" if os.name == "nt" else "recorder")
+    if script.is_file():
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(str(Path(sys.executable).absolute()))} -m recorder"

@@ -1,4 +1,4 @@
-"""The recorder's Prometheus metrics (DESIGN §6), defined once, used by every part.
+"""The recorder's Prometheus metrics, defined once, used by every part.
 
 Label values stay bounded: pairs, tables, endpoints, status codes, never ids. The names are
 promises to the dashboard and the alert rules; keep them.
@@ -7,6 +7,7 @@ promises to the dashboard and the alert rules; keep them.
 from __future__ import annotations
 
 import platform
+from contextlib import suppress
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -76,7 +77,7 @@ cancel_reading = Counter(
     ["pair", "reading"],
 )
 
-# --- what else an operator needs (issue 6); documented in docs/operations.md -----------------
+# --- what else an operator needs; documented in docs/operations.md --------------------------
 
 event_lag = Histogram(
     "recorder_event_lag_seconds",
@@ -137,3 +138,32 @@ task_failures = Counter(
     "Supervised tasks and periodic steps that failed and were tried again, by task name",
     ["task"],
 )
+
+pairs_followed = Gauge(
+    "recorder_pairs_followed",
+    "Pairs being recorded now: listed by the exchange and wanted by the configuration",
+)
+pairs_delisted = Counter(
+    "recorder_pairs_delisted_total",
+    "Times a recorded pair left the exchange's pair list and its recording was stopped",
+    ["pair"],
+)
+
+
+def forget_pair(pair: str) -> None:
+    """Drop a delisted pair's gauges: left frozen, they would read as a stalled recording
+    (and fire the alerts on stale events or a stuck backfill) for ever."""
+    series: list[tuple[Gauge, tuple[str, ...]]] = [
+        (gauge, (pair,))
+        for gauge in (
+            last_event_timestamp,
+            last_snapshot_timestamp,
+            last_trade_timestamp,
+            backfill_in_progress,
+            backfill_cursor_timestamp,
+        )
+    ]
+    series += [(snapshot_orders, (pair, side)) for side in ("buy", "sell")]
+    for gauge, labels in series:
+        with suppress(KeyError):  # never set for this pair
+            gauge.remove(*labels)

@@ -2,7 +2,8 @@
 
 Data flows one way: the exchange client, the socket stream and the pollers build these
 records; the storage writer turns each into one row of the table named in `TABLE`. Field
-names are the column names of DESIGN §5, so a researcher reading the schema reads these too.
+names are the column names of that table (`migrations/0001_schema.sql`), so a researcher
+reading the schema reads these too.
 
 Prices and amounts are `Decimal` (parsed from the JSON text, never through a float); times
 are timezone-aware `datetime`s in UTC. Records are frozen: once received, a fact does not
@@ -11,14 +12,27 @@ change on its way to the database.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeGuard
 
 Side = Literal["buy", "sell"]
 EventKind = Literal["new", "cancel"]
+
+PAIR_NAME = re.compile(r"[A-Za-z0-9]+_[A-Za-z0-9]+")
+"""A pair's name: two currency codes joined by `_`, as in `BTC_USD`."""
+
+
+def is_pair_name(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and PAIR_NAME.fullmatch(value) is not None
+
+
+def is_listed_pair_name(value: object) -> TypeGuard[str]:
+    """A pair name written as the exchange lists its pairs, in upper case (`BTC_USD`)."""
+    return is_pair_name(value) and value == value.upper()
 
 
 def utc_now() -> datetime:

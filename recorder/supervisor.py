@@ -2,20 +2,21 @@
 
 Each task is a coroutine factory with a name (`stream`, `trades:BTC_USD`, ...). When the
 coroutine raises, the failure is logged with the task's name and counted in
-`recorder_task_failures_total{task}`, and the task is started again after a capped, jittered
-backoff that resets once it has run well for a while. Stopping cancels every task and
-waits, within a bound, logging the names of any that would not stop.
+`recorder_task_failures_total{task}`, and the task is started again after the task restart
+backoff (`recorder.retry.TASK_RESTART`), which starts over once a run lasted long enough to
+count as healthy. Stopping cancels every task and waits, within a bound, logging the names
+of any that would not stop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
-from recorder.backoff import Backoff
+from recorder.clock import REAL_CLOCK, Clock
 from recorder.logs import get_logger
 from recorder.metrics import task_failures
+from recorder.retry import TASK_RESTART, Backoff
 
 log = get_logger(__name__)
 
@@ -23,13 +24,11 @@ TaskFactory = Callable[[], Awaitable[None]]
 
 
 class Supervisor:
-    # A task that ran this long before failing is considered healthy: its backoff restarts.
-    HEALTHY_AFTER_S = 60.0
-
-    def __init__(self, *, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+    def __init__(self, *, restart: Backoff = TASK_RESTART, clock: Clock = REAL_CLOCK) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
+        self._restart = restart
+        self._clock = clock
+        self._stopping = asyncio.Event()
 
     @property
     def names(self) -> list[str]:
@@ -46,20 +45,16 @@ class Supervisor:
         self._tasks[name] = asyncio.create_task(self._guard(name, factory), name=name)
 
     async def _guard(self, name: str, factory: TaskFactory) -> None:
-        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
-        failures = 0
+        attempts = self._restart.attempts(self._clock)
         while True:
-            started = time.monotonic()
+            attempts.started()
             try:
                 await factory()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 task_failures.labels(name).inc()
-                if time.monotonic() - started > self.HEALTHY_AFTER_S:
-                    failures = 0
-                delay_s = backoff.delay_s(failures)
-                failures += 1
+                delay_s = attempts.failed()
                 log.error(
                     "task failed; restarting",
                     task=name,
@@ -67,12 +62,14 @@ class Supervisor:
                     restart_in_s=round(delay_s, 2),
                     exc_info=exc,
                 )
-                await asyncio.sleep(delay_s)
+                if await self._clock.wait(self._stopping, delay_s):
+                    return
             else:
                 log.info("task finished", task=name)
                 return
 
     async def cancel(self, name: str) -> None:
+        """Stop task `name` (if it runs) and wait until it has."""
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
@@ -80,6 +77,7 @@ class Supervisor:
 
     async def stop(self, timeout_s: float = 10.0) -> list[str]:
         """Cancel every task; wait up to `timeout_s`; return the names that did not stop."""
+        self._stopping.set()
         tasks = dict(self._tasks)
         self._tasks.clear()
         for task in tasks.values():

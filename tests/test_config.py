@@ -18,6 +18,7 @@ from recorder import exitcodes
 from recorder.cli import main
 from recorder.config import (
     CANDLE_TYPES,
+    CANDLE_WIDTH_S,
     Config,
     ConfigError,
     Dsn,
@@ -58,7 +59,7 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 # --- reading ------------------------------------------------------------------------------
 
 
-def test_defaults_are_those_of_the_design() -> None:
+def test_defaults() -> None:
     config = load_config(None)
     assert config.exchange.base_url == "https://bitexbit.com"
     assert config.exchange.socket_url == "https://bitexbit.com"
@@ -242,6 +243,13 @@ def test_trades_backfill_rejects(text: str) -> None:
         TradesBackfill.parse(text)
 
 
+def test_every_candle_type_has_its_width() -> None:
+    assert tuple(CANDLE_WIDTH_S) == CANDLE_TYPES
+    minutes = [CANDLE_WIDTH_S[t] // 60 for t in CANDLE_TYPES if t != "D"]
+    assert [str(m) for m in minutes] == [t for t in CANDLE_TYPES if t != "D"]
+    assert CANDLE_WIDTH_S["D"] == 24 * 3600
+
+
 # --- every bad-value path ends in one line naming the key, and exit code 2 -----------------
 
 
@@ -269,6 +277,7 @@ def test_trades_backfill_rejects(text: str) -> None:
         ('[recorder]\npairs = ["*", "BTC_USD"]', "recorder"),
         ('[recorder]\npairs = ["BTC_USD", "BTC_USD"]', "recorder"),
         ('[recorder]\npairs = ["BTC-USD"]', "recorder.pairs[0]"),
+        ('[recorder]\npairs = ["BTC_USD\\n"]', "recorder.pairs[0]"),  # a name, then a newline
         ("[recorder]\nsnapshot_interval_s = -1", "recorder.snapshot_interval_s"),
         ('[recorder]\nsnapshot_interval_s = "sixty"', "recorder.snapshot_interval_s"),
         ("[recorder]\nsnapshot_interval_s = true", "recorder.snapshot_interval_s"),

@@ -1,12 +1,22 @@
-"""The supervisor restarts failed tasks, counts failures, and stops within its bound."""
+"""The supervisor restarts failed tasks after the task restart backoff, counts failures,
+and stops within its bound."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from recorder.backoff import Backoff
-from recorder.supervisor import Supervisor, task_failures
+from prometheus_client import REGISTRY
+
+from recorder.retry import Backoff
+from recorder.supervisor import Supervisor
+from tests.fakeclock import FakeClock
+
+RESTART = Backoff(initial_s=1.0, max_s=4.0, healthy_after_s=60.0)
+
+
+def failures(task: str) -> float:
+    return REGISTRY.get_sample_value("recorder_task_failures_total", {"task": task}) or 0.0
 
 
 async def test_a_failing_task_is_logged_counted_and_restarted() -> None:
@@ -21,15 +31,50 @@ async def test_a_failing_task_is_logged_counted_and_restarted() -> None:
         done.set()
         await asyncio.Event().wait()
 
-    before = task_failures.labels("flaky")._value.get()
-    supervisor = Supervisor(backoff_initial_s=0.01, backoff_max_s=0.02)
+    before = failures("flaky")
+    supervisor = Supervisor(restart=Backoff(initial_s=0.01, max_s=0.02))
     supervisor.spawn("flaky", flaky)
     await asyncio.wait_for(done.wait(), 10)
     assert runs == 3
-    assert task_failures.labels("flaky")._value.get() - before == 2
+    assert failures("flaky") - before == 2
     assert supervisor.names == ["flaky"]
     assert await supervisor.stop(5) == []
     assert supervisor.names == []
+
+
+async def test_restarts_back_off_and_a_healthy_run_starts_over() -> None:
+    clock = FakeClock()
+    runs = 0
+    done = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 5:  # this run lasts long enough to count as healthy before it fails
+            clock.advance(60.0)
+        if runs == 6:
+            done.set()
+            await asyncio.Event().wait()
+        raise RuntimeError(f"failure {runs}")
+
+    supervisor = Supervisor(restart=RESTART, clock=clock)
+    supervisor.spawn("flaky", flaky)
+    await asyncio.wait_for(done.wait(), 10)
+    await supervisor.stop(5)
+    ceilings = [1.0, 2.0, 4.0, 4.0, 1.0]
+    assert len(clock.waits) == len(ceilings)
+    for waited, ceiling in zip(clock.waits, ceilings, strict=True):
+        assert ceiling / 2 <= waited <= ceiling
+
+
+async def test_stop_ends_a_restart_that_waits_its_delay() -> None:
+    async def broken() -> None:
+        raise RuntimeError("always")
+
+    supervisor = Supervisor(restart=Backoff(initial_s=3600.0, max_s=3600.0))
+    supervisor.spawn("broken", broken)
+    await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(supervisor.stop(1), 5) == []
 
 
 async def test_a_task_that_returns_is_not_restarted() -> None:
@@ -64,12 +109,3 @@ async def test_stop_reports_tasks_that_refuse_to_stop() -> None:
     for task in asyncio.all_tasks():
         if task.get_name() == "stubborn":
             task.cancel()
-
-
-def test_backoff_is_capped_jittered_and_resets() -> None:
-    backoff = Backoff(initial_s=1, max_s=8)
-    delays = [backoff.delay_s(attempt) for attempt in range(10)]
-    assert all(0.5 <= d <= 8 for d in delays)
-    assert max(delays[5:]) <= 8
-    assert delays[0] <= 1
-    assert backoff.delay_s(0) <= 1  # counting attempts from 0 again starts small again

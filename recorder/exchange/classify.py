@@ -23,7 +23,6 @@ the event raw: one of them is wrong, and guessing which would file it under the 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,14 +30,17 @@ from datetime import datetime
 from typing import Any
 
 from recorder.exchange.parse import Fields, ParseError, new_order_from
-from recorder.records import BookEvent, BookFill, RawMessage, new_id
+from recorder.records import (
+    BookEvent,
+    BookFill,
+    RawMessage,
+    is_listed_pair_name,
+    is_pair_name,
+    new_id,
+)
 
 CHANNEL_PREFIX = "book_"
 SOURCE = "socket"
-_PAIR = re.compile(r"[A-Za-z0-9]+_[A-Za-z0-9]+")
-_LISTED_PAIR = re.compile(r"[A-Z0-9]+_[A-Z0-9]+")
-"""How the exchange writes its pairs (`BTC_USD`): what a bare event name must look like to
-be read as a pair while the subscribed pairs are not known (`order_book` is not one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ def pair_of(event: Any) -> str:
     """The pair of a `book_<pair>` event name; ParseError for any other event."""
     if isinstance(event, str) and event.startswith(CHANNEL_PREFIX):
         pair = event.removeprefix(CHANNEL_PREFIX)
-        if _PAIR.fullmatch(pair):
+        if is_pair_name(pair):
             return pair
     raise ParseError(f"unknown event {str(event)[:60]!r}")
 
@@ -79,10 +81,12 @@ def named_pair(name: Any, subscribed: frozenset[str] = frozenset()) -> str | Non
         return None
     if name.startswith(CHANNEL_PREFIX):
         pair = name.removeprefix(CHANNEL_PREFIX)
-        return pair if _PAIR.fullmatch(pair) else None
+        return pair if is_pair_name(pair) else None
     if subscribed:
-        return name if name in subscribed and _PAIR.fullmatch(name) else None
-    return name if _LISTED_PAIR.fullmatch(name) else None
+        return name if name in subscribed and is_pair_name(name) else None
+    # Not knowing the subscribed pairs, a bare name is read as a pair only when written as
+    # the exchange writes its pairs: `BTC_USD`, not `order_book`.
+    return name if is_listed_pair_name(name) else None
 
 
 def classify(
@@ -119,7 +123,8 @@ def printable(text: str) -> str:
     """`text` with what a text column cannot hold (NUL, lone surrogates) written as escapes.
 
     The event name is any JSON string the server sent; kept as it was, a lone surrogate in
-    it made the raw message itself unwritable (found by fuzzing: it stalled the writer).
+    it would make the raw message itself unwritable, and raw messages are what must always
+    be written.
     """
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
@@ -153,7 +158,7 @@ def _book_update(
         said = f.data["pair"]
         if pair is not None and said != pair:
             raise ParseError(f"pair: {str(said)[:40]!r} on channel {channel(pair)!r}")
-        if not (isinstance(said, str) and _PAIR.fullmatch(said)):
+        if not is_pair_name(said):
             raise ParseError(f"pair: not a pair name: {str(said)[:40]!r}")
         pair = said
     if pair is not None:

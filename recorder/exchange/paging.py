@@ -55,7 +55,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal, Protocol
 
-from recorder.config import CandleType
+from recorder.config import CANDLE_WIDTH_S, CandleType
 from recorder.exchange.rest import BadRequest
 from recorder.logs import get_logger
 from recorder.records import Candle, Trade
@@ -311,17 +311,6 @@ async def _first_offset(source: TradeSource, pair: str, wanted: Callable[[Trade]
 CANDLE_LIMIT = 720
 """The chart's documented default `limit`: what every candle page asks for."""
 
-BUCKET_S: dict[CandleType, int] = {
-    "1": 60,
-    "5": 300,
-    "15": 900,
-    "30": 1800,
-    "60": 3600,
-    "240": 14400,
-    "D": 86400,
-}
-"""A chart type's bucket width in seconds (a day's buckets start at 00:00 UTC)."""
-
 
 class CandleSource(Protocol):
     async def candles(
@@ -379,7 +368,7 @@ async def candles_from(
     last `limit` buckets) up to `now`, one window at a time, oldest window first; each
     window's candles are yielded together, oldest first.
     """
-    width_s = BUCKET_S[resolution]
+    width_s = CANDLE_WIDTH_S[resolution]
     now_s = _unix_s(now)
     since_s = now_s - limit * width_s if since is None else _unix_s(since)
     for start_s, end_s in forward_windows(since_s, now_s, width_s, limit):

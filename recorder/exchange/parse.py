@@ -43,8 +43,8 @@ MAX_ABS_EXPONENT = 60
 MAX_INT_DIGITS = 30
 """Ids, statuses and timestamps fit in far fewer digits; longer integers are malformed."""
 INT_BITS = 64
-"""Ids are stored as bigint; an integer outside its range cannot be a row (fuzzing found that
-one such id stalled the writer, which retried the batch for ever)."""
+"""Ids are stored as bigint: an integer outside its range could never be written, and a batch
+holding it would be refused on every retry, so it is malformed input here."""
 SMALL_INT_BITS = 32
 """Statuses and price precisions are stored as integer."""
 MAX_NUMBER_TEXT = 200
@@ -177,7 +177,7 @@ def storable_text(value: str, where: str = "value") -> str:
     """`value` if PostgreSQL's text can hold it; ParseError for NUL or a lone surrogate.
 
     JSON allows both (`"\\u0000"`, `"\\ud800"`); a text column takes neither, and a lone
-    surrogate cannot even be encoded to send (fuzzing found one stalling the writer).
+    surrogate cannot even be encoded to send: a row holding one could never be written.
     """
     if "\x00" in value:
         raise ParseError(f"{where}: text with a NUL character: {_short(value)}")

@@ -1,12 +1,14 @@
-"""The exchange's REST API (DESIGN §2) on httpx: one method per endpoint, typed results.
+"""The exchange's REST API (v1) on httpx: one method per endpoint, typed results.
 
 Every call goes through one path: wait for a token of its rate limit (public or private),
 sign it when private, send, count it in `recorder_http_requests_total{endpoint,status}` and
 time it, then either parse the body into records or raise a precise error. 429, 5xx,
-timeouts and connection errors are retried (tenacity) with capped, jittered exponential
-backoff, waiting at least what `Retry-After` asks; 400/401/403/404 raise at once with the
-exchange's reason. A 200 whose body does not parse raises `MalformedResponse` carrying the
-verbatim text and the reason, so the daemon can keep it in `raw_messages`.
+timeouts and connection errors are retried (tenacity) after the REST backoff
+(`recorder.retry.REST_RETRY`), waiting at least what `Retry-After` asks; 400/401/403/404
+raise at once with the exchange's reason. A 200 whose body does not parse raises
+`MalformedResponse` carrying the verbatim text and the reason; with `on_malformed`, the
+client first hands it over as the `RawMessage` that keeps it (the daemon's writer stores it
+in `raw_messages`), counted in `recorder_malformed_messages_total{source="rest"}`.
 
 The endpoint label is the route's name (`orderbook`, `chart`), never a pair or an id, so
 the metric's label values stay bounded. The API key and secret are read only to sign and
@@ -17,10 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,9 +32,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base
 
 from recorder import metrics
-from recorder.backoff import Backoff
 from recorder.config import CANDLE_TYPES, ExchangeConfig
 from recorder.exchange import parse
 from recorder.exchange.parse import NewOrder, OrderBook, ParseError
@@ -55,14 +56,17 @@ from recorder.records import (
     Candle,
     Currency,
     Pair,
+    RawMessage,
     Side,
     Trade,
+    is_pair_name,
+    new_id,
     utc_now,
 )
+from recorder.retry import REST_RETRY, Backoff
 
 Ordering = Literal["id", "-id"]
 MAX_REASON_CHARS = 500
-_PAIR = re.compile(r"[A-Za-z0-9]+_[A-Za-z0-9]+")
 T = TypeVar("T")
 
 
@@ -80,10 +84,12 @@ class ExchangeError(Exception):
 class HttpError(ExchangeError):
     """The exchange refused the request with this status; not retried."""
 
-    def __init__(self, endpoint: str, status: int, reason: str) -> None:
+    def __init__(self, endpoint: str, status: int, reason: str, *, url: str = "") -> None:
         super().__init__(endpoint, f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+        self.url = url
+        """The request's URL (no secret is ever in one: private calls sign in headers)."""
 
 
 class BadRequest(HttpError):
@@ -155,7 +161,7 @@ _REFUSALS: dict[int, type[HttpError]] = {
 class RetryPolicy:
     attempts: int = 5
     """Tries in all, the first included."""
-    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=30.0))
+    backoff: Backoff = REST_RETRY
     max_retry_after_s: float = 60.0
     """A longer Retry-After is capped to this; the exchange's limits are per second."""
 
@@ -174,6 +180,22 @@ def retry_after_s(value: str | None, now_s: float | None = None) -> float | None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+class _WaitRetryAfter(wait_base):
+    """The backoff's delay, or what a 429's `Retry-After` asks (up to `max_s`) if longer."""
+
+    def __init__(self, backoff: wait_base, max_s: float) -> None:
+        self._backoff = backoff
+        self._max_s = max_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay_s = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, RateLimited) and error.retry_after_s is not None:
+            delay_s = max(delay_s, min(error.retry_after_s, self._max_s))
+        return delay_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +217,7 @@ def _reason(response: httpx.Response) -> str:
 
 
 def _check_pair(pair: str) -> str:
-    if not _PAIR.fullmatch(pair):
+    if not is_pair_name(pair):
         raise ValueError(f"not a pair name like BTC_USD: {pair[:40]!r}")
     return pair
 
@@ -229,7 +251,9 @@ class ExchangeClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_malformed: Callable[[RawMessage], None] | None = None,
     ) -> None:
+        """`on_malformed`: given each answer that did not parse, kept verbatim as a raw message."""
         if (api_key is None) != (api_secret is None):
             raise ValueError("api_key and api_secret go together")
         self._http = httpx.AsyncClient(
@@ -246,9 +270,16 @@ class ExchangeClient:
         self.private_limit = private_limit or TokenBucket(PRIVATE_CALLS_PER_S)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep or asyncio.sleep
+        self._on_malformed = on_malformed
 
     @classmethod
-    def from_config(cls, config: ExchangeConfig, *, data_dir: Path) -> ExchangeClient:
+    def from_config(
+        cls,
+        config: ExchangeConfig,
+        *,
+        data_dir: Path,
+        on_malformed: Callable[[RawMessage], None] | None = None,
+    ) -> ExchangeClient:
         """The daemon's client; the nonce's high-water mark is kept under `data_dir`."""
         return cls(
             config.base_url,
@@ -258,6 +289,7 @@ class ExchangeClient:
             nonce=NonceSource(data_dir),
             public_limit=TokenBucket(config.public_calls_per_s),
             private_limit=TokenBucket(config.private_calls_per_s),
+            on_malformed=on_malformed,
         )
 
     def __repr__(self) -> str:
@@ -299,7 +331,7 @@ class ExchangeClient:
             raise NoCredentials(endpoint, "needs exchange.api_key and exchange.api_secret")
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts),
-            wait=self._wait_s,
+            wait=_WaitRetryAfter(self.retry.backoff.wait(), self.retry.max_retry_after_s),
             retry=retry_if_exception_type(RetryableError),
             reraise=True,
             sleep=self._sleep,
@@ -308,13 +340,6 @@ class ExchangeClient:
             with attempt:
                 return await self._once(endpoint, method, path, params, form, private)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
-
-    def _wait_s(self, state: RetryCallState) -> float:
-        delay_s = self.retry.backoff.delay_s(state.attempt_number - 1)
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, RateLimited) and error.retry_after_s is not None:
-            delay_s = max(delay_s, min(error.retry_after_s, self.retry.max_retry_after_s))
-        return delay_s
 
     async def _once(
         self,
@@ -374,7 +399,8 @@ class ExchangeClient:
             raise RateLimited(endpoint, reason, wait_s)
         if status >= 500:
             raise ServerError(endpoint, status, reason)
-        raise _REFUSALS.get(status, HttpError)(endpoint, status, reason)
+        refusal = _REFUSALS.get(status, HttpError)
+        raise refusal(endpoint, status, reason, url=str(response.url))
 
     async def _get(
         self,
@@ -390,12 +416,24 @@ class ExchangeClient:
         )
         return self._parsed(endpoint, answer, build)
 
-    @staticmethod
-    def _parsed(endpoint: str, answer: Answer, build: Callable[[Answer], T]) -> T:
+    def _parsed(self, endpoint: str, answer: Answer, build: Callable[[Answer], T]) -> T:
         try:
             return build(answer)
         except ParseError as exc:
-            raise MalformedResponse(endpoint, answer.text, str(exc)) from None
+            malformed = MalformedResponse(endpoint, answer.text, str(exc))
+            if self._on_malformed is not None:
+                metrics.malformed_messages.labels("rest").inc()
+                self._on_malformed(
+                    RawMessage(
+                        id=new_id(),
+                        received_at=answer.received_at,
+                        source="rest",
+                        event=endpoint,
+                        payload=malformed.text,
+                        error=malformed.reason,
+                    )
+                )
+            raise malformed from None
 
     # --- public endpoints -------------------------------------------------------------------
 

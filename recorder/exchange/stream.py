@@ -10,8 +10,9 @@
 
 socket.io cannot replay what was missed, so the consumer resyncs (snapshot, trade
 catch-up) on every `Connected`. Reconnecting is ours, not a library's: each attempt is a
-fresh connection after a capped, jittered backoff, so every reconnect is seen, counted and
-followed by subscribing again.
+fresh connection after the reconnect backoff (`recorder.retry.STREAM_RECONNECT`, which
+starts over after a connection that stayed up long enough to count as healthy), so every
+reconnect is seen, counted and followed by subscribing again.
 
 Two socket.io generations (`exchange.socketio_protocol`): "2" for socket.io 1.x/2.x servers
 (Engine.IO v3, `sio.v2`), "4" for 3.x/4.x (Engine.IO v4, `sio.v4`), or "auto": before every
@@ -34,7 +35,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from recorder import metrics
-from recorder.backoff import Backoff
 from recorder.config import ExchangeConfig
 from recorder.exchange.classify import SOURCE, BookUpdate, channel, classify
 from recorder.exchange.sio.connection import (
@@ -53,13 +53,13 @@ from recorder.exchange.sio.v2 import SocketIO2Connection
 from recorder.exchange.sio.v4 import SocketIO4Connection
 from recorder.logs import get_logger
 from recorder.records import RawMessage, StreamSession, new_id, utc_now
+from recorder.retry import STREAM_RECONNECT, Attempts, Backoff
 
 log = get_logger(__name__)
 
-STABLE_SESSION_S = 30.0
-"""A connection that lasted this long resets the backoff; shorter ones make it grow."""
-
 PROTOCOLS = ("auto", *GENERATIONS)
+UNSUBSCRIBE_EVENT = "unsubscribe"
+"""socket.io's usual name; the docs name only `subscribe` (an unknown event is ignored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class BookStream:
         socketio_protocol: str = "auto",
         subscribe_event: str = "subscribe",
         pairs: Iterable[str] = (),
-        backoff: Backoff | None = None,
+        backoff: Backoff = STREAM_RECONNECT,
         connect_timeout_s: float = 10.0,
         items: asyncio.Queue[StreamItem] | None = None,
     ) -> None:
@@ -101,8 +101,9 @@ class BookStream:
         self.socket_url = socket_url
         self.socket_path = socket_path
         self.socketio_protocol = socketio_protocol
+        self._reconnects: Attempts = backoff.attempts()
+        """The reconnect backoff's state, over this stream's life."""
         self.subscribe_event = subscribe_event
-        self.backoff = backoff or Backoff(initial_s=0.5, max_s=30.0)
         self.connect_timeout_s = connect_timeout_s
         self.items: asyncio.Queue[StreamItem] = items if items is not None else asyncio.Queue()
         self.protocol: str | None = None
@@ -111,6 +112,9 @@ class BookStream:
         self.attempts = 0
         """Connection attempts so far, failed ones included."""
         self._pairs: frozenset[str] = frozenset(pairs)
+        self._heard: frozenset[str] = self._pairs
+        """The pairs whose events the connection may deliver: those it subscribed, removed
+        ones included (the docs name no unsubscribe, so the exchange may not honour ours)."""
         self._connection: Connection | None = None
         self._session: StreamSession | None = None
         self._session_id = new_id()
@@ -139,35 +143,45 @@ class BookStream:
         """Follow more pairs; subscribed at once when connected, and after every reconnect."""
         new = sorted(set(pairs) - self._pairs)
         self._pairs = self._pairs.union(new)
+        self._heard = self._heard.union(new)
         if self._connection is not None and self._session is not None:
             await self._subscribe(self._connection, new)
 
+    async def remove_pairs(self, pairs: Iterable[str]) -> None:
+        """Follow fewer pairs: unsubscribed at once when connected, not subscribed again.
+
+        Events of a removed pair that still arrive on this connection are its own, and are
+        delivered as such (never read as another pair's); the next connection has none.
+        """
+        gone = sorted(self._pairs.intersection(pairs))
+        self._pairs = self._pairs.difference(gone)
+        if self._connection is not None and self._session is not None:
+            await self._emit_each(self._connection, UNSUBSCRIBE_EVENT, gone)
+
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only by cancellation."""
-        attempt = 0
         while True:
+            # Measured again from the moment it connects (`_begin`): what counts as healthy
+            # is the time the connection was up.
+            self._reconnects.started()
             try:
-                lasted_s = await self._one_connection()
+                await self._one_connection()
             except Exception:
                 # Whatever went wrong with this connection, the next one may work.
                 log.exception("socket stream failed", url=self.socket_url)
-                lasted_s = None
-            if lasted_s is not None and lasted_s >= STABLE_SESSION_S:
-                attempt = 0
-            delay_s = self.backoff.delay_s(attempt)
-            attempt += 1
+            delay_s = self._reconnects.failed()
             log.info("socket stream reconnects", url=self.socket_url, in_s=round(delay_s, 2))
             await asyncio.sleep(delay_s)
 
-    async def _one_connection(self) -> float | None:
-        """One connection's life; how long it was connected, or None if it never was."""
+    async def _one_connection(self) -> None:
+        """One connection's life, from connecting to its end."""
         self._session_id = new_id()
         self.attempts += 1
         try:
             connection = await self._new_connection()
         except ConnectFailed as exc:
             log.warning("socket connect failed", url=self.socket_url, error=str(exc))
-            return None
+            return
         try:
             try:
                 await connection.connect()
@@ -178,10 +192,11 @@ class BookStream:
                     protocol=connection.protocol,
                     error=str(exc),
                 )
-                return None
+                return
             await self._subscribe(connection, sorted(self._pairs))
             reason = await connection.closed
-            return self._end(reason) if self._session is not None else None
+            if self._session is not None:
+                self._end(reason)
         finally:
             if self._session is not None:  # cancelled while connected
                 self._end("stopped")
@@ -236,6 +251,8 @@ class BookStream:
         session = StreamSession(self._session_id, utc_now(), None, None)
         self._connection = connection
         self._session = session
+        self._heard = self._pairs
+        self._reconnects.started()
         if self.connects:
             metrics.socket_reconnects.inc()
         self.connects += 1
@@ -250,23 +267,26 @@ class BookStream:
         )
         self.items.put_nowait(Connected(session, connection.protocol))
 
-    def _end(self, reason: str) -> float:
+    def _end(self, reason: str) -> None:
         assert self._session is not None
         session = replace(self._session, disconnected_at=utc_now(), reason=reason or None)
         self._session = None
         metrics.socket_connected.set(0)
         log.info("socket stream disconnected", session_id=str(session.session_id), reason=reason)
         self.items.put_nowait(Disconnected(session))
-        assert session.disconnected_at is not None
-        return (session.disconnected_at - session.connected_at).total_seconds()
 
     async def _subscribe(self, connection: Connection, pairs: Iterable[str]) -> None:
+        await self._emit_each(connection, self.subscribe_event, pairs)
+
+    async def _emit_each(self, connection: Connection, event: str, pairs: Iterable[str]) -> None:
+        """Emit `event` with each pair's channel."""
         for pair in pairs:
             try:
-                await connection.emit(self.subscribe_event, channel(pair))
+                await connection.emit(event, channel(pair))
             except ConnectionLost as exc:
-                # The connection dropped meanwhile; the next one subscribes every pair.
-                log.warning("socket subscribe failed", pair=pair, error=str(exc))
+                # The connection dropped meanwhile; the next one subscribes the pairs then
+                # followed, and only those.
+                log.warning(f"socket {event} failed", pair=pair, error=str(exc))
                 return
 
     def _on_event(self, got: Received) -> None:
@@ -285,7 +305,7 @@ class BookStream:
                 session_id=session_id,
                 # An event that does not name its pair is the one subscribed pair's (the
                 # docs leave the event name open: `classify` says how the pair is told).
-                subscribed=self._pairs,
+                subscribed=self._heard,
             )
         self._count(item)
         self.items.put_nowait(item)

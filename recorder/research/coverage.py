@@ -3,6 +3,11 @@
 `load_report` asks the database (the views of migrations/0006_research.sql) and returns a
 plain `Report`; `format_report` and `live_seconds` are pure, so the summary's wording and
 arithmetic are tested without a database.
+
+A delisted pair is told apart from one with holes by the stored `pairs` rows: the recorder
+stores the whole pair list at every refresh, all rows with the answer's time, so a pair
+whose `updated_at` is older than the newest was missing from the lists since: the exchange
+delisted it, the recorder stopped recording it then, and nothing after is missing.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class PairCoverage:
     candles: int
     tape_holes: int
     candle_holes: int
+    last_listed: datetime | None = None
+    """When the exchange last listed the pair, if it no longer does (delisted); else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +135,13 @@ def format_report(report: Report) -> str:
     else:
         lines.append("  no gaps")
     for pair in report.pairs:
+        lines += ["", f"{pair.pair}"]
+        if pair.last_listed is not None:
+            lines.append(
+                f"  delisted     last listed {_at(pair.last_listed)}: recording stopped then, "
+                "so nothing after it is missing"
+            )
         lines += [
-            "",
-            f"{pair.pair}",
             f"  trades       {pair.trades:>10}  {_at(pair.first_trade)} -> {_at(pair.last_trade)}",
             f"  book events  {pair.book_events:>10}",
             f"  book fills   {pair.book_fills:>10}",
@@ -163,7 +174,8 @@ SELECT p.name,
   (SELECT count(*) FROM trade_tape_holes x
    WHERE x.pair = p.name AND x.ts >= %(s)s AND x.ts < %(e)s),
   (SELECT count(*) FROM candle_gaps x
-   WHERE x.pair = p.name AND x.trades > 0 AND x.gap_end > %(s)s AND x.gap_start < %(e)s)
+   WHERE x.pair = p.name AND x.trades > 0 AND x.gap_end > %(s)s AND x.gap_start < %(e)s),
+  CASE WHEN p.updated_at < (SELECT max(updated_at) FROM pairs) THEN p.updated_at END
 FROM pairs p
 WHERE %(pair)s::text IS NULL OR p.name = %(pair)s
 ORDER BY p.name

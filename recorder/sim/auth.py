@@ -1,4 +1,4 @@
-"""Private-method authentication, checked as DESIGN §2 reads the docs.
+"""Private-method authentication, checked as we read the exchange's API docs.
 
 A request carries `X-KEY`, `X-SIGN` and `X-NONCE`. The signature is the hex HMAC-SHA256,
 keyed with the account's secret, of `key + urlencode(sorted(payload.items()))`, where the

@@ -12,18 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from recorder.config import CANDLE_WIDTH_S, CandleType
 from recorder.sim.engine import Fill
-
-BUCKET_SECONDS = {
-    "1": 60,
-    "5": 300,
-    "15": 900,
-    "30": 1800,
-    "60": 3600,
-    "240": 14400,
-    "D": 86400,
-}
-"""Chart type -> bucket length; the keys are the types the exchange serves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +33,7 @@ def bucket_start(timestamp: Decimal, bucket_seconds: int) -> int:
 
 def candles(
     trades: Sequence[Fill],
-    chart_type: str,
+    chart_type: CandleType,
     *,
     since: int | None = None,
     until: int | None = None,
@@ -51,7 +41,7 @@ def candles(
 ) -> list[Candle]:
     """Candles of `trades` (in time order), oldest first: the newest `limit` buckets whose
     start lies in [since, until]."""
-    bucket_seconds = BUCKET_SECONDS[chart_type]
+    bucket_seconds = CANDLE_WIDTH_S[chart_type]
     lo, hi = 0, len(trades)
     if since is not None:
         first_start = -(-since // bucket_seconds) * bucket_seconds  # since, rounded up
@@ -100,8 +90,8 @@ class CandleSeries:
     the reference it is tested against.
     """
 
-    def __init__(self, chart_type: str) -> None:
-        self.bucket_seconds = BUCKET_SECONDS[chart_type]
+    def __init__(self, chart_type: CandleType) -> None:
+        self.bucket_seconds = CANDLE_WIDTH_S[chart_type]
         self.times: list[int] = []
         self.candles: list[Candle] = []
 
@@ -140,13 +130,13 @@ class Charts:
 
     def __init__(self, pairs: list[str]) -> None:
         self.series = {
-            pair: {chart_type: CandleSeries(chart_type) for chart_type in BUCKET_SECONDS}
+            pair: {chart_type: CandleSeries(chart_type) for chart_type in CANDLE_WIDTH_S}
             for pair in pairs
         }
 
     def add_pair(self, pair: str) -> None:
         self.series.setdefault(
-            pair, {chart_type: CandleSeries(chart_type) for chart_type in BUCKET_SECONDS}
+            pair, {chart_type: CandleSeries(chart_type) for chart_type in CANDLE_WIDTH_S}
         )
 
     def add(self, trade: Fill) -> None:

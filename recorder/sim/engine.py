@@ -3,7 +3,7 @@
 Pure and synchronous: no I/O, no clock of its own (the caller passes one), so that the
 property tests can drive it directly and the server can replay history through it with a
 clock set in the past. Every book change comes out as an event value (`NewOrder` or
-`Cancel`) that carries exactly the facts of the exchange's socket.io payloads (DESIGN §2);
+`Cancel`) that carries exactly the facts of the exchange's documented socket.io payloads;
 the server only serialises them. Listeners registered with `Engine.subscribe` see each event
 in the order the engine made them.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -19,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from recorder.config import is_candle_type
+from recorder.records import is_listed_pair_name
 from recorder.sim import wire
 from recorder.sim.accounts import Account
 from recorder.sim.auth import AuthError, verify
-from recorder.sim.candles import BUCKET_SECONDS
 from recorder.sim.engine import SIDES, Fill, OrderRejected, UnknownOrder
 from recorder.sim.flow import CURRENCY_SIGNS
 
@@ -196,7 +196,7 @@ class RestApi:
 
     async def chart(self, request: web.Request) -> web.Response:
         pair, chart_type = request.match_info["pair"], request.match_info["type"]
-        if pair not in self.sim.engine.books or chart_type not in BUCKET_SECONDS:
+        if pair not in self.sim.engine.books or not is_candle_type(chart_type):
             raise web.HTTPNotFound
         limit = optional_int(request, "limit")
         chart = self.sim.charts.series[pair][chart_type].select(
@@ -367,7 +367,7 @@ class RestApi:
 
     async def admin_list_pair(self, request: web.Request) -> web.Response:
         name = (await admin_json(request)).get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Z0-9]+_[A-Z0-9]+", name):
+        if not is_listed_pair_name(name):
             raise BadRequest("name must be a pair name like LTC_USD")
         self.sim.list_pair(name)
         return ok(self.sim.state())

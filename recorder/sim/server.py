@@ -12,13 +12,14 @@ loopback port:
         sim.accounts.by_name["alice"].credentials   # key and secret of a seeded account
         sim.pause(); await sim.drained()            # stop the flow, wait until all is sent
         await sim.drop_sockets(); sim.start_outage(2.0); await sim.burst(3, 3)
+        sim.delist_pair("ETH_USD"); sim.list_pair("ETH_USD")    # delisted, and listed again
         sim.deliveries        # with record_deliveries=True: what each connection was sent
 
 `SimSettings()` defaults: port 0 (a free one), seed 1, pairs BTC_USD and ETH_USD, 20 events/s,
 one hour of history; `book_orders=10_000` starts every pair with a book that deep.
 `run_sim(port=..., ...)` also takes the settings as keywords.
 
-What it serves (DESIGN §2, the docs' JSON shapes):
+What it serves (the exchange's API docs' endpoints and JSON shapes):
 
 - public REST, 100 calls/s per IP (then 429): `/api/v1/currencies/`, `/api/v1/pairs/`,
   `/api/v1/orderbook/<pair>/`, `/api/v1/order/<pk>/`, `/api/v1/exchanges/`,
@@ -71,7 +72,7 @@ from recorder.sim.accounts import Accounts
 from recorder.sim.auth import SIGN_ENCODINGS, SignEncoding
 from recorder.sim.candles import Charts
 from recorder.sim.deliveries import DeliveryLog, Garbage
-from recorder.sim.engine import Cancel, Engine, Event, NewOrder
+from recorder.sim.engine import Book, Cancel, Engine, Event, NewOrder, PairSpec
 from recorder.sim.faults import Faults
 from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
 from recorder.sim.ratelimit import SlidingWindow
@@ -165,6 +166,7 @@ class Simulator:
         self._outbox_room = asyncio.Event()
         self._outbox_room.set()
         self._sids: set[str] = set()
+        self._delisted: dict[str, tuple[PairSpec, Book]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.sio = socketio.AsyncServer(
@@ -268,10 +270,23 @@ class Simulator:
         return [sid for sid, _ in self.sio.manager.get_participants("/", channel)]
 
     def list_pair(self, name: str) -> None:
-        """List a new pair at run time: in /pairs/, on the socket, in the order flow."""
+        """List a new pair at run time: in /pairs/, on the socket, in the order flow. A
+        delisted pair comes back with its book and tape as they were."""
+        if name in self._delisted:
+            spec, book = self._delisted.pop(name)
+            self.engine.specs[name] = spec
+            self.engine.books[name] = book
+            self.flow.pairs = sorted([*self.flow.pairs, name])
+            return
         self.engine.add_pair(pair_spec(name))
         self.charts.add_pair(name)
         self.flow.add_pair(name)
+
+    def delist_pair(self, name: str) -> None:
+        """Take a pair off the exchange at run time: gone from /pairs/, its order book,
+        trades and chart requests answered as for an unknown pair, no more orders."""
+        self._delisted[name] = (self.engine.specs.pop(name), self.engine.books.pop(name))
+        self.flow.pairs = [pair for pair in self.flow.pairs if pair != name]
 
     def start_outage(self, seconds: float) -> None:
         self.faults.outage_until_s = time.monotonic() + seconds
@@ -416,7 +431,7 @@ class Simulator:
             return {"success": True, "channel": channel}
 
         async def unsubscribe(sid: str, channel: Any) -> dict[str, Any]:
-            if self._is_channel(channel):
+            if isinstance(channel, str):  # a delisted pair's channel too
                 await sio.leave_room(sid, channel)
             return {"success": True, "channel": channel}
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NoReturn
 
@@ -39,7 +39,7 @@ from recorder.exchange.classify import BookUpdate
 from recorder.exchange.rest import ExchangeClient
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.logs import get_logger
-from recorder.records import RawMessage, StreamSession, utc_now
+from recorder.records import RawMessage, StreamSession
 from recorder.storage.writer import Writer
 from recorder.ticker import Ticker
 
@@ -90,14 +90,10 @@ class BookRecorder:
         """The open stream session, if any."""
 
     def close(self) -> None:
-        """At shutdown: record what the stream delivered, and the end of its session."""
+        """At shutdown, once the stream has stopped: record what it delivered, its closing
+        `Disconnected` included."""
         while not self._stream.items.empty():
             self.handle(self._stream.items.get_nowait())
-        if self.session is not None:
-            self._writer.put(
-                replace(self.session, disconnected_at=utc_now(), reason="recorder stopped")
-            )
-            self.session = None
 
     def follow(self, pair: str) -> PairBook:
         """The pair's book state; a pair followed for the first time is snapshotted at once
@@ -107,6 +103,10 @@ class BookRecorder:
             ticker = self._every(f"snapshots:{pair}")
             book = self.pairs[pair] = PairBook(ticker)
         return book
+
+    def unfollow(self, pair: str) -> None:
+        """Forget the pair's book (delisted); followed again, it starts from a snapshot."""
+        self.pairs.pop(pair, None)
 
     # -- the stream ---------------------------------------------------------------------
 

@@ -77,6 +77,8 @@ def migrate(dsn: str, directory: Path | None = None) -> list[str]:
     """Apply every pending migration; return the versions applied (empty when up to date)."""
     migrations = load_migrations(directory)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # psycopg drops the server's NOTICEs (RAISE NOTICE, "already exists, skipping")
+        # unless a handler takes them; this one, for the connection's whole life, logs each.
         conn.add_notice_handler(
             lambda notice: log.info("migration notice", text=notice.message_primary)
         )
@@ -97,9 +99,6 @@ def _apply_pending(conn: psycopg.Connection, migrations: list[Migration]) -> lis
                    checksum   text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-    conn.add_notice_handler(
-        lambda notice: log.info("migration notice", text=notice.message_primary)
-    )
     rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
     applied: dict[str, str] = {str(version): str(checksum) for version, checksum in rows}
     known = {m.version: m for m in migrations}

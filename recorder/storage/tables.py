@@ -21,11 +21,15 @@ Row = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    name: str
+    record: type[Any]  # its `TABLE` names the table
     columns: tuple[tuple[str, str], ...]  # (column, PostgreSQL type)
     key: tuple[str, ...]
     to_row: Callable[[Any], Row]
     on_conflict: str = "DO NOTHING"
+
+    @property
+    def name(self) -> str:
+        return str(self.record.TABLE)
 
     @property
     def upserts(self) -> bool:
@@ -57,23 +61,20 @@ class TableSpec:
 
     def merge_sql(self) -> str:
         """Move the staged batch into the table; the key decides what is new."""
-        conflict = self.on_conflict
-        if self.upserts:
-            conflict = f"({', '.join(self.key)}) {self.on_conflict}"
-        return (
-            f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
-            f"SELECT {self.column_names} FROM {self.stage} ON CONFLICT {conflict}"
-        )
+        return self._insert(self.column_names, self.stage)
 
     def insert_sql(self) -> str:
         """The alternative measured in bench/writer.py: one statement, one array per column."""
         arrays = ", ".join(f"%s::{pgtype}[]" for _, pgtype in self.columns)
+        return self._insert("*", f"unnest({arrays})")
+
+    def _insert(self, select_list: str, from_item: str) -> str:
         conflict = self.on_conflict
         if self.upserts:
             conflict = f"({', '.join(self.key)}) {self.on_conflict}"
         return (
             f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) ON CONFLICT {conflict}"
+            f"SELECT {select_list} FROM {from_item} ON CONFLICT {conflict}"
         )
 
     def key_of(self, row: Row) -> Row:
@@ -93,16 +94,22 @@ def _fields(*names: str) -> Callable[[Any], Row]:
     return lambda record: get(record)  # attrgetter of several names gives a tuple
 
 
-def _spec(name: str, columns: str, key: str, on_conflict: str = "DO NOTHING") -> TableSpec:
-    """A table whose columns are the record's fields of the same names."""
+def _spec(
+    record: type[Any],
+    columns: str,
+    key: str,
+    on_conflict: str = "DO NOTHING",
+    to_row: Callable[[Any], Row] | None = None,
+) -> TableSpec:
+    """A table of `record`; by default its columns are the record's fields of the same names."""
     pairs = tuple(
         (column, pgtype) for column, pgtype in (item.split(":") for item in columns.split())
     )
     return TableSpec(
-        name=name,
+        record=record,
         columns=pairs,
         key=tuple(key.split()),
-        to_row=_fields(*(column for column, _ in pairs)),
+        to_row=to_row or _fields(*(column for column, _ in pairs)),
         on_conflict=on_conflict,
     )
 
@@ -117,37 +124,42 @@ def _first_and_last_seen(*names: str) -> Callable[[Any], Row]:
     return to_row
 
 
-def _newer(table: str, assignments: str) -> str:
-    return f"DO UPDATE SET {assignments} WHERE EXCLUDED.updated_at >= {table}.updated_at"
+def _newer(record: type[Any], assignments: str) -> str:
+    """An upsert that never moves a row back to an older observation."""
+    return f"DO UPDATE SET {assignments} WHERE EXCLUDED.updated_at >= {record.TABLE}.updated_at"
 
 
-SPECS: dict[type[Any], TableSpec] = {
-    r.Currency: TableSpec(
-        name="currencies",
-        columns=(
-            ("short_name", "text"),
-            ("sign", "text"),
-            ("first_seen_at", "timestamptz"),
-            ("updated_at", "timestamptz"),
-        ),
-        key=("short_name",),
-        to_row=_first_and_last_seen("short_name", "sign"),
-        on_conflict=_newer("currencies", "sign = EXCLUDED.sign, updated_at = EXCLUDED.updated_at"),
+def _fill_in(record: type[Any], *columns: str) -> str:
+    """An upsert that sets `columns` when a later record knows them, and never clears them."""
+    table = record.TABLE
+    return "DO UPDATE SET " + ", ".join(
+        f"{column} = coalesce(EXCLUDED.{column}, {table}.{column})" for column in columns
+    )
+
+
+_TABLES = (
+    _spec(
+        r.Currency,
+        "short_name:text sign:text first_seen_at:timestamptz updated_at:timestamptz",
+        "short_name",
+        _newer(r.Currency, "sign = EXCLUDED.sign, updated_at = EXCLUDED.updated_at"),
+        _first_and_last_seen("short_name", "sign"),
     ),
-    r.Pair: TableSpec(
-        name="pairs",
-        columns=(
-            ("name", "text"),
-            ("currency1", "text"),
-            ("currency2", "text"),
-            ("price_precision", "int4"),
-            ("minimum_order_size", "numeric"),
-            ("maximum_order_size", "numeric"),
-            ("first_seen_at", "timestamptz"),
-            ("updated_at", "timestamptz"),
+    _spec(
+        r.Pair,
+        "name:text currency1:text currency2:text price_precision:int4 "
+        "minimum_order_size:numeric maximum_order_size:numeric first_seen_at:timestamptz "
+        "updated_at:timestamptz",
+        "name",
+        _newer(
+            r.Pair,
+            "currency1 = EXCLUDED.currency1, currency2 = EXCLUDED.currency2, "
+            "price_precision = EXCLUDED.price_precision, "
+            "minimum_order_size = EXCLUDED.minimum_order_size, "
+            "maximum_order_size = EXCLUDED.maximum_order_size, "
+            "updated_at = EXCLUDED.updated_at",
         ),
-        key=("name",),
-        to_row=_first_and_last_seen(
+        _first_and_last_seen(
             "name",
             "currency1",
             "currency2",
@@ -155,123 +167,97 @@ SPECS: dict[type[Any], TableSpec] = {
             "minimum_order_size",
             "maximum_order_size",
         ),
-        on_conflict=_newer(
-            "pairs",
-            "currency1 = EXCLUDED.currency1, currency2 = EXCLUDED.currency2, "
-            "price_precision = EXCLUDED.price_precision, "
-            "minimum_order_size = EXCLUDED.minimum_order_size, "
-            "maximum_order_size = EXCLUDED.maximum_order_size, "
-            "updated_at = EXCLUDED.updated_at",
-        ),
     ),
-    r.Trade: _spec(
-        "trades",
+    _spec(
+        r.Trade,
         "pair:text tid:int8 ts:timestamptz type:text price:numeric amount:numeric "
         "received_at:timestamptz",
         "pair tid",
     ),
-    r.BookEvent: _spec(
-        "book_events",
+    _spec(
+        r.BookEvent,
         "pair:text oid:int8 kind:text ts:timestamptz type:text price:numeric amount:numeric "
         "cancel_order_id:int8 received_at:timestamptz session_id:uuid",
         "pair oid kind",
     ),
-    r.BookFill: _spec(
-        "book_fills",
+    _spec(
+        r.BookFill,
         "pair:text tid:int8 oid:int8 o_id:int8 type:text price:numeric amount:numeric "
         "ts:timestamptz received_at:timestamptz",
         "pair tid",
     ),
-    r.BookSnapshot: _spec(
-        "book_snapshots",
+    _spec(
+        r.BookSnapshot,
         "snapshot_id:uuid pair:text taken_at:timestamptz received_at:timestamptz grouped:bool "
         "reason:text",
         "snapshot_id",
     ),
-    r.SnapshotOrder: _spec(
-        "book_snapshot_orders",
+    _spec(
+        r.SnapshotOrder,
         "snapshot_id:uuid side:text pos:int4 order_id:int8 price:numeric amount:numeric "
         "order_ts:timestamptz",
         "snapshot_id side pos",
     ),
-    r.Candle: _spec(
-        "candles",
+    _spec(
+        r.Candle,
         "pair:text resolution:text bucket:timestamptz open:numeric high:numeric low:numeric "
         "close:numeric volume:numeric updated_at:timestamptz",
         "pair resolution bucket",
         _newer(
-            "candles",
+            r.Candle,
             "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, "
             "close = EXCLUDED.close, volume = EXCLUDED.volume, updated_at = EXCLUDED.updated_at",
         ),
     ),
-    r.StreamSession: _spec(
-        "stream_sessions",
+    _spec(
+        r.StreamSession,
         "session_id:uuid connected_at:timestamptz disconnected_at:timestamptz reason:text",
         "session_id",
         # The session row is written at connect and completed at disconnect; a replay of
         # the connect record never erases a recorded end.
-        "DO UPDATE SET "
-        "disconnected_at = coalesce(EXCLUDED.disconnected_at, stream_sessions.disconnected_at), "
-        "reason = coalesce(EXCLUDED.reason, stream_sessions.reason)",
+        _fill_in(r.StreamSession, "disconnected_at", "reason"),
     ),
-    r.RawMessage: _spec(
-        "raw_messages",
+    _spec(
+        r.RawMessage,
         "id:uuid received_at:timestamptz source:text event:text payload:text error:text",
         "id",
     ),
-    r.AccountWallet: _spec(
-        "account_wallets",
+    _spec(
+        r.AccountWallet,
         "currency:text observed_at:timestamptz balance:numeric reserve:numeric",
         "currency observed_at",
     ),
-    r.AccountOrder: TableSpec(
-        name="account_orders",
-        columns=(
-            ("id", "int8"),
-            ("pair", "text"),
-            ("type", "text"),
-            ("status", "int4"),
-            ("price", "numeric"),
-            ("amount", "numeric"),
-            ("first_seen_at", "timestamptz"),
-            ("updated_at", "timestamptz"),
-        ),
-        key=("id",),
-        to_row=_first_and_last_seen("id", "pair", "type", "status", "price", "amount"),
-        on_conflict=_newer(
-            "account_orders",
+    _spec(
+        r.AccountOrder,
+        "id:int8 pair:text type:text status:int4 price:numeric amount:numeric "
+        "first_seen_at:timestamptz updated_at:timestamptz",
+        "id",
+        _newer(
+            r.AccountOrder,
             "status = EXCLUDED.status, amount = EXCLUDED.amount, updated_at = EXCLUDED.updated_at",
         ),
+        _first_and_last_seen("id", "pair", "type", "status", "price", "amount"),
     ),
-    r.AccountTrade: _spec(
-        "account_trades",
+    _spec(
+        r.AccountTrade,
         "id:int8 pair:text type:text price:numeric amount:numeric ts:timestamptz "
         "received_at:timestamptz",
         "id",
     ),
-    r.AccountDeposit: _spec(
-        "account_deposits",
+    _spec(
+        r.AccountDeposit,
         "id:int8 currency:text amount:numeric ts:timestamptz received_at:timestamptz",
         "id",
     ),
-    r.AccountWithdraw: TableSpec(
-        name="account_withdraws",
-        columns=(
-            ("id", "int8"),
-            ("currency", "text"),
-            ("amount", "numeric"),
-            ("status", "int4"),
-            ("ts", "timestamptz"),
-            ("first_seen_at", "timestamptz"),
-            ("updated_at", "timestamptz"),
-        ),
-        key=("id",),
-        to_row=_first_and_last_seen("id", "currency", "amount", "status", "ts"),
-        on_conflict=_newer(
-            "account_withdraws", "status = EXCLUDED.status, updated_at = EXCLUDED.updated_at"
-        ),
+    _spec(
+        r.AccountWithdraw,
+        "id:int8 currency:text amount:numeric status:int4 ts:timestamptz "
+        "first_seen_at:timestamptz updated_at:timestamptz",
+        "id",
+        _newer(r.AccountWithdraw, "status = EXCLUDED.status, updated_at = EXCLUDED.updated_at"),
+        _first_and_last_seen("id", "currency", "amount", "status", "ts"),
     ),
-}
+)
 
-TABLE_OF: dict[str, TableSpec] = {spec.name: spec for spec in SPECS.values()}
+SPECS: dict[type[Any], TableSpec] = {spec.record: spec for spec in _TABLES}
+TABLE_OF: dict[str, TableSpec] = {spec.name: spec for spec in _TABLES}

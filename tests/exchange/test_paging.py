@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recorder.config import CANDLE_WIDTH_S
 from recorder.exchange.paging import (
     ASK,
-    BUCKET_S,
     CANDLE_LIMIT,
     POLL_LIMIT,
     PageSize,
@@ -336,7 +336,7 @@ def test_forward_windows_are_limit_buckets_wide_and_cover_since_to_now() -> None
 
 
 @given(
-    resolution=st.sampled_from(sorted(BUCKET_S)),
+    resolution=st.sampled_from(sorted(CANDLE_WIDTH_S)),
     buckets=st.sets(st.integers(0, 1000), max_size=200),
     limit=st.integers(2, 40) | st.just(CANDLE_LIMIT),
     cap=st.sampled_from([1, 3, 10, 100, 10**9]),
@@ -354,7 +354,7 @@ def test_candle_paging_property_every_candle_exactly_once_none_missed(
 ) -> None:
     """Whatever the history, the page asked for, the page served and the last stored bucket:
     the past is read whole, each candle once, and so is the present from the last bucket."""
-    width_s = BUCKET_S[resolution]
+    width_s = CANDLE_WIDTH_S[resolution]
     history = sorted(DAY + b * width_s for b in buckets)
     now_s = (history[-1] if history else DAY) + min(ahead_s, width_s * 5)
     served = min(limit, cap)

@@ -15,7 +15,6 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from recorder.backoff import Backoff
 from recorder.config import CANDLE_TYPES, ExchangeConfig
 from recorder.exchange.ratelimit import TokenBucket
 from recorder.exchange.rest import (
@@ -33,6 +32,8 @@ from recorder.exchange.rest import (
     Unauthorized,
     retry_after_s,
 )
+from recorder.records import RawMessage, utc_now
+from recorder.retry import Backoff
 from tests.exchange.loopback import FakeExchange, Fault
 
 KEY = "key-0000-0000"
@@ -238,6 +239,7 @@ async def test_refusals_raise_at_once_with_the_reason(
     assert type(caught.value) is error
     assert caught.value.status == status
     assert caught.value.reason == '{"detail": "Invalid nonce"}'
+    assert caught.value.url == f"{exchange.url}/api/v1/wallets/"
     assert len(exchange.seen) == 1
     for text in (str(caught.value), repr(caught.value), repr(client)):
         assert KEY not in text
@@ -303,6 +305,27 @@ async def test_malformed_success_keeps_the_verbatim_text(
     assert len(exchange.seen) == 1  # not retried: the same body would come again
     with pytest.raises(MalformedResponse, match=r"pairs\[0\]\.currency1: missing"):
         await client.pairs()
+
+
+async def test_malformed_answers_go_to_on_malformed_as_raw_messages(
+    exchange: FakeExchange,
+) -> None:
+    html = "<html><body>Maintenance</body></html>"
+    exchange.bodies["/api/v1/currencies/"] = html
+    exchange.bodies["/api/v1/pairs/"] = "[]"
+    kept: list[RawMessage] = []
+    before = REGISTRY.get_sample_value("recorder_malformed_messages_total", {"source": "rest"})
+    async with ExchangeClient(exchange.url, on_malformed=kept.append) as client:
+        sent_at = utc_now()
+        with pytest.raises(MalformedResponse) as caught:
+            await client.currencies()
+        assert await client.pairs() == []  # a good answer is nobody's business
+    (raw,) = kept
+    assert (raw.source, raw.event, raw.payload) == ("rest", "currencies", html)
+    assert raw.error == caught.value.reason
+    assert sent_at <= raw.received_at <= utc_now()
+    after = REGISTRY.get_sample_value("recorder_malformed_messages_total", {"source": "rest"})
+    assert (after or 0.0) - (before or 0.0) == 1
 
 
 async def test_rate_limits_hold_against_a_real_server(exchange: FakeExchange) -> None:

@@ -11,11 +11,11 @@ from typing import TypeVar
 import pytest
 from prometheus_client import REGISTRY
 
-from recorder.backoff import Backoff
 from recorder.config import ExchangeConfig
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.records import RawMessage
+from recorder.retry import Backoff
 from tests.exchange.loopback import FakeExchange
 
 T = TypeVar("T")

@@ -25,11 +25,11 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from recorder.backoff import Backoff
 from recorder.config import ExchangeConfig
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.stream import BookStream, Connected, Disconnected, StreamItem
 from recorder.records import RawMessage
+from recorder.retry import Backoff
 from tests.exchange.test_stream import running
 from tests.node.harness import NodeServer, eventually, node_socketio_server
 

@@ -43,6 +43,7 @@ from recorder.exchange import parse
 from recorder.exchange.classify import BookUpdate, classify
 from recorder.exchange.stream import ExactPacket, Received
 from recorder.records import RawMessage
+from recorder.retry import Backoff
 from recorder.storage.spool import decode
 from recorder.supervisor import Supervisor
 from tests.exchange.loopback import FakeExchange, Fault
@@ -104,7 +105,7 @@ def daemon_for(exchange: FakeExchange, dsn: str, data_dir: Path, *, keys: bool =
     )
     daemon = Daemon(load_config(config))
     # Garbage makes sources fail and restart; restart quickly so an example stays short.
-    daemon.supervisor = Supervisor(backoff_initial_s=0.05, backoff_max_s=0.2)
+    daemon.supervisor = Supervisor(restart=Backoff(initial_s=0.05, max_s=0.2))
     return daemon
 
 

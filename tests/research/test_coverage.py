@@ -125,3 +125,16 @@ def test_format_report_names_gaps_causes_and_counts() -> None:
     trades = "  trades               12  2024-01-01 00:00:01.000Z -> 2024-01-01 00:01:39.000Z"
     assert trades in text
     assert "  candle holes          1" in text
+
+
+def test_format_report_says_when_a_pair_was_delisted() -> None:
+    listed = PairCoverage("BTC_USD", 12, at(1), at(99), 40, 5, 3, at(0), at(60), 2, 0, 0)
+    delisted = PairCoverage("ETH_USD", 3, at(1), at(20), 9, 1, 1, at(0), at(0), 1, 0, 0,
+                            last_listed=at(30))  # fmt: skip
+    report = Report(at(0), at(100), [Session(at(0), at(100), "open", None)], [],
+                    [listed, delisted])  # fmt: skip
+    text = format_report(report)
+    delisting = ("ETH_USD\n  delisted     last listed 2024-01-01 00:00:30.000Z: recording "
+                 "stopped then, so nothing after it is missing\n  trades")  # fmt: skip
+    assert delisting in text
+    assert text.count("delisted") == 1

@@ -7,7 +7,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.sim.candles import BUCKET_SECONDS, CandleSeries, candles
+from recorder.config import CANDLE_WIDTH_S
+from recorder.sim.candles import CandleSeries, candles
 from recorder.sim.engine import Fill
 
 DAY = 1_700_006_400  # a UTC midnight
@@ -54,7 +55,7 @@ def test_since_until_and_limit_select_bucket_starts() -> None:
         st.tuples(st.integers(0, 3 * 86400), st.integers(1, 10**6), st.integers(1, 10**6)),
         max_size=60,
     ),
-    st.sampled_from(sorted(BUCKET_SECONDS)),
+    st.sampled_from(sorted(CANDLE_WIDTH_S)),
 )
 def test_candle_totals_equal_the_trades(rows: list[tuple[int, int, int]], chart_type: str) -> None:
     trades = [
@@ -64,7 +65,7 @@ def test_candle_totals_equal_the_trades(rows: list[tuple[int, int, int]], chart_
     chart = candles(trades, chart_type)
     assert sum((c.volume for c in chart), Decimal(0)) == sum((t.amount for t in trades), Decimal(0))
     for c in chart:
-        inside = [t for t in trades if c.time <= t.timestamp < c.time + BUCKET_SECONDS[chart_type]]
+        inside = [t for t in trades if c.time <= t.timestamp < c.time + CANDLE_WIDTH_S[chart_type]]
         assert c.open == inside[0].price
         assert c.close == inside[-1].price
         assert c.high == max(t.price for t in inside)
@@ -76,7 +77,7 @@ def test_candle_totals_equal_the_trades(rows: list[tuple[int, int, int]], chart_
         st.tuples(st.integers(0, 3 * 86400), st.integers(1, 10**6), st.integers(1, 10**6)),
         max_size=60,
     ),
-    st.sampled_from(sorted(BUCKET_SECONDS)),
+    st.sampled_from(sorted(CANDLE_WIDTH_S)),
     st.one_of(st.none(), st.integers(0, 3 * 86400)),
     st.one_of(st.none(), st.integers(0, 3 * 86400)),
     st.one_of(st.none(), st.integers(0, 20)),

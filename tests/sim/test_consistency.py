@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder.book import READINGS, Book, CancelReading, Reading
+from recorder.config import CANDLE_WIDTH_S
 from recorder.sim import wire
-from recorder.sim.candles import BUCKET_SECONDS, candles
+from recorder.sim.candles import candles
 from recorder.sim.engine import Engine, Event
 from recorder.sim.flow import OrderFlow, pair_spec, replay_history, wall_clock
 from tests.sim.payloads import records, snapshot
@@ -103,7 +104,7 @@ def test_history_has_trades_over_the_past_hours_and_candles_total_them() -> None
     assert float(trades[-1].timestamp) <= now_s
     timestamps = [t.timestamp for t in engine.trades]
     assert timestamps == sorted(timestamps)
-    for chart_type, seconds in BUCKET_SECONDS.items():
+    for chart_type, seconds in CANDLE_WIDTH_S.items():
         chart = candles(trades, chart_type)
         assert sum(c.volume for c in chart) == sum(t.amount for t in trades)
         assert all(c.time % seconds == 0 for c in chart)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from recorder.storage.migrate import MigrationError, load_migrations, migrate, migrations_dir
 from tests.conftest import fresh_database
 
-# DESIGN §5: every table, its key, and the columns researchers rely on, with their types.
-DESIGN_TABLES: dict[str, dict[str, str]] = {
+# Every table, its key, and the columns researchers rely on, with their types: the schema's
+# promise (migrations/0001_schema.sql, docs/research.md), pinned here apart from the code.
+SCHEMA_TABLES: dict[str, dict[str, str]] = {
     "currencies": {"short_name": "text", "sign": "text", "first_seen_at": "timestamptz",
                    "updated_at": "timestamptz"},
     "pairs": {"name": "text", "currency1": "text", "currency2": "text",
@@ -43,7 +45,7 @@ DESIGN_TABLES: dict[str, dict[str, str]] = {
                      "event": "text", "payload": "text", "error": "text"},
 }  # fmt: skip
 
-DESIGN_KEYS = {
+SCHEMA_KEYS = {
     "currencies": ["short_name"],
     "pairs": ["name"],
     "trades": ["pair", "tid"],
@@ -72,9 +74,9 @@ def test_rerun_applies_nothing(migrated: str) -> None:
     assert migrate(migrated) == []
 
 
-def test_tables_have_the_design_columns_and_types(migrated: str) -> None:
+def test_tables_have_the_promised_columns_and_types(migrated: str) -> None:
     with psycopg.connect(migrated) as conn:
-        for table, columns in DESIGN_TABLES.items():
+        for table, columns in SCHEMA_TABLES.items():
             rows = conn.execute(
                 """SELECT a.attname, t.typname FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
@@ -84,12 +86,12 @@ def test_tables_have_the_design_columns_and_types(migrated: str) -> None:
             assert {name: typ for name, typ in rows if name in columns} == columns, table
 
 
-def test_keys_are_the_design_keys(migrated: str) -> None:
-    """The primary key is DESIGN's; on TimescaleDB a hypertable's key also holds its time."""
+def test_keys_are_the_promised_keys(migrated: str) -> None:
+    """The promised primary key; on TimescaleDB a hypertable's key also holds its time."""
     hypertable_time = {"trades": "ts", "book_events": "ts", "book_fills": "ts"}
     timescale = is_timescaledb(migrated)
     with psycopg.connect(migrated) as conn:
-        for table, key in DESIGN_KEYS.items():
+        for table, key in SCHEMA_KEYS.items():
             row = conn.execute(
                 """SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i
                    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
@@ -261,3 +263,20 @@ def test_recorder_migrate_exits_3_when_the_database_cannot_be_reached() -> None:
     assert done.returncode == 3
     assert "cannot reach the database" in done.stderr
     assert "hunter22" not in done.stderr + done.stdout
+
+
+def test_each_notice_of_a_migration_is_logged_once(
+    pg_server_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "0001_notice.sql").write_text(
+        "DO $$ BEGIN RAISE NOTICE 'a notice from a migration'; END $$;"
+    )
+    caplog.set_level(logging.INFO)
+    with fresh_database(pg_server_dsn, "notices") as dsn:
+        assert migrate(dsn, tmp_path) == ["0001"]
+    notices = [
+        record.fields["text"]  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.getMessage() == "migration notice"
+    ]
+    assert notices == ["a notice from a migration"]

@@ -78,7 +78,7 @@ class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
             text = self.json.text or ""
             first = data[0] if data else None
             # An event named like one of the library's own (`disconnect`, `connect`) would
-            # run that handler: fuzzing found `2["disconnect"]` ending a healthy session
+            # run that handler: a server's `2["disconnect"]` would end a healthy session
             # unrecorded. Such a name reaches the catch-all handler, which keeps it raw.
             usable = isinstance(first, str) and first not in RESERVED_EVENTS
             name = first if usable else UNDECODABLE
