@@ -1,5 +1,6 @@
-"""The pure L3 book: snapshot + events, anomalies reported, comparison, and which id of a
-cancel names the cancelled order (decided from the data, whichever the exchange uses)."""
+"""The pure L3 book: snapshot + events, anomalies reported, comparison, the drift check, and
+which id of a cancel names the cancelled order (decided from the data, whichever the
+exchange uses)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from recorder.book import (
     Book,
     CancelApplied,
     CancelReading,
+    DriftCheck,
     GroupedSnapshotError,
     Reading,
     RestingOrder,
@@ -354,3 +356,195 @@ def test_partial_fills_sum_to_removal(orders: list[tuple[int, int]], data: st.Da
         )
     assert target not in book
     assert len(book) == len(orders) - 1
+
+
+def test_differing_ids_are_the_orders_differences_names_and_among_narrows_them() -> None:
+    ours = Book.from_snapshot(
+        [level("sell", 1, "100", "1"), level("buy", 2, "99", "1"), level("buy", 4, "98", "1")]
+    )
+    theirs = Book.from_snapshot(
+        [level("sell", 1, "100", "0.5"), level("buy", 3, "99", "1"), level("sell", 4, "98", "1.0")]
+    )
+    assert ours.differing_ids(theirs) == [1, 2, 3, 4]
+    assert ours.differing_ids(theirs, among=[4, 2, 7]) == [2, 4]
+    assert ours.differences(theirs, among=[4]) == ["order 4: buy 1@98 here, sell 1.0@98 there"]
+    assert ours.differing_ids(ours) == []
+
+
+@given(
+    st.dictionaries(st.integers(1, 12), st.tuples(st.booleans(), st.integers(1, 3))),
+    st.dictionaries(st.integers(1, 12), st.tuples(st.booleans(), st.integers(1, 3))),
+)
+def test_differing_ids_and_differences_agree(
+    mine: dict[int, tuple[bool, int]], theirs: dict[int, tuple[bool, int]]
+) -> None:
+    def book(orders: dict[int, tuple[bool, int]]) -> Book:
+        return Book(
+            RestingOrder(i, "buy" if buy else "sell", D(100), D(amount) / 2, NOW)
+            for i, (buy, amount) in orders.items()
+        )
+
+    a, b = book(mine), book(theirs)
+    named = [int(line.split()[1].rstrip(":")) for line in a.differences(b)]
+    assert named == a.differing_ids(b) == b.differing_ids(a)
+    assert a.differing_ids(b) == sorted(
+        i for i in mine.keys() | theirs.keys() if mine.get(i) != theirs.get(i)
+    )
+
+
+def test_books_that_agree_need_no_check() -> None:
+    book = Book.from_snapshot([level("sell", 1, "100", "1")])
+    assert DriftCheck.compare(book, Book.from_snapshot([level("sell", 1, "100.0", "1.00")])) is None
+
+
+def test_a_fill_the_snapshot_already_held_is_no_drift_and_is_not_taken_twice() -> None:
+    """The snapshot answer already holds a fill that the stream delivers just after it."""
+    rebuilt = Book.from_snapshot([level("sell", 1, "100", "1"), level("sell", 2, "101", "1")])
+    exchange = Book.from_snapshot([level("sell", 1, "100", "0.6"), level("sell", 2, "101", "1")])
+    check = DriftCheck.compare(rebuilt, exchange)
+    assert check is not None
+    assert check.differing == {1}
+    taker, fills = new(3, "buy", "100", "0"), [fill(1, 3, 1, "0.4")]
+    rebuilt.apply(taker, fills)  # the event arrives within the window
+    check.saw(taker, fills)
+    assert check.conclude(rebuilt) == []
+    assert rebuilt.differences(exchange) == []  # 0.6 left, not 0.2
+
+
+def test_an_order_no_event_touched_is_drift_and_the_rebuilt_book_takes_the_snapshots_word() -> None:
+    rebuilt = Book.from_snapshot(
+        [level("sell", 1, "100", "1"), level("buy", 2, "99", "1"), level("buy", 5, "98", "2")]
+    )
+    exchange = Book.from_snapshot(
+        [level("sell", 1, "100", "0.5"), level("buy", 3, "99", "1"), level("buy", 5, "98", "1")]
+    )
+    check = DriftCheck.compare(rebuilt, exchange)
+    assert check is not None
+    taker, fills = new(4, "buy", "100", "0"), [fill(1, 4, 1, "0.5")]
+    rebuilt.apply(taker, fills)
+    check.saw(taker, fills)
+    assert check.conclude(rebuilt) == [
+        "order 2 only in this book",
+        "order 3 only in the other book",
+        "order 5: buy 2@98 here, buy 1@98 there",
+    ]
+    assert rebuilt.differences(exchange) == []
+
+
+Market = tuple[list[RestingOrder], list[tuple[BookEvent, list[BookFill]]], list[Book]]
+
+
+@st.composite
+def markets(draw: st.DrawFn) -> Market:
+    """A book, a run of events that keep to it (new orders resting, new orders taking part of
+    a resting order, cancels), and the exchange's book after each number of events."""
+    placed = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["buy", "sell"]), st.integers(98, 101), st.integers(1, 20)),
+            max_size=10,
+        )
+    )
+    exact = {
+        i: RestingOrder(i, side, D(price), D(amount) / 10, NOW)  # type: ignore[arg-type]
+        for i, (side, price, amount) in enumerate(placed, start=1)
+    }
+    orders = list(exact.values())
+    books = [Book(exact.values())]
+    events: list[tuple[BookEvent, list[BookFill]]] = []
+    next_id = len(orders) + 1
+    steps = st.tuples(
+        st.sampled_from(["rest", "take", "cancel"]), st.integers(0, 10**6), st.integers(1, 9)
+    )
+    for kind, pick, part in draw(st.lists(steps, max_size=25)):
+        oid, next_id = next_id, next_id + 1
+        if kind != "rest" and exact:
+            target = exact[sorted(exact)[pick % len(exact)]]
+            if kind == "cancel":
+                del exact[target.order_id]
+                event = cancel(
+                    target.order_id, None, target.side, str(target.price), str(target.amount)
+                )
+                events.append((event, []))
+            else:
+                taken = min(target.amount, D(part) / 10)
+                left = target.amount - taken
+                if left > 0:
+                    exact[target.order_id] = RestingOrder(
+                        target.order_id, target.side, target.price, left, NOW
+                    )
+                else:
+                    del exact[target.order_id]
+                taker = "sell" if target.side == "buy" else "buy"
+                events.append(
+                    (
+                        new(oid, taker, str(target.price), "0"),
+                        [fill(oid, oid, target.order_id, str(taken))],
+                    )
+                )
+        else:
+            side = ("buy", "sell")[pick % 2]
+            price, amount = D(98 + pick // 2 % 4), D(part) / 10
+            exact[oid] = RestingOrder(oid, side, price, amount, NOW)  # type: ignore[arg-type]
+            events.append((new(oid, side, str(price), str(amount)), []))
+        books.append(Book(exact.values()))
+    return orders, events, books
+
+
+def touched(events: list[tuple[BookEvent, list[BookFill]]]) -> set[int]:
+    check = DriftCheck(Book(), ())
+    for event, fills in events:
+        check.saw(event, fills)
+    return check.touched
+
+
+def snapshot_then_window(
+    market: Market, delivered: list[int], j: int, k: int, m: int
+) -> tuple[Book, list[str]]:
+    """The rebuilt book of the events `delivered` (indexes) before the snapshot, which holds
+    the first `k` events; then the window delivers events j..m-1. The rebuilt book after the
+    window, and the drift found."""
+    orders, events, books = market
+    rebuilt = Book(orders)
+    for index in delivered:
+        rebuilt.apply(*events[index])
+    check = DriftCheck.compare(rebuilt, books[k])
+    for event, fills in events[j:m]:
+        rebuilt.apply(event, fills)
+        if check is not None:
+            check.saw(event, fills)
+    return rebuilt, check.conclude(rebuilt) if check is not None else []
+
+
+@given(markets(), st.data())
+def test_a_snapshot_ahead_of_the_stream_is_no_drift_and_the_rebuilt_book_stays_exact(
+    market: Market, data: st.DataObject
+) -> None:
+    """The stream delivered `j` events when the snapshot came, which held `k` >= j; the
+    window then delivers the rest up to `m` >= k. Nothing was lost: no drift, and the
+    rebuilt book is the exchange's."""
+    _, events, books = market
+    j, k, m = sorted(data.draw(st.lists(st.integers(0, len(events)), min_size=3, max_size=3)))
+    rebuilt, drift = snapshot_then_window(market, list(range(j)), j, k, m)
+    assert drift == []
+    assert rebuilt.differences(books[m]) == []
+
+
+@given(markets(), st.data())
+def test_a_lost_event_is_drift_only_at_its_own_orders_and_is_healed_where_seen(
+    market: Market, data: st.DataObject
+) -> None:
+    """As above, but the stream lost event `lost` < j: only orders that event touched are
+    drift, and afterwards the rebuilt book is wrong at most where the window touched them too
+    (the next snapshot's check sees those)."""
+    _, events, books = market
+    if not events:
+        return
+    lost = data.draw(st.integers(0, len(events) - 1))
+    j, k, m = sorted(
+        data.draw(st.lists(st.integers(lost + 1, len(events)), min_size=3, max_size=3))
+    )
+    delivered = [i for i in range(j) if i != lost]
+    rebuilt, drift = snapshot_then_window(market, delivered, j, k, m)
+    own = touched(events[lost : lost + 1])
+    assert {int(line.split()[1].rstrip(":")) for line in drift} <= own
+    assert set(rebuilt.differing_ids(books[m])) <= own & touched(events[j:m])

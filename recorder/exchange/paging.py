@@ -1,4 +1,6 @@
-"""Trade catch-up: every trade of a pair newer than the last stored one, once, in id order.
+"""Paging the exchange's history: the trade tape, and chart candles.
+
+Trade catch-up: every trade of a pair newer than the last stored one, once, in id order.
 
 The tape is paged by offset. Read newest first (`ordering=-id`), each new trade shifts
 every offset by one, so we read it oldest first (`ordering=id`): trade ids grow, new trades
@@ -32,6 +34,16 @@ exchange's time and ours overlap; it is proved in its turn like any other.
 Trades that arrive while we page are included up to the last page read; the next call
 (with the last id yielded) starts from there, so no trade is missed between calls, even when
 a page was taken for the end too early.
+
+Candles: the chart endpoint answers the newest `limit` candles whose start lies in
+[since, until], oldest first. So a range is read backwards: each page asks for the newest
+candles that start before the oldest one seen, until a page holds none (or reaches `since`).
+Pages never overlap and leave nothing out, however many candles the exchange actually serves
+per page. `candles_before` reads the past that way, page by page; `candles_from` reads the
+present forwards in windows of `limit` buckets from the last stored one (a window holds at
+most `limit` candles, so it mostly takes one request), each window read whole and handed
+over at once, so that a caller whose cursor is the newest bucket taken never skips the older
+part of a window that failed halfway.
 """
 
 from __future__ import annotations
@@ -43,9 +55,10 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from recorder.config import CANDLE_WIDTH_S, CandleType
 from recorder.exchange.rest import BadRequest
 from recorder.logs import get_logger
-from recorder.records import Trade
+from recorder.records import Candle, Trade
 
 log = get_logger(__name__)
 
@@ -291,3 +304,109 @@ async def _first_offset(source: TradeSource, pair: str, wanted: Callable[[Trade]
         else:
             low = middle + 1
     return low
+
+
+# --- candles --------------------------------------------------------------------------------
+
+CANDLE_LIMIT = 720
+"""The chart's documented default `limit`: what every candle page asks for."""
+
+
+class CandleSource(Protocol):
+    async def candles(
+        self,
+        pair: str,
+        resolution: str,
+        *,
+        limit: int | None = None,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[Candle]: ...
+
+
+def forward_windows(
+    since_s: int, now_s: int, width_s: int, limit: int = CANDLE_LIMIT
+) -> list[tuple[int, int]]:
+    """The windows [since, until] (unix s, both included) of `limit` buckets each that cover
+    `since_s` up to `now_s`, oldest first; none when `since_s` lies after `now_s`.
+
+    A window `limit` buckets wide holds at most `limit` bucket starts wherever it begins, so
+    a page of `limit` candles covers it when the exchange serves that many.
+    """
+    span_s = limit * width_s
+    return [(start, start + span_s - 1) for start in range(since_s, now_s + 1, span_s)]
+
+
+async def candles_before(
+    source: CandleSource,
+    pair: str,
+    resolution: CandleType,
+    before: datetime | None = None,
+    *,
+    limit: int = CANDLE_LIMIT,
+) -> AsyncIterator[list[Candle]]:
+    """Every candle that starts before `before` (all of them for None), newest page first,
+    each page oldest first; it ends when the exchange has no older candle.
+
+    To resume after a failure, pass the oldest bucket taken so far as `before`.
+    """
+    until_s = None if before is None else _unix_s(before) - 1
+    async for page in _read_back(source, pair, resolution, None, until_s, limit):
+        yield page
+
+
+async def candles_from(
+    source: CandleSource,
+    pair: str,
+    resolution: CandleType,
+    since: datetime | None,
+    now: datetime,
+    *,
+    limit: int = CANDLE_LIMIT,
+) -> AsyncIterator[list[Candle]]:
+    """Every candle that starts at or after `since` (the last stored bucket; for None, the
+    last `limit` buckets) up to `now`, one window at a time, oldest window first; each
+    window's candles are yielded together, oldest first.
+    """
+    width_s = CANDLE_WIDTH_S[resolution]
+    now_s = _unix_s(now)
+    since_s = now_s - limit * width_s if since is None else _unix_s(since)
+    for start_s, end_s in forward_windows(since_s, now_s, width_s, limit):
+        pages = [page async for page in _read_back(source, pair, resolution, start_s, end_s, limit)]
+        yield sorted((candle for page in pages for candle in page), key=lambda c: c.bucket)
+
+
+async def _read_back(
+    source: CandleSource,
+    pair: str,
+    resolution: CandleType,
+    since_s: int | None,
+    until_s: int | None,
+    limit: int,
+) -> AsyncIterator[list[Candle]]:
+    """The candles starting in [since_s, until_s] (unbounded for None), page by page backwards.
+
+    Each next page ends just before the oldest candle of the range seen so far, so pages do
+    not overlap. A candle outside the range (an exchange that does not keep to it) is
+    yielded with its page but moves nothing; a page with none inside the range ends it.
+    """
+    while since_s is None or until_s is None or since_s <= until_s:
+        page = await source.candles(pair, resolution, limit=limit, since=since_s, until=until_s)
+        starts = [
+            start_s
+            for start_s in map(_bucket_s, page)
+            if (since_s is None or start_s >= since_s) and (until_s is None or start_s <= until_s)
+        ]
+        if page:
+            yield page
+        if not starts or (since_s is not None and min(starts) <= since_s):
+            return
+        until_s = min(starts) - 1
+
+
+def _bucket_s(candle: Candle) -> int:
+    return _unix_s(candle.bucket)
+
+
+def _unix_s(when: datetime) -> int:
+    return int(when.timestamp())

@@ -1,5 +1,6 @@
 """The owner's private account, when `api_key`/`api_secret` are set: wallet balances,
-own orders, own trades, deposits and withdrawals, all on one interval.
+own orders, own trades, deposits and withdrawals, all on one interval (the `account`
+ticker: a round that fails is tried again after a backoff).
 
 The client's private token bucket keeps every call within the exchange's 2 calls/s; one
 round of five calls therefore takes at least two seconds, whatever the interval. Own trades
@@ -8,11 +9,13 @@ are paged newest first until a page reaches the last one recorded.
 
 from __future__ import annotations
 
-import asyncio
+from typing import NoReturn
 
+from recorder.clock import REAL_CLOCK, Clock
 from recorder.exchange.rest import ExchangeClient
 from recorder.logs import get_logger
 from recorder.storage.writer import Writer
+from recorder.ticker import Ticker
 
 log = get_logger(__name__)
 
@@ -22,17 +25,25 @@ OWN_TRADES_PAGE = 100
 
 class AccountRecorder:
     def __init__(
-        self, client: ExchangeClient, writer: Writer, *, interval_s: float = INTERVAL_S
+        self,
+        client: ExchangeClient,
+        writer: Writer,
+        *,
+        interval_s: float = INTERVAL_S,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self._client = client
         self._writer = writer
-        self._interval_s = interval_s
         self._last_own_trade: int | None = None
+        self._ticker = Ticker("account", interval_s, clock=clock)
 
-    async def run(self) -> None:
-        while True:
+    async def run(self) -> NoReturn:
+        """A round at once, then one every interval."""
+
+        async def step(reason: str) -> None:
             await self.record_once()
-            await asyncio.sleep(self._interval_s)
+
+        await self._ticker.run(step)
 
     async def record_once(self) -> None:
         self._writer.put_many(await self._client.wallets())

@@ -3,13 +3,16 @@ after every (re)connect, and an in-memory L3 book per pair that checks the two a
 
 Every stream item goes to the writer unchanged (sessions, events with their fills, raw
 messages). Each pair's book is rebuilt from a snapshot and the events after it; at each
-new snapshot the rebuilt book is compared with the exchange's.
+new snapshot the rebuilt book is compared with the exchange's. Each pair's snapshots run on
+a `Ticker` (`snapshots:PAIR`): every interval, and at once after a (re)connect; a snapshot
+that fails is tried again with the same reason, so a resync owed after a reconnect is not
+put off to the next interval.
 
-Why the comparison waits: a snapshot answer can already include an event that the socket
-has not delivered yet (or the reverse). So a difference found at a snapshot is checked again
-`settle_s` later, with the events of that window applied to both books; only orders that
-still differ and that no event touched meanwhile count as drift
-(`recorder_book_drift_total`), logged with what differs.
+Why the comparison waits (`recorder.book.DriftCheck`): a snapshot answer can already include
+an event that the socket has not delivered yet (or the reverse). So a difference found at a
+snapshot is concluded `settle_s` later: only orders that no event of that window touched
+count as drift (`recorder_book_drift_total`), logged with what differs, and the rebuilt book
+takes the snapshot's word on them.
 
 Which id of a cancel names the cancelled order is decided from the data (`recorder.book`).
 Each pair keeps one `CancelReading` for the whole run, across resyncs: the exchange's
@@ -26,16 +29,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from functools import partial
+from typing import NoReturn
 
 from recorder import metrics
-from recorder.book import Book, CancelReading, Reading
+from recorder.book import Book, CancelReading, DriftCheck, Reading
+from recorder.clock import REAL_CLOCK, Clock
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.rest import ExchangeClient
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.logs import get_logger
 from recorder.records import RawMessage, StreamSession
 from recorder.storage.writer import Writer
+from recorder.ticker import Ticker
 
 log = get_logger(__name__)
 
@@ -43,21 +49,15 @@ SETTLE_S = 1.0
 
 
 @dataclass
-class _Check:
-    """A snapshot being compared with the rebuilt book until `deadline`."""
-
-    candidate: Book
-    differing: set[int]
-    deadline: float
-    touched: set[int] = field(default_factory=set)
-
-
-@dataclass
 class PairBook:
+    snapshots: Ticker
+    """Snapshot times: every interval; woken with "connect" when the stream (re)connects."""
     model: Book | None = None
-    check: _Check | None = None
-    resync: asyncio.Event = field(default_factory=asyncio.Event)
-    resync_reason: str = "connect"
+    """The book rebuilt from a snapshot and the events after it; None until one can be
+    trusted (a snapshot since the last connect)."""
+    check: DriftCheck | None = None
+    check_due: float = 0.0
+    """When `check` concludes (`time.monotonic()`): `settle_s` after its snapshot."""
     cancel_reading: CancelReading = field(default_factory=CancelReading)
     """Shared by every book of the pair over the run: the evidence outlives resyncs."""
     announced_reading: Reading | None = None
@@ -73,11 +73,14 @@ class BookRecorder:
         snapshot_interval_s: float,
         settle_s: float = SETTLE_S,
         on_connect: Callable[[], None] | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        """`clock`: the snapshot tickers' (tests move a fake one)."""
         self._client = client
         self._stream = stream
         self._writer = writer
-        self._interval_s = snapshot_interval_s
+        self._every = partial(Ticker, interval_s=snapshot_interval_s, clock=clock)
+        """A ticker of this source's interval, given its name."""
         self._settle_s = settle_s
         self._on_connect = on_connect
         self.pairs: dict[str, PairBook] = {}
@@ -93,11 +96,12 @@ class BookRecorder:
             self.handle(self._stream.items.get_nowait())
 
     def follow(self, pair: str) -> PairBook:
-        """The pair's book state; a pair followed for the first time is snapshotted at once."""
+        """The pair's book state; a pair followed for the first time is snapshotted at once
+        (reason "start") when `snapshots(pair)` runs."""
         book = self.pairs.get(pair)
         if book is None:
-            book = self.pairs[pair] = PairBook(resync_reason="start")
-            book.resync.set()
+            ticker = self._every(f"snapshots:{pair}")
+            book = self.pairs[pair] = PairBook(ticker)
         return book
 
     def unfollow(self, pair: str) -> None:
@@ -131,8 +135,7 @@ class BookRecorder:
             for book in self.pairs.values():
                 book.model = None
                 book.check = None
-                book.resync_reason = "connect"
-                book.resync.set()
+                book.snapshots.wake("connect")
             if self._on_connect is not None:
                 self._on_connect()
         elif isinstance(item, Disconnected):
@@ -155,13 +158,8 @@ class BookRecorder:
         else:
             book.model.apply(event, update.fills)
         if book.check is not None:
-            # The candidate sees the same events: it decides with the pair's tally, uncounted.
-            book.check.candidate.apply(event, update.fills, count=False)
-            book.check.touched.add(event.oid)
-            if event.cancel_order_id is not None:
-                book.check.touched.add(event.cancel_order_id)
-            book.check.touched.update(fill.o_id for fill in update.fills)
-            if time.monotonic() >= book.check.deadline:
+            book.check.saw(event, update.fills)
+            if time.monotonic() >= book.check_due:
                 self._conclude(event.pair, book)
 
     def _announce_reading(self, pair: str, book: PairBook) -> None:
@@ -188,19 +186,18 @@ class BookRecorder:
 
     # -- snapshots ----------------------------------------------------------------------
 
-    async def snapshots(self, pair: str) -> None:
-        """Snapshot `pair` every interval, and at once after every (re)connect."""
+    async def snapshots(self, pair: str) -> NoReturn:
+        """Snapshot `pair` at once ("start"), every interval ("interval"), and at once after
+        every (re)connect ("connect"); a failed snapshot is tried again with its reason."""
         book = self.follow(pair)
-        while True:
-            try:
-                await asyncio.wait_for(book.resync.wait(), self._interval_s)
-                reason = book.resync_reason
-            except TimeoutError:
-                reason = "interval"
-            book.resync.clear()
+
+        async def step(reason: str) -> None:
             await self.snapshot(pair, reason)
 
+        await book.snapshots.run(step)
+
     async def snapshot(self, pair: str, reason: str) -> None:
+        """One snapshot: recorded, counted under `reason`, and compared with the rebuilt book."""
         book = self.follow(pair)
         started = time.perf_counter()
         answer = await self._client.orderbook(pair, reason=reason)
@@ -217,12 +214,9 @@ class BookRecorder:
         if book.check is not None:
             self._conclude(pair, book)
         if book.model is not None:
-            model = book.model
-            differing = {
-                oid for oid in _ids(model) | _ids(fresh) if _state(model, oid) != _state(fresh, oid)
-            }
-            if differing:
-                book.check = _Check(fresh, differing, time.monotonic() + self._settle_s)
+            check = DriftCheck.compare(book.model, fresh)
+            if check is not None:
+                book.check, book.check_due = check, time.monotonic() + self._settle_s
                 asyncio.get_running_loop().call_later(self._settle_s, self._conclude_if_due, pair)
                 return
         # The stream only keeps a book it can trust: one built since the last connect.
@@ -230,38 +224,23 @@ class BookRecorder:
 
     def _conclude_if_due(self, pair: str) -> None:
         book = self.pairs.get(pair)
-        if book is not None and book.check is not None and time.monotonic() >= book.check.deadline:
+        if book is not None and book.check is not None and time.monotonic() >= book.check_due:
             self._conclude(pair, book)
 
     def _conclude(self, pair: str, book: PairBook) -> None:
+        """The settle window is over: count and log what drifted (the rebuilt book takes the
+        snapshot's word on it)."""
         check, book.check = book.check, None
-        if check is None:
+        if check is None or book.model is None:
             return
-        if book.model is not None:
-            still = check.differing - check.touched
-            model = book.model
-            drift = sorted(
-                oid for oid in still if _state(model, oid) != _state(check.candidate, oid)
+        drift = check.conclude(book.model)
+        if drift:
+            metrics.book_drift.labels(pair).inc()
+            log.warning(
+                "the book rebuilt from events disagrees with the exchange's snapshot",
+                pair=pair,
+                orders=len(drift),
+                first=drift[:5],  # "here": the rebuilt book; "there": the snapshot
             )
-            if drift:
-                metrics.book_drift.labels(pair).inc()
-                log.warning(
-                    "the book rebuilt from events disagrees with the exchange's snapshot",
-                    pair=pair,
-                    orders=len(drift),
-                    first=[f"{oid}: {_state(model, oid)} vs {_state(check.candidate, oid)}"
-                           for oid in drift[:5]],
-                )  # fmt: skip
-        book.model = check.candidate if self._stream.connected else None
-
-
-def _ids(book: Book) -> set[int]:
-    return {order.order_id for side in ("buy", "sell") for order in book.side(side)}
-
-
-def _state(book: Book, order_id: int) -> tuple[str, Decimal, Decimal] | None:
-    """What must agree: side, price and amount (compared as numbers: 1.0 == 1.00)."""
-    order = book.get(order_id)
-    if order is None:
-        return None
-    return (order.side, order.price, order.amount)
+        if not self._stream.connected:
+            book.model = None

@@ -1,76 +1,105 @@
 """Chart candles of every configured resolution: backfilled as far back as the exchange
 serves, then kept current (the open candle is upserted until it closes).
 
-The chart endpoint answers the newest `limit` candles whose start lies in [since, until],
-oldest first. So the past is read backwards (`until` just before the oldest candle seen,
-until an empty page), and the present forwards in windows of `limit` candles from the last
-stored bucket, which also fills whatever a downtime left out.
+Each pair and resolution runs on a `Ticker` (`candles:PAIR:RES`). Its first step backfills
+a chart that has nothing stored (`recorder.exchange.paging.candles_before`, newest page
+first); every step then reads forward from the last stored bucket to now
+(`candles_from`), which also fills whatever a downtime left out. A step that fails is
+tried again: the backfill resumes before the oldest candle it took, and the forward read
+from the newest, so a failure halfway loses no candle.
 """
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import NoReturn
 
-from recorder.exchange.rest import ExchangeClient
+from recorder.clock import REAL_CLOCK, Clock
+from recorder.config import CandleType
+from recorder.exchange.paging import CandleSource, candles_before, candles_from
 from recorder.logs import get_logger
 from recorder.records import Candle, utc_now
 from recorder.storage.writer import Writer
+from recorder.ticker import Ticker
 
 log = get_logger(__name__)
 
-BUCKET_S = {"1": 60, "5": 300, "15": 900, "30": 1800, "60": 3600, "240": 14400, "D": 86400}
-PAGE = 720  # the documented default limit, which any exchange deployment serves
+Chart = tuple[str, str]
+"""A pair and a resolution."""
+
+
+@dataclass
+class _Backfill:
+    """A backfill that has begun and not finished."""
+
+    oldest: datetime
+    """The oldest bucket taken: where it resumes."""
+    candles: int
+    """Candles taken so far."""
 
 
 class CandleRecorder:
     def __init__(
         self,
-        client: ExchangeClient,
+        client: CandleSource,
         writer: Writer,
         *,
         poll_interval_s: float,
-        last_buckets: dict[tuple[str, str], datetime],
+        last_buckets: dict[Chart, datetime],
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        """`last_buckets`: the newest stored bucket of each chart; a chart without one is
+        backfilled. `clock`: the tickers' (tests move a fake one)."""
         self._client = client
         self._writer = writer
-        self._poll_interval_s = poll_interval_s
+        self._every = partial(Ticker, interval_s=poll_interval_s, clock=clock)
+        """A ticker of this source's interval, given its name."""
         self.last_buckets = dict(last_buckets)
+        self._backfilled: set[Chart] = set(last_buckets)
+        """Charts with nothing (more) to backfill: stored before, or backfilled since."""
+        self._backfilling: dict[Chart, _Backfill] = {}
 
-    async def run(self, pair: str, resolution: str) -> None:
-        if (pair, resolution) not in self.last_buckets:
-            await self.backfill(pair, resolution)
-        while True:
+    async def run(self, pair: str, resolution: CandleType) -> NoReturn:
+        """Backfill the chart if nothing of it is stored, then keep it current."""
+        chart = (pair, resolution)
+        ticker = self._every(f"candles:{pair}:{resolution}")
+
+        async def step(reason: str) -> None:
+            if chart not in self._backfilled:
+                await self.backfill(pair, resolution)
             await self.forward(pair, resolution)
-            await asyncio.sleep(self._poll_interval_s)
 
-    async def backfill(self, pair: str, resolution: str) -> int:
-        """Every candle the exchange serves, newest page first; returns how many."""
-        until: int | None = None
-        count = 0
-        while True:
-            page = await self._client.candles(pair, resolution, limit=PAGE, until=until)
-            if not page:
-                break
+        await ticker.run(step)
+
+    async def backfill(self, pair: str, resolution: CandleType) -> int:
+        """Every candle the exchange serves, newest page first; returns how many were taken.
+
+        Called again after a failure, it goes on before the oldest candle taken so far.
+        """
+        chart = (pair, resolution)
+        begun = self._backfilling.get(chart)
+        async for page in candles_before(
+            self._client, pair, resolution, begun.oldest if begun is not None else None
+        ):
             self._take(page)
-            count += len(page)
             oldest = min(candle.bucket for candle in page)
-            until = int(oldest.timestamp()) - 1
+            if begun is None:
+                begun = self._backfilling[chart] = _Backfill(oldest, 0)
+            begun.oldest = min(begun.oldest, oldest)
+            begun.candles += len(page)
+        self._backfilled.add(chart)
+        self._backfilling.pop(chart, None)
+        count = begun.candles if begun is not None else 0
         log.info("candles backfilled", pair=pair, resolution=resolution, candles=count)
         return count
 
-    async def forward(self, pair: str, resolution: str) -> None:
+    async def forward(self, pair: str, resolution: CandleType) -> None:
         """From the last stored bucket (the open candle, refreshed) up to now."""
-        last = self.last_buckets.get((pair, resolution))
-        now_s = int(utc_now().timestamp())
-        width_s = BUCKET_S[resolution]
-        since = int(last.timestamp()) if last is not None else now_s - PAGE * width_s
-        while since <= now_s:
-            until = since + PAGE * width_s - 1
-            self._take(
-                await self._client.candles(pair, resolution, limit=PAGE, since=since, until=until)
-            )
-            since = until + 1
+        since = self.last_buckets.get((pair, resolution))
+        async for window in candles_from(self._client, pair, resolution, since, utc_now()):
+            self._take(window)
 
     def _take(self, candles: list[Candle]) -> None:
         self._writer.put_many(candles)

@@ -1,6 +1,11 @@
 """The trade tape: caught up from the last stored trade on start and after every reconnect,
 then polled.
 
+Each pair runs on a `Ticker` (`trades:PAIR`): a poll every interval, and a catch-up at start
+and whenever `catch_up_now()` wakes it (after a stream reconnect). A fetch that fails is
+tried again for the same reason, so only what a catch-up recovers counts in
+`recorder_trades_backfilled_total`, as the metric promises, never a retried poll.
+
 Per pair, `last_tid` is the newest trade handed to the writer (at start: the newest in the
 database). `trades_after` returns every newer trade once, in id order, even while new
 trades arrive; the writer's keys make any overlap harmless. A pair with no stored trades is
@@ -10,26 +15,30 @@ time, or nothing (then recording starts with the newest trade).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
+from typing import NoReturn
 
 from recorder import metrics
+from recorder.clock import REAL_CLOCK, Clock
 from recorder.config import TradesBackfill
 from recorder.exchange.paging import PageSize, trades_after, trades_since
 from recorder.exchange.rest import ExchangeClient
 from recorder.logs import get_logger
 from recorder.records import Trade, utc_now
 from recorder.storage.writer import Writer
+from recorder.ticker import Ticker
 
 log = get_logger(__name__)
 
 PROGRESS_EVERY_S = 10.0
 METRICS_EVERY = 1000
 """Trades taken in between two updates of a catch-up's metrics."""
+POLL = "interval"
+"""The reason of a tick that is a poll; every other reason ("start", "connect") catches up."""
 
 
 class TradeRecorder:
@@ -41,32 +50,41 @@ class TradeRecorder:
         poll_interval_s: float,
         backfill: TradesBackfill,
         last_tids: dict[str, int],
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        """`clock`: the pairs' tickers' (tests move a fake one)."""
         self._client = client
         self._writer = writer
-        self._poll_interval_s = poll_interval_s
+        self._every = partial(Ticker, interval_s=poll_interval_s, clock=clock)
+        """A ticker of this source's interval, given its name."""
         self._backfill = backfill
         self.last_tids = dict(last_tids)
         self.pages = PageSize()
         """The exchange's trade page size, learned by every pair's paging (for the probe)."""
-        self._catch_up: dict[str, asyncio.Event] = {}
+        self._tickers: dict[str, Ticker] = {}
+        self._first_filled: set[str] = set()
+        """Pairs whose first fill ran: with nothing found, it is not run again each poll."""
 
     def catch_up_now(self) -> None:
         """After a reconnect: every pair fetches what it missed at once."""
-        for event in self._catch_up.values():
-            event.set()
+        for ticker in self._tickers.values():
+            ticker.wake("connect")
 
-    async def run(self, pair: str) -> None:
-        wake = self._catch_up.setdefault(pair, asyncio.Event())
-        if pair not in self.last_tids:
-            await self._first_fill(pair)
-        catch_up = True  # at start, and when a reconnect wakes us; else a poll
-        while True:
-            await self.fetch_new(pair, catch_up=catch_up)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._poll_interval_s)
-            catch_up = wake.is_set()
-            wake.clear()
+    async def run(self, pair: str) -> NoReturn:
+        """Catch `pair` up at once, then poll it every interval; catch up again whenever
+        `catch_up_now()` says so."""
+        ticker = self._tickers.get(pair)
+        if ticker is None:
+            ticker = self._every(f"trades:{pair}")
+            self._tickers[pair] = ticker
+
+        async def step(reason: str) -> None:
+            if pair not in self.last_tids and pair not in self._first_filled:
+                await self._first_fill(pair)
+                self._first_filled.add(pair)
+            await self.fetch_new(pair, catch_up=reason != POLL)
+
+        await ticker.run(step)
 
     async def fetch_new(self, pair: str, *, catch_up: bool = False) -> int:
         """Write every trade newer than the last one written; return how many.

@@ -1,8 +1,11 @@
-"""Trade paging against a real loopback server whose tape grows (and shrinks) while we page."""
+"""Trade paging against a real loopback server whose tape grows (and shrinks) while we page,
+and against an in-memory tape; candle paging against an in-memory chart that keeps to the
+documented rule."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,16 +14,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recorder.config import CANDLE_WIDTH_S
 from recorder.exchange.paging import (
     ASK,
+    CANDLE_LIMIT,
     POLL_LIMIT,
     PageSize,
     PagingError,
+    candles_before,
+    candles_from,
+    forward_windows,
     trades_after,
     trades_since,
 )
-from recorder.exchange.rest import BadRequest, ExchangeClient
-from recorder.records import Trade
+from recorder.exchange.rest import BadRequest, ExchangeClient, ServerError
+from recorder.records import Candle, Trade
+from tests.exchange.chart import Chart
 from tests.exchange.loopback import FakeExchange, Seen
 
 
@@ -301,3 +310,102 @@ async def test_a_refusal_of_the_documented_page_is_not_hidden() -> None:
     source = MovingTape(list(range(1, 300)), refuse_above=50)
     with pytest.raises(BadRequest):
         await collect(trades_after(source, "BTC_USD", None))
+
+
+# --- candles --------------------------------------------------------------------------------
+
+DAY = 1_700_006_400  # a day's start: every chart type's buckets are aligned to it
+
+
+def starts(pages: list[list[Candle]]) -> list[int]:
+    return [int(c.bucket.timestamp()) for page in pages for c in page]
+
+
+def at(unix_s: int) -> datetime:
+    return datetime.fromtimestamp(unix_s, UTC)
+
+
+def test_forward_windows_are_limit_buckets_wide_and_cover_since_to_now() -> None:
+    assert forward_windows(1000, 1000 + 2 * 720 * 60, 60) == [
+        (1000, 1000 + 720 * 60 - 1),
+        (1000 + 720 * 60, 1000 + 2 * 720 * 60 - 1),
+        (1000 + 2 * 720 * 60, 1000 + 3 * 720 * 60 - 1),
+    ]
+    assert forward_windows(100, 400, 60, limit=2) == [(100, 219), (220, 339), (340, 459)]
+    assert forward_windows(500, 499, 60) == []  # a last bucket after now: nothing to read
+
+
+@given(
+    resolution=st.sampled_from(sorted(CANDLE_WIDTH_S)),
+    buckets=st.sets(st.integers(0, 1000), max_size=200),
+    limit=st.integers(2, 40) | st.just(CANDLE_LIMIT),
+    cap=st.sampled_from([1, 3, 10, 100, 10**9]),
+    last=st.none() | st.integers(0, 1010),
+    ahead_s=st.integers(0, 3 * 86400),
+)
+@settings(max_examples=300, deadline=None)
+def test_candle_paging_property_every_candle_exactly_once_none_missed(
+    resolution: str,
+    buckets: set[int],
+    limit: int,
+    cap: int,
+    last: int | None,
+    ahead_s: int,
+) -> None:
+    """Whatever the history, the page asked for, the page served and the last stored bucket:
+    the past is read whole, each candle once, and so is the present from the last bucket."""
+    width_s = CANDLE_WIDTH_S[resolution]
+    history = sorted(DAY + b * width_s for b in buckets)
+    now_s = (history[-1] if history else DAY) + min(ahead_s, width_s * 5)
+    served = min(limit, cap)
+
+    chart = Chart(history, cap=cap)
+    past = asyncio.run(collect_pages(candles_before(chart, "BTC_USD", resolution, limit=limit)))
+    # newest page first, each oldest first: read back to front, the pages are the history
+    assert [s for page in reversed(past) for s in starts([page])] == history
+    assert max(chart.served.values(), default=1) == 1  # each candle served once
+    assert len(chart.requests) <= math.ceil(len(history) / served) + 1  # and the empty end
+
+    chart = Chart(history, cap=cap)
+    since = None if last is None else at(DAY + last * width_s)
+    present = asyncio.run(
+        collect_pages(candles_from(chart, "BTC_USD", resolution, since, at(now_s), limit=limit))
+    )
+    lowest_s = now_s - limit * width_s if since is None else DAY + (last or 0) * width_s
+    assert starts(present) == [s for s in history if lowest_s <= s <= now_s]  # in order, once
+    windows = forward_windows(lowest_s, now_s, width_s, limit)
+    assert len(present) == len(windows)
+    in_windows = [len([s for s in history if low <= s <= high]) for low, high in windows]
+    assert len(chart.requests) <= sum(math.ceil(n / served) + 1 for n in in_windows)
+
+
+@given(
+    buckets=st.sets(st.integers(0, 3000), min_size=1, max_size=300),
+    cap=st.sampled_from([1, 7, 100, 10**9]),
+    failures=st.sets(st.integers(0, 40), max_size=4),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_backfill_resumed_before_its_oldest_candle_reads_each_candle_once(
+    buckets: set[int], cap: int, failures: set[int]
+) -> None:
+    history = sorted(DAY + b * 60 for b in buckets)
+    chart = Chart(history, cap=cap, fail_at=failures)
+    taken: list[int] = []
+
+    async def backfill() -> None:
+        while True:
+            before = at(min(taken)) if taken else None
+            try:
+                async for page in candles_before(chart, "BTC_USD", "1", before, limit=50):
+                    taken.extend(starts([page]))
+                return
+            except ServerError:
+                continue
+
+    asyncio.run(backfill())
+    assert sorted(taken) == history
+    assert len(taken) == len(history)  # none twice
+
+
+async def collect_pages(pages: AsyncIterator[list[Candle]]) -> list[list[Candle]]:
+    return [page async for page in pages]
