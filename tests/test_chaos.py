@@ -215,9 +215,8 @@ async def test_a_recorder_killed_while_the_database_is_down_loses_nothing_it_rec
 ) -> None:
     """SIGKILL during a database outage, once the recorder had time to keep what it got.
 
-    The writer used to hold everything received during an outage in memory (up to 100,000
-    rows): an overlapping chaos run lost 275 events and 65 fills to a SIGKILL just after a
-    13 s outage. Now it spools them every flush interval, so all of it survives the kill.
+    During an outage the writer spools what it receives every flush interval instead of
+    holding it in memory, so all of it survives a kill.
     """
     settings = ChaosSettings(seed=5, history_hours=0.1, catch_up_timeout_s=60)
     chaos = ChaosRun(settings, tmp_path)

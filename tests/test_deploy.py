@@ -39,7 +39,7 @@ TOOLS = ROOT / ".venv" / "tools"
 IN_CI = bool(os.environ.get("CI"))
 
 # Names the dashboard, the alert rules and the operators rely on (docs/operations.md).
-DESIGN_METRICS = {
+PROMISED_METRICS = {
     "recorder_socket_connected",
     "recorder_socket_reconnects",
     "recorder_socket_events",
@@ -186,7 +186,7 @@ def test_live_scrape_passes_promtool_check_metrics(promtool: Path, metrics_url: 
     touch_every_metric()
     body = httpx.get(metrics_url, timeout=10).raise_for_status().content
     names = set(re.findall(rb"^# TYPE (\S+)", body, re.MULTILINE))
-    assert {n.encode() for n in DESIGN_METRICS} <= {n.removesuffix(b"_total") for n in names}
+    assert {n.encode() for n in PROMISED_METRICS} <= {n.removesuffix(b"_total") for n in names}
     result = run(promtool, "check", "metrics", stdin=body)
     # promtool prints lint problems (bad names, missing help, ...) and exits non-zero.
     assert result.returncode == 0, result.stdout + result.stderr
@@ -327,7 +327,7 @@ def sql_queries_in(node: Any) -> Iterator[str]:
 
 
 def test_design_metrics_are_registered() -> None:
-    assert registered_metric_names() >= DESIGN_METRICS
+    assert registered_metric_names() >= PROMISED_METRICS
 
 
 def test_dashboard_uses_only_registered_metrics() -> None:

@@ -7,7 +7,7 @@ import pytest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from recorder.retry import Backoff
-from tests.fakeclock import FakeClock
+from tests.harness.fakeclock import FakeClock
 
 BACKOFF = Backoff(initial_s=1.0, max_s=8.0, healthy_after_s=60.0)
 

@@ -35,7 +35,7 @@ from recorder.sources.trades import TradeRecorder
 from tests.exchange import conftest as exchange_tests
 from tests.exchange.chart import Chart
 from tests.exchange.loopback import FakeExchange, Fault
-from tests.fakeclock import FakeClock
+from tests.harness.fakeclock import FakeClock
 
 PAIR = "BTC_USD"
 ORDERBOOK = f"/api/v1/orderbook/{PAIR}/"

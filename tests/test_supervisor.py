@@ -10,7 +10,9 @@ from prometheus_client import REGISTRY
 
 from recorder.retry import Backoff
 from recorder.supervisor import Supervisor
-from tests.fakeclock import FakeClock
+from tests.harness.fakeclock import FakeClock
+from tests.harness.metrics import sample
+from tests.harness.waiting import eventually
 
 RESTART = Backoff(initial_s=1.0, max_s=4.0, healthy_after_s=60.0)
 
@@ -51,7 +53,7 @@ async def test_restarts_back_off_and_a_healthy_run_starts_over() -> None:
         nonlocal runs
         runs += 1
         if runs == 5:  # this run lasts long enough to count as healthy before it fails
-            clock.advance(60.0)
+            clock.advance(61.0)
         if runs == 6:
             done.set()
             await asyncio.Event().wait()
@@ -71,9 +73,11 @@ async def test_stop_ends_a_restart_that_waits_its_delay() -> None:
     async def broken() -> None:
         raise RuntimeError("always")
 
+    before = sample("recorder_task_failures_total", task="broken")
     supervisor = Supervisor(restart=Backoff(initial_s=3600.0, max_s=3600.0))
     supervisor.spawn("broken", broken)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sample("recorder_task_failures_total", task="broken") > before,
+                     what="the first failure, now waiting an hour to restart")  # fmt: skip
     assert await asyncio.wait_for(supervisor.stop(1), 5) == []
 
 
@@ -86,7 +90,7 @@ async def test_a_task_that_returns_is_not_restarted() -> None:
 
     supervisor = Supervisor()
     supervisor.spawn("once", once)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: not supervisor.running("once"), what="the task finished")
     assert runs == 1
     assert not supervisor.running("once")
 
@@ -104,7 +108,7 @@ async def test_stop_reports_tasks_that_refuse_to_stop() -> None:
     supervisor = Supervisor()
     supervisor.spawn("stubborn", stubborn)
     supervisor.spawn("polite", polite)
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # both tasks enter their first await, where cancellation meets them
     assert await supervisor.stop(0.2) == ["stubborn"]
     for task in asyncio.all_tasks():
         if task.get_name() == "stubborn":

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from recorder.retry import Backoff
 from recorder.ticker import Step, Ticker
-from tests.fakeclock import FakeClock
+from tests.harness.fakeclock import FakeClock
 
 RETRY = Backoff(initial_s=1.0, max_s=4.0)
 

@@ -117,7 +117,7 @@ class TradeRecorder:
         """Write every trade `trades` yields, showing progress when it is a long catch-up.
 
         The metrics follow every `METRICS_EVERY` trades and at the end, not every trade:
-        three labelled updates per trade were a quarter of a catch-up's CPU time.
+        three labelled metric updates per trade are costly at catch-up rates.
         """
         count = reported = 0
         newest: Trade | None = None

@@ -1,9 +1,10 @@
 """A minimal real exchange on loopback for the client's tests: aiohttp REST + socket.io.
 
-Not the project's simulator: just enough of DESIGN §2 to talk to over real sockets. Tests
-set the exact body text of each route (so they control how numbers are written), queue
-faults per path (a status, a delay, a truncated body), grow the trade tape between
-requests, and push socket.io events (also raw, malformed packets) to subscribers.
+Not the project's simulator: just enough of the exchange's REST and socket.io API to talk
+to over real sockets. Tests set the exact body text of each route (so they control how
+numbers are written), queue faults per path (a status, a delay, a truncated body), grow
+the trade tape between requests, and push socket.io events (also raw, malformed packets)
+to subscribers.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from recorder import records as r
 T0 = datetime(2024, 1, 30, 12, 0, 0, 123456, tzinfo=UTC)
 SESSION = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
-# The extremes the issue names: the smallest step, a large value with trailing zeros
+# The extremes a decimal column must keep: the smallest step, a large value with trailing zeros
 # (its scale must survive), and 30 significant digits.
 EXTREME_DECIMALS = [
     Decimal("1e-08"),
