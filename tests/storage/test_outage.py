@@ -9,11 +9,13 @@ from typing import Any
 import psycopg
 
 from recorder import metrics
+from recorder.retry import Backoff
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
 from tests.conftest import crash
 from tests.storage.records_factory import trade
 
+FAST_RETRY = Backoff(initial_s=0.05, max_s=0.3)
 UNREACHABLE_DSN = "postgresql://recorder:secret@127.0.0.1:9/recorder?connect_timeout=1"
 
 
@@ -34,7 +36,7 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
     total = 6000
     seen_down = False
     async with Writer(
-        dsn, tmp_path / "spool", batch_rows=200, max_buffer_rows=1000, retry_max_s=0.3
+        dsn, tmp_path / "spool", batch_rows=200, max_buffer_rows=1000, retry=FAST_RETRY
     ) as writer:
 
         async def produce() -> None:
@@ -65,7 +67,7 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
 async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path: Path) -> None:
     migrate(db_dsn)
     spool = tmp_path / "spool"
-    async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry_max_s=0.2) as down:
+    async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry=FAST_RETRY) as down:
         down.put_many(trade(tid) for tid in range(1, 1001))
         assert down.buffered_rows == 1000
         assert gauge(metrics.write_buffer_rows) == 1000
