@@ -121,6 +121,7 @@ class Spool:
         found = {
             path: _Segment(_count_lines(path), path.stat().st_size)
             for path in sorted(self.directory.glob("*.jsonl"))
+            if path.stem.isdigit()  # ours are numbered; anything else is not ours to replay
         }
         with self._lock:
             self._segments = found

@@ -42,6 +42,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self, TypeVar
@@ -114,9 +115,9 @@ class Writer:
         # One retry state per thing that can fail, and when each may be tried again.
         self._database = retry.attempts()
         self._database_retry_at = 0.0
-        self._disk = spool_retry.attempts()
-        self._disk_retry_at = 0.0
         self._errors = retry.attempts()
+        self._writes = _SpoolHealth(_WRITES, self._spool, spool_retry)
+        self._reads = _SpoolHealth(_READS, self._spool, spool_retry)
         self._held_retry_at = 0.0
         metrics.db_up.set(0)
         metrics.spool_writable.set(1)
@@ -168,7 +169,11 @@ class Writer:
         self._task = asyncio.create_task(self._run(), name=TASK_NAME)
 
     async def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until everything put so far is committed; False if that took too long."""
+        """Wait until everything put so far is committed; False if that took too long.
+
+        That includes what earlier runs left in the spool, so an unopened spool (a failing
+        disk at start) is not done: it may hold rows nobody has counted yet.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._flushing += 1
         try:
@@ -277,8 +282,8 @@ class Writer:
     def _next_due(self) -> float | None:
         """When the worker has something to do next (monotonic), None if not until woken."""
         dues = [self._spill_due(), self._commit_due(), self._held_due()]
-        if not self._spool.opened or not self._held.opened:
-            dues.append(self._disk_retry_at)
+        if not (self._spool.opened and self._held.opened):
+            dues.append(self._writes.retry_at)
         return min((due for due in dues if due is not None), default=None)
 
     def _spill_due(self) -> float | None:
@@ -293,12 +298,12 @@ class Writer:
             due = self._oldest_at + self._flush_interval_s
         else:
             return None
-        return max(due, self._disk_retry_at)
+        return max(due, self._writes.retry_at)
 
     def _commit_due(self) -> float | None:
         dues = []
         if self._spool.rows:
-            dues.append(self._disk_retry_at)
+            dues.append(self._reads.retry_at)
         if self._pending:
             full = len(self._pending) >= self._batch_rows or self._flushing
             assert self._oldest_at is not None
@@ -311,11 +316,9 @@ class Writer:
         return self._held_retry_at if self._held.rows else None
 
     async def _step(self) -> None:
-        if not (self._spool.opened and self._held.opened):
-            if time.monotonic() < self._disk_retry_at:
-                return
-            await self._open_spools()
         now = time.monotonic()
+        if not (self._spool.opened and self._held.opened) and now >= self._writes.retry_at:
+            await self._open_spools()  # without it, the database is still written to
         due = self._spill_due()
         if due is not None and due <= now:
             spill_to = self._max_buffer_rows // 2 if not self._database.failures else 0
@@ -332,7 +335,7 @@ class Writer:
 
     async def _write_next(self) -> None:
         """Commit the oldest buffered work: a spool segment first, else a memory batch."""
-        segments = self._spool.segments() if time.monotonic() >= self._disk_retry_at else []
+        segments = self._spool.segments() if time.monotonic() >= self._reads.retry_at else []
         if segments:
             await self._write_segment(segments[0])
         elif self._pending:
@@ -342,8 +345,9 @@ class Writer:
         try:
             good, bad = await self._on_disk(self._spool.read, segment)
         except OSError as exc:
-            self._disk_failed("read", exc)
+            self._reads.failed("read", exc)
             return
+        self._reads.worked()
         refused = [_refused_record("spool", line, reason) for line, reason in bad]
         held = await self._commit([*good, *refused])
         if held is None:
@@ -351,13 +355,13 @@ class Writer:
         try:
             await self._hold(held)
         except OSError as exc:
-            self._disk_failed("write", exc)
+            self._writes.failed("write", exc)
             return  # the segment stays, and is committed again (idempotently) later
         try:
             await self._on_disk(self._spool.remove, segment)
         except OSError as exc:
             # Committed, and forgotten by the spool: the next start commits it once more.
-            self._disk_failed("delete", exc)
+            self._reads.failed("delete", exc)
 
     async def _write_memory_batch(self) -> None:
         # The batch leaves `_pending` while in flight, so that a spill meanwhile (close()
@@ -374,7 +378,7 @@ class Writer:
                 try:
                     await self._hold(held)
                 except OSError as exc:
-                    self._disk_failed("write", exc)
+                    self._writes.failed("write", exc)
                     return
             self._inflight = []
         finally:
@@ -554,9 +558,9 @@ class Writer:
             await self._on_disk(self._spool.open)
             await self._on_disk(self._held.open)
         except OSError as exc:
-            self._disk_failed("open", exc)
+            self._writes.failed("open", exc)
             return
-        self._disk_works("open")
+        self._writes.worked()
 
     async def _spill(self, count: int) -> None:
         """Move the `count` oldest buffered records to the durable spool.
@@ -570,12 +574,12 @@ class Writer:
         try:
             segment = await self._on_disk(self._spool.append, batch)
         except OSError as exc:
-            self._disk_failed("write", exc)
+            self._writes.failed("write", exc)
             return
         for _ in batch:
             self._pending.popleft()
         self._oldest_at = time.monotonic() if self._pending else None
-        self._disk_works("write")
+        self._writes.worked()
         if segment is not None:
             say = log.debug if self._database.failures else log.info
             say("spilled buffered rows to the spool", rows=len(batch), segment=segment.name)
@@ -601,37 +605,7 @@ class Writer:
             for segment in self._held.segments():
                 await self._on_disk(self._spool.adopt, self._held, segment)
         except OSError as exc:
-            self._disk_failed("write", exc)
-
-    def _disk_failed(self, operation: str, exc: OSError) -> None:
-        metrics.spool_failures.labels(operation).inc()
-        if operation in ("open", "write"):
-            metrics.spool_writable.set(0)
-        delay_s = self._disk.failed()
-        self._disk_retry_at = time.monotonic() + delay_s
-        if self._disk.failures == 1:
-            log.error(
-                "the spool fails: rows stay in memory (beyond max_buffer_rows if need be) "
-                "until it works again; trying again with backoff",
-                operation=operation,
-                spool=str(self._spool.directory),
-                error=_describe(exc),
-                rows_in_memory=len(self._pending),
-                retry_in_s=round(delay_s, 2),
-            )
-        else:
-            log.debug("the spool still fails", operation=operation, error=_describe(exc))
-
-    def _disk_works(self, operation: str) -> None:
-        if self._disk.failures:
-            log.info(
-                "the spool works again; spilling resumes",
-                operation=operation,
-                rows_in_memory=len(self._pending),
-            )
-        self._disk.succeeded()
-        self._disk_retry_at = 0.0
-        metrics.spool_writable.set(1)
+            self._writes.failed("write", exc)
 
     @staticmethod
     async def _on_disk(function: Callable[..., T], *args: Any) -> T:
@@ -657,6 +631,62 @@ class Writer:
         metrics.spool_rows.set(self._spool.rows)
         metrics.spool_bytes.set(self._spool.bytes)
         metrics.spool_held_rows.set(self._held.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _SpoolOperations:
+    name: str
+    failing: str
+    """What the operator reads once per episode: what fails, what happens meanwhile."""
+
+
+_WRITES = _SpoolOperations(
+    "writes",
+    "the spool cannot be written: rows stay in memory (beyond max_buffer_rows if need be) "
+    "until it can, and are spilled then; trying again with backoff",
+)
+_READS = _SpoolOperations(
+    "reads",
+    "the spool cannot be read or cleared: its rows wait on disk, newer rows are committed "
+    "meanwhile; trying again with backoff",
+)
+
+
+class _SpoolHealth:
+    """Whether one kind of spool operation works, and when to try it again after it failed.
+
+    A failure is counted each time and logged once per episode (its end too), so a full disk
+    retried every few seconds for an hour makes two lines, not a thousand.
+    """
+
+    def __init__(self, operations: _SpoolOperations, spool: Spool, backoff: Backoff) -> None:
+        self._operations = operations
+        self._spool = spool
+        self._attempts = backoff.attempts()
+        self.retry_at = 0.0
+
+    def failed(self, operation: str, exc: OSError) -> None:
+        metrics.spool_failures.labels(operation).inc()
+        if self._operations is _WRITES:
+            metrics.spool_writable.set(0)
+        delay_s = self._attempts.failed()
+        self.retry_at = time.monotonic() + delay_s
+        say = log.error if self._attempts.failures == 1 else log.debug
+        say(
+            self._operations.failing,
+            operation=operation,
+            spool=str(self._spool.directory),
+            error=_describe(exc),
+            retry_in_s=round(delay_s, 2),
+        )
+
+    def worked(self) -> None:
+        if self._attempts.failures:
+            log.info(f"spool {self._operations.name} work again", spool=str(self._spool.directory))
+        self._attempts.succeeded()
+        self.retry_at = 0.0
+        if self._operations is _WRITES:
+            metrics.spool_writable.set(1)
 
 
 def _describe(exc: BaseException) -> str:

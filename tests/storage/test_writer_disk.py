@@ -82,7 +82,7 @@ async def test_a_full_disk_during_an_outage_loses_no_row(
         )
         await eventually(lambda: spool_failures() >= failures + 3, what="spill retried")
         assert writer.buffered_rows == 3000, "rows went missing while the spool failed"
-        episode = [r for r in caplog.records if r.getMessage().startswith("the spool fails")]
+        episode = [r for r in caplog.records if r.getMessage().startswith("the spool cannot be written")]
         assert len(episode) == 1, "one log line per episode, not one per retry"
 
         spool.unlink()
@@ -91,7 +91,7 @@ async def test_a_full_disk_during_an_outage_loses_no_row(
             lambda: sample("recorder_spool_writable") == 1 and spooled_lines(spool) == 3000,
             what="everything in memory spilled once the disk is back",
         )
-        assert any(r.getMessage().startswith("the spool works again") for r in caplog.records)
+        assert any(r.getMessage().startswith("spool writes work again") for r in caplog.records)
 
         own_pg_server.ensure_postgres_running()
         assert await writer.flush(60)
