@@ -185,8 +185,7 @@ class Writer:
                 self._progress.clear()
                 self._wakeup.set()
                 # Not longer than a second without looking at the worker (it may have died).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), min(remaining_s, 1.0))
+                await _wait(self._progress, min(remaining_s, 1.0))
             return True
         finally:
             self._flushing -= 1
@@ -276,8 +275,7 @@ class Writer:
         if wait_s <= 0:
             await asyncio.sleep(0)  # due now, but let the sources run between two steps
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), wait_s)
+        await _wait(self._wakeup, wait_s)
 
     def _next_due(self) -> float | None:
         """When the worker has something to do next (monotonic), None if not until woken."""
@@ -687,6 +685,18 @@ class _SpoolHealth:
         self.retry_at = 0.0
         if self._operations is _WRITES:
             metrics.spool_writable.set(1)
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait until `event` is set or `timeout_s` has passed.
+
+    Not `asyncio.wait_for`: on Python 3.11, when the event is set in the same turn of the
+    loop as the waiting task is cancelled, it returns normally and the cancellation is lost,
+    so close() would wait for a worker that never stops.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
 
 
 def _describe(exc: BaseException) -> str:
