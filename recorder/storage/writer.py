@@ -64,16 +64,16 @@ T = TypeVar("T")
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 # Errors that mean "the database will never take this row": isolate it, keep it verbatim.
 # psycopg.DataError and IntegrityError come from the server (a NUL in text, a CHECK) or from
-# psycopg's own dumpers (a decimal beyond numeric's range); OverflowError (an integer beyond
-# bigint) and UnicodeEncodeError (text with a lone surrogate) are raised while psycopg encodes
-# the row, before the database sees it. Nothing else: any other error is a bug of ours, and
-# storing its row as if the exchange had sent something bad would hide it.
+# psycopg's own dumpers (a decimal beyond numeric's range); UnicodeEncodeError (text with a
+# lone surrogate) is raised while psycopg encodes the row, and OverflowError by our own range
+# check of integer columns (`_check_integers`). Nothing else: any other error is a bug of
+# ours, and storing its row as if the exchange had sent something bad would hide it.
 REFUSED = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError)
 
 WRITER_ROLE = "recorder_writer"
 TASK_NAME = "writer"
 HELD_RETRY_S = 300.0
-INT4_RANGE = range(-(2**31), 2**31)
+INTEGER_BITS = {"int4": 32, "int8": 64}
 
 
 class DatabaseUnavailable(Exception):
@@ -430,12 +430,11 @@ class Writer:
         try:
             async with conn.transaction(), conn.cursor() as cursor:
                 for spec, rows in groups.items():
-                    int4 = _INT4_COLUMNS[spec]
+                    integers = _INTEGER_COLUMNS[spec]
                     async with cursor.copy(spec.copy_sql()) as copy:
                         copy.set_types(spec.types)
                         for row in rows:
-                            if int4:
-                                _check_int4(spec, row, int4)
+                            _check_integers(spec, row, integers)
                             await copy.write_row(row)
                     await cursor.execute(spec.merge_sql())
                     counts[spec.name] = max(cursor.rowcount, 0)
@@ -703,19 +702,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": ")
 
 
-_INT4_COLUMNS: dict[TableSpec, list[int]] = {
-    spec: [i for i, pgtype in enumerate(spec.types) if pgtype == "int4"] for spec in SPECS.values()
+_INTEGER_COLUMNS: dict[TableSpec, list[tuple[int, int]]] = {
+    spec: [
+        (position, 2 ** (INTEGER_BITS[pgtype] - 1))
+        for position, pgtype in enumerate(spec.types)
+        if pgtype in INTEGER_BITS
+    ]
+    for spec in SPECS.values()
 }
 
 
-def _check_int4(spec: TableSpec, row: Row, positions: list[int]) -> None:
-    """Refuse what an `integer` column cannot hold: psycopg's binary COPY would not raise but
-    wrap it around (2**31 is stored as -2147483648)."""
-    for position in positions:
+def _check_integers(spec: TableSpec, row: Row, columns: list[tuple[int, int]]) -> None:
+    """Refuse an integer its column cannot hold, the same way whichever psycopg runs: its C
+    implementation stores 2**31 in an `integer` column as -2147483648, and its pure Python
+    one raises `struct.error` for any integer out of range. (A value that is no integer at
+    all is a bug of ours, left to psycopg to raise.)"""
+    for position, limit in columns:
         value = row[position]
-        if value is not None and value not in INT4_RANGE:
+        if isinstance(value, int) and not -limit <= value < limit:
             column = spec.columns[position][0]
-            raise OverflowError(f"{spec.name}.{column} = {value} is out of range for integer")
+            raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
 
 
 def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
