@@ -253,6 +253,23 @@ async def test_rows_that_fail_for_a_reason_of_ours_are_held_not_refused(
     assert not list(spool.glob("*.jsonl"))
 
 
+async def test_held_rows_are_offered_again_while_the_writer_runs(dsn: str, tmp_path: Path) -> None:
+    naive = replace(trade(6351), ts=T0.replace(tzinfo=None))
+    errors = sample("recorder_task_failures_total", task="writer")
+    held = tmp_path / "spool" / "held"
+    async with Writer(dsn, tmp_path / "spool", retry=FAST_RETRY, held_retry_s=0.2) as writer:
+        writer.put(naive)
+        # Each round fails twice: the batch, then the row alone.
+        await eventually(
+            lambda: sample("recorder_task_failures_total", task="writer") >= errors + 6,
+            what="three rounds",
+        )
+        assert await writer.flush(30)
+    assert [line for s in held.glob("*.jsonl") for line in s.read_text().splitlines()] == [
+        encode(naive)
+    ]
+
+
 async def test_held_rows_are_committed_once_they_can_be(dsn: str, tmp_path: Path) -> None:
     """Rows held by a release with a bug are committed by the next start (the fixed one)."""
     held = Spool(tmp_path / "spool" / "held")

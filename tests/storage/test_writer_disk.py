@@ -82,7 +82,9 @@ async def test_a_full_disk_during_an_outage_loses_no_row(
         )
         await eventually(lambda: spool_failures() >= failures + 3, what="spill retried")
         assert writer.buffered_rows == 3000, "rows went missing while the spool failed"
-        episode = [r for r in caplog.records if r.getMessage().startswith("the spool cannot be written")]
+        episode = [
+            r for r in caplog.records if r.getMessage().startswith("the spool cannot be written")
+        ]
         assert len(episode) == 1, "one log line per episode, not one per retry"
 
         spool.unlink()
