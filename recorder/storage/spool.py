@@ -96,6 +96,14 @@ class _Segment:
     bytes: int
 
 
+class UnencodableRecord(Exception):
+    """A record with a value JSON cannot hold (bytes, a set): a bug where it was made."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(f"cannot encode {record!r}")
+        self.record = record
+
+
 class Spool:
     """Segments of spilled records under `directory`, in the order they were spilled.
 
@@ -146,12 +154,13 @@ class Spool:
     def append(self, batch: Sequence[Record]) -> Path | None:
         """Write `batch` durably as the newest segment; return it (None for an empty batch).
 
-        When this returns, the rows are on disk; when it raises, no segment was added.
+        When this returns, the rows are on disk; when it raises, no segment was added
+        (`UnencodableRecord` names a record that can never be written here).
         """
         if not batch:
             return None
         self.open()  # never number a segment without knowing those already there
-        data = ("\n".join(encode(record) for record in batch) + "\n").encode("ascii")
+        data = ("\n".join(_encode_each(batch)) + "\n").encode("ascii")
         final = self._take_name()
         temporary = final.with_suffix(".tmp")
         try:
@@ -215,6 +224,16 @@ class Spool:
             sequence = self._next_sequence
             self._next_sequence += 1
         return self.directory / f"{sequence:012d}.jsonl"
+
+
+def _encode_each(batch: Sequence[Record]) -> list[str]:
+    lines = []
+    for record in batch:
+        try:
+            lines.append(encode(record))
+        except (TypeError, ValueError) as exc:
+            raise UnencodableRecord(record) from exc
+    return lines
 
 
 def _count_lines(path: Path) -> int:

@@ -53,7 +53,7 @@ from recorder import metrics
 from recorder.logs import get_logger
 from recorder.records import RawMessage, Record, new_id, utc_now
 from recorder.retry import DATABASE_RETRY, SPOOL_RETRY, Backoff
-from recorder.storage.spool import Spool, encode
+from recorder.storage.spool import Spool, UnencodableRecord, encode
 from recorder.storage.tables import SPECS, Row, TableSpec
 
 log = get_logger(__name__)
@@ -573,6 +573,10 @@ class Writer:
         except OSError as exc:
             self._writes.failed("write", exc)
             return
+        except UnencodableRecord as exc:
+            self._pending.remove(exc.record)
+            _lose_unencodable(exc)
+            return  # the rest goes at the next step
         for _ in batch:
             self._pending.popleft()
         self._oldest_at = time.monotonic() if self._pending else None
@@ -584,9 +588,15 @@ class Writer:
 
     async def _hold(self, rows: list[Record]) -> None:
         """Set rows aside that cannot be written for a reason of ours (see the module doc)."""
-        if not rows:
-            return
-        segment = await self._on_disk(self._held.append, rows)
+        while True:
+            if not rows:
+                return
+            try:
+                segment = await self._on_disk(self._held.append, rows)
+                break
+            except UnencodableRecord as exc:
+                rows = [row for row in rows if row is not exc.record]
+                _lose_unencodable(exc)
         self._held_retry_at = time.monotonic() + self._held_retry_s
         log.error(
             "rows set aside: they are tried again at the next start and every "
@@ -696,6 +706,17 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await event.wait()
+
+
+def _lose_unencodable(exc: UnencodableRecord) -> None:
+    """A record that can be neither stored nor spooled: the log line is all that is left of
+    it, so it carries the whole record."""
+    metrics.task_failures.labels(TASK_NAME).inc()
+    log.error(
+        "a record can be neither stored nor spooled: it is dropped, and kept only in this line",
+        record=repr(exc.record),
+        error=_describe(exc.__cause__ or exc),
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,23 @@ async def test_put_returns_at_once_while_the_spool_write_is_slow(
     assert [tid for tid in stored_tids(dsn) if 100_000 <= tid < 105_100] == [
         record.tid for record in sent
     ]
+
+
+async def test_a_record_the_spool_cannot_encode_blocks_no_spill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value JSON cannot hold (bytes where text belongs: a bug where the record was made)
+    can be neither stored nor spooled. It does not hold back the rows around it: it is
+    dropped with an error line that carries the whole record, and counted."""
+    spool = tmp_path / "spool"
+    unencodable = replace(trade(2), pair=b"BTC_USD")  # type: ignore[arg-type]
+    errors = sample("recorder_task_failures_total", task="writer")
+    async with Writer(
+        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    ) as down:
+        down.put_many([trade(1), unencodable, trade(3)])
+        await eventually(lambda: spooled_lines(spool) == 2, what="the other rows spilled")
+        assert down.buffered_rows == 2
+    assert sample("recorder_task_failures_total", task="writer") == errors + 1
+    (line,) = [r for r in caplog.records if "neither stored nor spooled" in r.getMessage()]
+    assert line.fields["record"] == repr(unencodable)  # type: ignore[attr-defined]
