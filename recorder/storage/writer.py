@@ -3,13 +3,8 @@
 Sources call `put()`, which only appends to memory and wakes the worker: it never blocks,
 never touches the disk and never fails. The worker (a task the writer owns) commits what is
 buffered when a batch is full or at most `flush_interval_s` after the oldest buffered record
-arrived. A batch is one transaction; for each table in it, a binary COPY into a
-session-private staging table, then `INSERT ... SELECT ... ON CONFLICT` from there.
-`bench/writer.py` measured this faster than the one-round-trip alternative (`INSERT ...
-SELECT * FROM unnest(<one array per column>)`): psycopg's binary COPY encodes rows in C,
-while array parameters go through Python; on a LAN the extra round trips cost well under a
-millisecond against tens of milliseconds per batch. Primary keys make every write
-idempotent, so a batch retried after an unclear failure cannot duplicate anything.
+arrived, one transaction a batch (`recorder/storage/committer.py`). Primary keys make every
+write idempotent, so a batch retried after an unclear failure cannot duplicate anything.
 
 When the database is down the records go to the durable spool under `data_dir` every
 `flush_interval_s` (so a killed process loses no more than with the database up), and
@@ -24,9 +19,10 @@ be, and spilling resumes when it can (docs/reliability.md, "The writer and its s
 
 The worker never dies of an error: every failure is logged, counted and retried with
 backoff. Three kinds are told apart:
-- the database is not there (`UNAVAILABLE`): keep everything, retry, `recorder_db_up` 0;
-- the database will never take a row (`REFUSED`, a value it cannot store): the batch is
-  written row by row and each refused record is kept verbatim in `raw_messages`;
+- the database is not there (`committer.DatabaseUnavailable`): keep everything, retry,
+  `recorder_db_up` 0;
+- the database will never take a row (`committer.REFUSED`, a value it cannot store): the
+  batch is written row by row and each refused record is kept verbatim in `raw_messages`;
 - anything else is an error of ours (a record of the wrong type, a bug in this module):
   counted in `recorder_task_failures_total{task="writer"}`, and the batch is retried row by
   row, so that the rows that can be written are, and those that cannot are set aside on disk
@@ -47,37 +43,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self, TypeVar
 
-import psycopg
-
 from recorder import metrics
 from recorder.logs import get_logger
-from recorder.records import RawMessage, Record, new_id, utc_now
+from recorder.records import Record
 from recorder.retry import DATABASE_RETRY, SPOOL_RETRY, Backoff
-from recorder.storage.spool import Spool, UnencodableRecord, encode
-from recorder.storage.tables import SPECS, Row, TableSpec
+from recorder.storage.committer import Committer, DatabaseUnavailable, refused_record
+from recorder.storage.spool import Spool, UnencodableRecord
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
 
-# Errors that mean "the database is not there right now": retry later, keep everything.
-UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
-# Errors that mean "the database will never take this row": isolate it, keep it verbatim.
-# psycopg.DataError and IntegrityError come from the server (a NUL in text, a CHECK) or from
-# psycopg's own dumpers (a decimal beyond numeric's range); UnicodeEncodeError (text with a
-# lone surrogate) is raised while psycopg encodes the row, and OverflowError by our own range
-# check of integer columns (`_check_integers`). Nothing else: any other error is a bug of
-# ours, and storing its row as if the exchange had sent something bad would hide it.
-REFUSED = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError)
-
-WRITER_ROLE = "recorder_writer"
 TASK_NAME = "writer"
 HELD_RETRY_S = 300.0
-INTEGER_BITS = {"int4": 32, "int8": 64}
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached or dropped the connection; the cause is chained."""
 
 
 class Writer:
@@ -94,11 +72,10 @@ class Writer:
         spool_retry: Backoff = SPOOL_RETRY,
         held_retry_s: float = HELD_RETRY_S,
     ) -> None:
-        self._dsn = dsn
+        self._committer = Committer(dsn, statement_timeout_s=statement_timeout_s)
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self._max_buffer_rows = max_buffer_rows
-        self._statement_timeout_s = statement_timeout_s
         self._held_retry_s = held_retry_s
         self._spool = Spool(spool_dir)
         self._held = Spool(spool_dir / "held")
@@ -109,7 +86,6 @@ class Writer:
         self._progress = asyncio.Event()
         self._flushing = 0
         self._isolate = False
-        self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[NoReturn] | None = None
         self._closing = False
         # One retry state per thing that can fail, and when each may be tried again.
@@ -212,7 +188,7 @@ class Writer:
                     rows=len(self._pending),
                     spool=str(self._spool.directory),
                 )
-        await self._disconnect()
+        await self._committer.close()
         self._update_gauges()
 
     async def _stop_worker(self) -> None:
@@ -346,7 +322,7 @@ class Writer:
             self._reads.failed("read", exc)
             return
         self._reads.worked()
-        refused = [_refused_record("spool", line, reason) for line, reason in bad]
+        refused = [refused_record("spool", line, reason) for line, reason in bad]
         held = await self._commit([*good, *refused])
         if held is None:
             return
@@ -391,19 +367,8 @@ class Writer:
         keeps the batch and offers it again.
         """
         started = time.perf_counter()
-        held: list[Record] = []
         try:
-            conn = await self._connection()
-            if self._isolate:
-                counts, held = await self._insert_one_by_one(conn, batch)
-            else:
-                try:
-                    counts = await self._insert(conn, _group_by_table(batch))
-                except REFUSED as exc:
-                    log.warning(
-                        "the database refused a batch; writing it row by row", error=str(exc)
-                    )
-                    counts, held = await self._insert_one_by_one(conn, batch)
+            committed = await self._committer.commit(batch, isolate=self._isolate)
         except DatabaseUnavailable as exc:
             await self._database_failed(exc.__cause__ or exc)
             return None
@@ -411,8 +376,16 @@ class Writer:
             await self._batch_failed(exc, len(batch))
             return None
         metrics.db_write_duration.observe(time.perf_counter() - started)
-        for table, count in counts.items():
+        for table, count in committed.rows.items():
             metrics.rows_written.labels(table).inc(count)
+        for record, error in committed.failed:
+            metrics.task_failures.labels(TASK_NAME).inc()
+            log.error(
+                "a row cannot be written and is set aside under the spool's held/ directory",
+                table=getattr(record, "TABLE", type(record).__name__),
+                error=_describe(error),
+                exc_info=error,
+            )
         if self._database.failures:
             log.info("the database accepts writes again", buffered_rows=self.buffered_rows)
         self._database.succeeded()
@@ -421,65 +394,11 @@ class Writer:
         self._isolate = False
         metrics.db_up.set(1)
         metrics.last_flush_timestamp.set_to_current_time()
-        return held
-
-    async def _insert(
-        self, conn: psycopg.AsyncConnection[Any], groups: dict[TableSpec, list[Row]]
-    ) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        try:
-            async with conn.transaction(), conn.cursor() as cursor:
-                for spec, rows in groups.items():
-                    integers = _INTEGER_COLUMNS[spec]
-                    async with cursor.copy(spec.copy_sql()) as copy:
-                        copy.set_types(spec.types)
-                        for row in rows:
-                            _check_integers(spec, row, integers)
-                            await copy.write_row(row)
-                    await cursor.execute(spec.merge_sql())
-                    counts[spec.name] = max(cursor.rowcount, 0)
-        except UNAVAILABLE as exc:
-            raise DatabaseUnavailable from exc
-        return counts
-
-    async def _insert_one_by_one(
-        self, conn: psycopg.AsyncConnection[Any], batch: list[Record]
-    ) -> tuple[dict[str, int], list[Record]]:
-        """Write `batch` a row at a time: refused rows are kept in `raw_messages`, rows that
-        fail for any other reason (but an outage) are returned, to be set aside."""
-        counts: dict[str, int] = {}
-        held: list[Record] = []
-        for record in batch:
-            try:
-                written = await self._insert(conn, _group_by_table([record]))
-            except REFUSED as exc:
-                metrics.malformed_messages.labels("writer").inc()
-                log.warning("row refused by the database, kept in raw_messages", error=str(exc))
-                written = await self._insert(
-                    conn, _group_by_table([_refused_record("writer", encode(record), str(exc))])
-                )
-            except DatabaseUnavailable:
-                raise
-            except Exception as exc:
-                metrics.task_failures.labels(TASK_NAME).inc()
-                log.error(
-                    "a row cannot be written and is set aside under the spool's held/ directory",
-                    table=getattr(record, "TABLE", type(record).__name__),
-                    error=_describe(exc),
-                    exc_info=exc,
-                )
-                held.append(record)
-                # The error may have left the connection in any state: start afresh.
-                await self._disconnect()
-                conn = await self._connection()
-                continue
-            for table, count in written.items():
-                counts[table] = counts.get(table, 0) + count
-        return counts, held
+        return [record for record, _ in committed.failed]
 
     async def _database_failed(self, exc: BaseException) -> None:
         metrics.db_up.set(0)
-        await self._disconnect()
+        await self._committer.close()
         delay_s = self._database.failed()
         self._database_retry_at = time.monotonic() + delay_s
         if self._database.failures == 1:
@@ -498,7 +417,7 @@ class Writer:
         delay_s = self._errors.failed()
         self._database_retry_at = time.monotonic() + delay_s
         self._isolate = True
-        await self._disconnect()
+        await self._committer.close()
         log.error(
             "writing a batch failed; trying it again row by row",
             error=_describe(exc),
@@ -507,46 +426,7 @@ class Writer:
             exc_info=exc,
         )
 
-    # -- the connection ----------------------------------------------------------------
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._dsn,
-                autocommit=True,
-                connect_timeout=5,
-                options=f"-c statement_timeout={int(self._statement_timeout_s * 1000)}",
-            )
-        except Exception as exc:
-            # Whatever stops a connection (unreachable, a wrong password, a database that
-            # does not exist yet) is not about any row: wait and try again.
-            raise DatabaseUnavailable from exc
-        try:
-            # After migrating, the writer needs no DDL rights: drop them when the role exists.
-            row = await (
-                await conn.execute(
-                    "SELECT pg_has_role(current_user, oid, 'SET') FROM pg_roles WHERE rolname = %s",
-                    (WRITER_ROLE,),
-                )
-            ).fetchone()
-            if row is not None and row[0]:
-                await conn.execute(f"SET ROLE {WRITER_ROLE}")
-            # Outside any transaction, so that a rolled-back batch cannot take them away.
-            for spec in SPECS.values():
-                await conn.execute(spec.create_stage_sql())
-        except Exception as exc:
-            await conn.close()
-            raise DatabaseUnavailable from exc
-        self._conn = conn
-        return conn
-
-    async def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # a broken connection may fail to close
-                await conn.close()
+    # -- the spool --------------------------------------------------------------------
 
     # -- the spool --------------------------------------------------------------------
 
@@ -721,54 +601,3 @@ def _lose_unencodable(exc: UnencodableRecord) -> None:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": ")
-
-
-_INTEGER_COLUMNS: dict[TableSpec, list[tuple[int, int]]] = {
-    spec: [
-        (position, 2 ** (INTEGER_BITS[pgtype] - 1))
-        for position, pgtype in enumerate(spec.types)
-        if pgtype in INTEGER_BITS
-    ]
-    for spec in SPECS.values()
-}
-
-
-def _check_integers(spec: TableSpec, row: Row, columns: list[tuple[int, int]]) -> None:
-    """Refuse an integer its column cannot hold, the same way whichever psycopg runs: its C
-    implementation stores 2**31 in an `integer` column as -2147483648, and its pure Python
-    one raises `struct.error` for any integer out of range. (A value that is no integer at
-    all is a bug of ours, left to psycopg to raise.)"""
-    for position, limit in columns:
-        value = row[position]
-        if isinstance(value, int) and not -limit <= value < limit:
-            column = spec.columns[position][0]
-            raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
-
-
-def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
-    """Rows per table in arrival order, one row per key.
-
-    A statement may not upsert the same key twice, so duplicates are resolved here: the
-    first copy wins for append-only tables (the database would keep the first too), the
-    last for upserted ones (the newest observation).
-    """
-    groups: dict[TableSpec, dict[Row, Row]] = {}
-    for record in batch:
-        spec = SPECS[type(record)]
-        rows = groups.setdefault(spec, {})
-        row = spec.to_row(record)
-        key = spec.key_of(row)
-        if spec.upserts or key not in rows:
-            rows[key] = row
-    return {spec: list(rows.values()) for spec, rows in groups.items()}
-
-
-def _refused_record(source: str, payload: str, reason: str) -> RawMessage:
-    return RawMessage(
-        id=new_id(),
-        received_at=utc_now(),
-        source=source,
-        event=None,
-        payload=payload,
-        error=reason,
-    )
