@@ -27,8 +27,11 @@ class RealClock:
     async def wait(self, event: asyncio.Event, timeout_s: float) -> bool:
         if timeout_s <= 0:
             return event.is_set()
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancellation
+        # that arrives in the same loop turn as the event, and the waiter would not stop.
         with suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
         return event.is_set()
 
 

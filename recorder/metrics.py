@@ -167,3 +167,22 @@ def forget_pair(pair: str) -> None:
     for gauge, labels in series:
         with suppress(KeyError):  # never set for this pair
             gauge.remove(*labels)
+
+
+# --- the writer's spool and its own errors; documented in docs/operations.md -----------------
+
+spool_writable = Gauge(
+    "recorder_spool_writable",
+    "1 while the spool under data_dir can be written, else 0 (rows then wait in memory)",
+)
+spool_failures = Counter(
+    "recorder_spool_failures_total",
+    "Spool operations that failed with an OS error (full disk, I/O error), by operation: "
+    "open, write, read or delete",
+    ["operation"],
+)
+spool_held_rows = Gauge(
+    "recorder_spool_held_rows",
+    "Rows set aside under data_dir/spool/held because writing them failed with an error that "
+    "is neither an outage nor a refusal; tried again at each start and every few minutes",
+)

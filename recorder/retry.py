@@ -94,3 +94,5 @@ DATABASE_WAIT = Backoff(initial_s=0.5, max_s=10.0)
 """Start-up, while the database is unreachable."""
 DATABASE_RETRY = Backoff(initial_s=0.2, max_s=5.0)
 """The writer, while the database does not take its batches."""
+SPOOL_RETRY = Backoff(initial_s=0.5, max_s=10.0)
+"""The writer, while its spool under data_dir cannot be written or read (a full disk)."""

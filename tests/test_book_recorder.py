@@ -10,7 +10,6 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from recorder import metrics
 from recorder.exchange.rest import ExchangeClient
 from recorder.exchange.stream import BookStream
 from recorder.records import BookEvent, utc_now
@@ -18,13 +17,14 @@ from recorder.sim.server import SimSettings, run_sim
 from recorder.sources.book import BookRecorder
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
+from tests.harness.metrics import sample
 from tests.harness.waiting import eventually
 
 PAIR = "BTC_USD"
 
 
 def drift_count() -> float:
-    return float(metrics.book_drift.labels(PAIR)._value.get())
+    return sample("recorder_book_drift_total", pair=PAIR)
 
 
 async def test_snapshots_agree_with_the_rebuilt_book_and_a_lost_event_is_drift(

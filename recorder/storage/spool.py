@@ -8,17 +8,24 @@ Each spill is one segment file of JSON lines, `<sequence>.jsonl`, written to a t
 name, fsynced and renamed, so a crash leaves either a whole segment or none. Values are
 encoded losslessly: Decimals and datetimes as their exact text, UUIDs as strings. A segment
 is deleted only after its rows are committed.
+
+Every method that touches the disk blocks: the writer calls them in a worker thread, so a
+slow fsync does not stall the event loop. What the spool holds (segments, rows, bytes) is
+kept in memory, behind a lock, so the writer's gauges never touch the disk. A failed write
+raises its `OSError` and leaves no segment behind: the caller still has the rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -83,66 +90,161 @@ def decode(line: str) -> Record:
     return record
 
 
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    rows: int
+    bytes: int
+
+
+class UnencodableRecord(Exception):
+    """A record with a value JSON cannot hold (bytes, a set): a bug where it was made."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(f"cannot encode {record!r}")
+        self.record = record
+
+
 class Spool:
-    """Segments of spilled records under `directory`, in the order they were spilled."""
+    """Segments of spilled records under `directory`, in the order they were spilled.
+
+    One caller at a time writes (the writer's worker); the lock only keeps the bookkeeping
+    whole for readers of `rows`, `bytes` and `segments()`, and is never held during I/O.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        for leftover in directory.glob("*.tmp"):  # a spill interrupted before its rename
+        self.opened = False
+        """True once `open()` has read what an earlier run left; until then nothing is known."""
+        self._segments: dict[Path, _Segment] = {}
+        self._next_sequence = 1
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Drop interrupted spills, learn the segments already there (the directory is made
+        by the first write)."""
+        if self.opened:
+            return
+        for leftover in self.directory.glob("*.tmp"):  # a spill interrupted before its rename
             leftover.unlink()
-        self._rows = {segment: _count_lines(segment) for segment in self.segments()}
+        found = {
+            path: _Segment(_count_lines(path), path.stat().st_size)
+            for path in sorted(self.directory.glob("*.jsonl"))
+            if path.stem.isdigit()  # ours are numbered; anything else is not ours to replay
+        }
+        with self._lock:
+            self._segments = found
+            self._next_sequence = int(max(found).stem) + 1 if found else 1
+            self.opened = True
 
     def segments(self) -> list[Path]:
-        return sorted(self.directory.glob("*.jsonl"))
+        """The segments, oldest first."""
+        with self._lock:
+            return sorted(self._segments)
 
     @property
     def rows(self) -> int:
-        return sum(self._rows.values())
+        with self._lock:
+            return sum(segment.rows for segment in self._segments.values())
 
     @property
     def bytes(self) -> int:
-        return sum(segment.stat().st_size for segment in self._rows if segment.exists())
+        with self._lock:
+            return sum(segment.bytes for segment in self._segments.values())
 
-    def append(self, batch: Iterable[Record]) -> Path | None:
-        """Write `batch` durably as the newest segment; return it (None for an empty batch)."""
-        lines = [encode(record) for record in batch]
-        if not lines:
+    def append(self, batch: Sequence[Record]) -> Path | None:
+        """Write `batch` durably as the newest segment; return it (None for an empty batch).
+
+        When this returns, the rows are on disk; when it raises, no segment was added
+        (`UnencodableRecord` names a record that can never be written here).
+        """
+        if not batch:
             return None
-        existing = self.segments()
-        sequence = int(existing[-1].stem) + 1 if existing else 1
-        final = self.directory / f"{sequence:012d}.jsonl"
+        self.open()  # never number a segment without knowing those already there
+        data = ("\n".join(_encode_each(batch)) + "\n").encode("ascii")
+        final = self._take_name()
         temporary = final.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.rename(final)
-        _fsync_directory(self.directory)
-        self._rows[final] = len(lines)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with temporary.open("wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.rename(final)
+            _fsync_directory(self.directory)
+        except BaseException:
+            # Whatever got written goes: the caller keeps the rows and writes them again.
+            _unlink_quietly(temporary)
+            _unlink_quietly(final)
+            raise
+        with self._lock:
+            self._segments[final] = _Segment(len(batch), len(data))
         return final
 
     def read(self, segment: Path) -> tuple[list[Record], list[tuple[str, str]]]:
         """The segment's records, and the lines that could not be decoded (with the reason)."""
         good: list[Record] = []
         bad: list[tuple[str, str]] = []
-        for line in segment.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
+        for raw in segment.read_bytes().splitlines():
+            if not raw.strip():
                 continue
+            line = raw.decode("utf-8", errors="backslashreplace")
             try:
+                # Spool lines are ASCII; any other byte is damage, kept with the line.
+                raw.decode("ascii")
                 good.append(decode(line))
             except (ValueError, KeyError, TypeError) as exc:
                 bad.append((line, f"{type(exc).__name__}: {exc}"))
         return good, bad
 
     def remove(self, segment: Path) -> None:
+        """Delete a segment whose rows are committed.
+
+        If the file cannot be deleted, the spool forgets it anyway: this run must not commit
+        it again and again, and the next start commits it once more, which changes nothing.
+        """
+        with self._lock:
+            self._segments.pop(segment, None)
         segment.unlink(missing_ok=True)
-        self._rows.pop(segment, None)
+
+    def adopt(self, other: Spool, segment: Path) -> Path:
+        """Move `segment` of `other` into this spool as its newest segment."""
+        self.open()
+        final = self._take_name()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        segment.rename(final)
+        with self._lock, other._lock:
+            self._segments[final] = other._segments.pop(segment)
+        _fsync_directory(self.directory)
+        _fsync_directory(other.directory)
+        return final
+
+    def _take_name(self) -> Path:
+        """The next segment's name; a failed write leaves a gap, which orders the same."""
+        with self._lock:
+            sequence = self._next_sequence
+            self._next_sequence += 1
+        return self.directory / f"{sequence:012d}.jsonl"
+
+
+def _encode_each(batch: Sequence[Record]) -> list[str]:
+    lines = []
+    for record in batch:
+        try:
+            lines.append(encode(record))
+        except (TypeError, ValueError) as exc:
+            raise UnencodableRecord(record) from exc
+    return lines
 
 
 def _count_lines(path: Path) -> int:
     with path.open("rb") as data:
         return sum(1 for line in data if line.strip())
+
+
+def _unlink_quietly(path: Path) -> None:
+    # The write's own error is what matters; a leftover .tmp goes at the next open().
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _fsync_directory(directory: Path) -> None:

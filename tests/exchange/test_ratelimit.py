@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-from recorder.backoff import Backoff
 from recorder.exchange.ratelimit import TokenBucket
 
 
@@ -75,12 +74,3 @@ def test_bad_rates_are_refused() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError, match="capacity"):
         TokenBucket(1, capacity=0.5)
-
-
-def test_backoff_is_capped_jittered_and_never_zero() -> None:
-    backoff = Backoff(initial_s=0.5, max_s=4.0)
-    assert [backoff.ceiling_s(n) for n in range(6)] == [0.5, 1, 2, 4, 4, 4]
-    delays = [backoff.delay_s(10) for _ in range(200)]
-    assert all(2.0 <= d <= 4.0 for d in delays)
-    assert len(set(delays)) > 100
-    assert backoff.ceiling_s(10_000) == 4.0

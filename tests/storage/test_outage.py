@@ -13,13 +13,7 @@ from tests.harness.metrics import sample
 from tests.harness.postgres import EmbeddedPostgres
 from tests.harness.waiting import eventually
 from tests.storage.records_factory import trade
-
-UNREACHABLE_DSN = "postgresql://recorder:secret@127.0.0.1:9/recorder?connect_timeout=1"
-
-
-def stored_tids(dsn: str) -> list[int]:
-    with psycopg.connect(dsn) as conn:
-        return [row[0] for row in conn.execute("SELECT tid FROM trades ORDER BY tid")]
+from tests.storage.writer_support import FAST_RETRY, UNREACHABLE_DSN, stored_tids
 
 
 async def test_database_killed_and_restarted_mid_write_loses_nothing(
@@ -30,7 +24,7 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
     total = 6000
     spool = tmp_path / "spool"
     async with Writer(
-        dsn, tmp_path / "spool", batch_rows=200, max_buffer_rows=1000, retry_max_s=0.3
+        dsn, tmp_path / "spool", batch_rows=200, max_buffer_rows=1000, retry=FAST_RETRY
     ) as writer:
 
         async def produce() -> None:
@@ -59,7 +53,7 @@ async def test_database_killed_and_restarted_mid_write_loses_nothing(
 async def test_the_spool_survives_a_restart_of_the_writer(db_dsn: str, tmp_path: Path) -> None:
     migrate(db_dsn)
     spool = tmp_path / "spool"
-    async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry_max_s=0.2) as down:
+    async with Writer(UNREACHABLE_DSN, spool, max_buffer_rows=100, retry=FAST_RETRY) as down:
         down.put_many(trade(tid) for tid in range(1, 1001))
         assert down.buffered_rows == 1000
         assert sample("recorder_write_buffer_rows") == 1000

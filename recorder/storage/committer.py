@@ -1,0 +1,218 @@
+"""One batch into the database, on the writer's connection: what a commit is, and what a
+value the database cannot store does.
+
+A batch is one transaction; for each table in it, a binary COPY into a session-private
+staging table, then `INSERT ... SELECT ... ON CONFLICT` from there. `bench/writer.py`
+measured this faster than the one-round-trip alternative (`INSERT ... SELECT * FROM
+unnest(<one array per column>)`): psycopg's binary COPY encodes rows in C, while array
+parameters go through Python; on a LAN the extra round trips cost well under a millisecond
+against tens of milliseconds per batch. Primary keys make every write idempotent, so a batch
+retried after an unclear failure cannot duplicate anything.
+
+A batch the database refuses (`REFUSED`: a value it cannot store) is written row by row, and
+each refused record is kept verbatim in `raw_messages`. Written row by row on request
+(`isolate`), a row failing alone for any other reason (an error of ours) is handed back with
+its error, for the writer to set aside. What the writer does with each outcome, and why, is
+in docs/reliability.md, "The writer and its spool".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from recorder import metrics
+from recorder.logs import get_logger
+from recorder.records import RawMessage, Record, new_id, utc_now
+from recorder.storage.spool import encode
+from recorder.storage.tables import SPECS, Row, TableSpec
+
+log = get_logger(__name__)
+
+# Errors that mean "the database is not there right now": retry later, keep everything.
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
+# Errors that mean "the database will never take this row": isolate it, keep it verbatim.
+# psycopg.DataError and IntegrityError come from the server (a NUL in text, a CHECK) or from
+# psycopg's own dumpers (a decimal beyond numeric's range); UnicodeEncodeError (text with a
+# lone surrogate) is raised while psycopg encodes the row, and OverflowError by our own range
+# check of integer columns (`_check_integers`). Nothing else: any other error is a bug of
+# ours, and storing its row as if the exchange had sent something bad would hide it.
+REFUSED = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError)
+
+WRITER_ROLE = "recorder_writer"
+INTEGER_BITS = {"int4": 32, "int8": 64}
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or dropped the connection; the cause is chained."""
+
+
+@dataclass(slots=True)
+class Committed:
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows stored or updated, per table (replayed duplicates do not count)."""
+    failed: list[tuple[Record, Exception]] = field(default_factory=list)
+    """Rows that failed alone for a reason of ours (only when written row by row)."""
+
+
+class Committer:
+    def __init__(self, dsn: str, *, statement_timeout_s: float) -> None:
+        self._dsn = dsn
+        self._statement_timeout_s = statement_timeout_s
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def commit(self, batch: list[Record], *, isolate: bool = False) -> Committed:
+        """Commit `batch`, row by row if `isolate`.
+
+        Raises `DatabaseUnavailable` for an outage; any other exception is an error of ours
+        in the batch as a whole, which `isolate` narrows down to its rows.
+        """
+        conn = await self._connection()
+        if isolate:
+            return await self._insert_one_by_one(conn, batch)
+        try:
+            return Committed(await self._insert(conn, _group_by_table(batch)))
+        except REFUSED as exc:
+            log.warning("the database refused a batch; writing it row by row", error=str(exc))
+            return await self._insert_one_by_one(conn, batch)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                await conn.close()
+
+    async def _insert(
+        self, conn: psycopg.AsyncConnection[Any], groups: dict[TableSpec, list[Row]]
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                for spec, rows in groups.items():
+                    integers = _INTEGER_COLUMNS[spec]
+                    async with cursor.copy(spec.copy_sql()) as copy:
+                        copy.set_types(spec.types)
+                        for row in rows:
+                            _check_integers(spec, row, integers)
+                            await copy.write_row(row)
+                    await cursor.execute(spec.merge_sql())
+                    counts[spec.name] = max(cursor.rowcount, 0)
+        except UNAVAILABLE as exc:
+            raise DatabaseUnavailable from exc
+        return counts
+
+    async def _insert_one_by_one(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[Record]
+    ) -> Committed:
+        """Write `batch` a row at a time: refused rows are kept in `raw_messages`, rows that
+        fail for any other reason (but an outage) are handed back with their error."""
+        committed = Committed()
+        for record in batch:
+            try:
+                written = await self._insert(conn, _group_by_table([record]))
+            except REFUSED as exc:
+                metrics.malformed_messages.labels("writer").inc()
+                log.warning("row refused by the database, kept in raw_messages", error=str(exc))
+                written = await self._insert(
+                    conn, _group_by_table([refused_record("writer", encode(record), str(exc))])
+                )
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                committed.failed.append((record, exc))
+                # The error may have left the connection in any state: start afresh.
+                await self.close()
+                conn = await self._connection()
+                continue
+            for table, count in written.items():
+                committed.rows[table] = committed.rows.get(table, 0) + count
+        return committed
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn,
+                autocommit=True,
+                connect_timeout=5,
+                options=f"-c statement_timeout={int(self._statement_timeout_s * 1000)}",
+            )
+        except Exception as exc:
+            # Whatever stops a connection (unreachable, a wrong password, a database that
+            # does not exist yet) is not about any row: wait and try again.
+            raise DatabaseUnavailable from exc
+        try:
+            # After migrating, the writer needs no DDL rights: drop them when the role exists.
+            row = await (
+                await conn.execute(
+                    "SELECT pg_has_role(current_user, oid, 'SET') FROM pg_roles WHERE rolname = %s",
+                    (WRITER_ROLE,),
+                )
+            ).fetchone()
+            if row is not None and row[0]:
+                await conn.execute(f"SET ROLE {WRITER_ROLE}")
+            # Outside any transaction, so that a rolled-back batch cannot take them away.
+            for spec in SPECS.values():
+                await conn.execute(spec.create_stage_sql())
+        except Exception as exc:
+            await conn.close()
+            raise DatabaseUnavailable from exc
+        self._conn = conn
+        return conn
+
+
+_INTEGER_COLUMNS: dict[TableSpec, list[tuple[int, int]]] = {
+    spec: [
+        (position, 2 ** (INTEGER_BITS[pgtype] - 1))
+        for position, pgtype in enumerate(spec.types)
+        if pgtype in INTEGER_BITS
+    ]
+    for spec in SPECS.values()
+}
+
+
+def _check_integers(spec: TableSpec, row: Row, columns: list[tuple[int, int]]) -> None:
+    """Refuse an integer its column cannot hold, the same way whichever psycopg runs: its C
+    implementation stores 2**31 in an `integer` column as -2147483648, and its pure Python
+    one raises `struct.error` for any integer out of range. (A value that is no integer at
+    all is a bug of ours, left to psycopg to raise.)"""
+    for position, limit in columns:
+        value = row[position]
+        if isinstance(value, int) and not -limit <= value < limit:
+            column = spec.columns[position][0]
+            raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
+
+
+def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
+    """Rows per table in arrival order, one row per key.
+
+    A statement may not upsert the same key twice, so duplicates are resolved here: the
+    first copy wins for append-only tables (the database would keep the first too), the
+    last for upserted ones (the newest observation).
+    """
+    groups: dict[TableSpec, dict[Row, Row]] = {}
+    for record in batch:
+        spec = SPECS[type(record)]
+        rows = groups.setdefault(spec, {})
+        row = spec.to_row(record)
+        key = spec.key_of(row)
+        if spec.upserts or key not in rows:
+            rows[key] = row
+    return {spec: list(rows.values()) for spec, rows in groups.items()}
+
+
+def refused_record(source: str, payload: str, reason: str) -> RawMessage:
+    """What is kept, verbatim, of something that cannot be stored as a row: `payload` is
+    the record's spool line, and `reason` why it could not be stored."""
+    return RawMessage(
+        id=new_id(),
+        received_at=utc_now(),
+        source=source,
+        event=None,
+        payload=payload,
+        error=reason,
+    )

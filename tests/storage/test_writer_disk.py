@@ -1,0 +1,206 @@
+"""The writer and a disk that fails or stalls: rows stay in memory until the spool has them,
+the worker lives on, the event loop never waits for the disk, and nothing is lost."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from recorder.storage.migrate import migrate
+from recorder.storage.writer import Writer
+from tests.harness.metrics import sample
+from tests.harness.postgres import EmbeddedPostgres
+from tests.harness.waiting import eventually
+from tests.storage.disk_faults import OPERATIONS, STALL_LIMIT_S, DiskFaults
+from tests.storage.records_factory import trade
+from tests.storage.writer_support import (
+    FAST_RETRY,
+    UNREACHABLE_DSN,
+    stored_tids,
+    worker,
+)
+
+SPOOL_FAILURES = "recorder_spool_failures_total"
+
+
+def spool_failures() -> float:
+    return sum(
+        sample(SPOOL_FAILURES, operation=operation)
+        for operation in ("open", "write", "read", "delete")
+    )
+
+
+def spooled_lines(spool: Path) -> int:
+    return sum(len(segment.read_bytes().splitlines()) for segment in spool.glob("*.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def dsn(db_dsn: str) -> str:
+    migrate(db_dsn)
+    return db_dsn
+
+
+async def test_a_full_disk_during_an_outage_loses_no_row(
+    own_pg: EmbeddedPostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database is down and the spool's disk fails, for real: a file stands where the
+    spool's directory should be, so the OS refuses every write. Rows wait in memory beyond
+    max_buffer_rows; once the disk is back they are spilled, and once the database is back
+    committed, every one of them."""
+    dsn = own_pg.dsn
+    migrate(dsn)
+    spool, away = tmp_path / "spool", tmp_path / "spool-away"
+    sent = [trade(tid) for tid in range(1, 4001)]
+    caplog.set_level(logging.INFO, logger="recorder.storage.writer")
+    async with Writer(
+        dsn,
+        spool,
+        batch_rows=200,
+        max_buffer_rows=500,
+        flush_interval_s=0.05,
+        retry=FAST_RETRY,
+        spool_retry=FAST_RETRY,
+    ) as writer:
+        writer.put_many(sent[:1000])
+        assert await writer.flush(30)
+        task = worker()
+
+        own_pg.crash()
+        spool.mkdir(exist_ok=True)
+        spool.rename(away)
+        spool.write_text("a file where the spool's directory should be")
+        failures = spool_failures()
+        writer.put_many(sent[1000:])
+        await eventually(
+            lambda: sample("recorder_db_up") == 0 and sample("recorder_spool_writable") == 0,
+            what="the database and the spool seen failing",
+        )
+        await eventually(lambda: spool_failures() >= failures + 3, what="spill retried")
+        assert writer.buffered_rows == 3000, "rows went missing while the spool failed"
+        episode = [
+            r for r in caplog.records if r.getMessage().startswith("the spool cannot be written")
+        ]
+        assert len(episode) == 1, "one log line per episode, not one per retry"
+
+        spool.unlink()
+        away.rename(spool)
+        await eventually(
+            lambda: sample("recorder_spool_writable") == 1 and spooled_lines(spool) == 3000,
+            what="everything in memory spilled once the disk is back",
+        )
+        assert any(r.getMessage().startswith("spool writes work again") for r in caplog.records)
+
+        own_pg.restart()
+        assert await writer.flush(60)
+        assert worker() is task  # the same worker, still running
+    assert stored_tids(dsn) == list(range(1, 4001))
+    assert not list(spool.glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_the_worker_survives_a_failing_disk_in_every_spool_call(
+    operation: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call the spool makes fails for a while (ENOSPC while spilling, EIO while
+    draining); the same worker goes on, and what was put is what gets stored."""
+    spool = tmp_path / "spool"
+    faults = DiskFaults(monkeypatch, spool)
+    first_tid = 1_000_000 * (OPERATIONS.index(operation) + 1)
+    sent = [trade(tid) for tid in range(first_tid, first_tid + 1000)]
+    spilling = operation not in ("read", "delete")
+    failures = spool_failures()
+
+    if spilling:
+        faults.fail(operation, errno.ENOSPC)
+    async with Writer(
+        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    ) as down:
+        task = worker()
+        down.put_many(sent)
+        if spilling:
+            await eventually(lambda: faults.failures[operation] >= 2, what=f"{operation} failing")
+            assert down.buffered_rows == len(sent)
+            assert not list(spool.glob("*.tmp")), "a failed spill left a partial file"
+            faults.heal()
+        await eventually(lambda: spooled_lines(spool) == len(sent), what="all spilled")
+        assert worker() is task  # the same worker, still running
+
+    if not spilling:
+        faults.fail(operation, errno.EIO)
+    async with Writer(dsn, spool, retry=FAST_RETRY, spool_retry=FAST_RETRY) as up:
+        task = worker()
+        if not spilling:
+            await eventually(lambda: faults.failures[operation] >= 1, what=f"{operation} failing")
+            faults.heal()
+        assert await up.flush(30)
+        assert worker() is task  # the same worker, still running
+    assert spool_failures() > failures
+    if operation == "delete":
+        # Committed but not deleted: the next start commits it once more, which changes nothing.
+        assert spooled_lines(spool) == len(sent)
+        async with Writer(dsn, spool) as again:
+            assert await again.flush(30)
+    assert not list(spool.glob("*.jsonl"))
+    assert [tid for tid in stored_tids(dsn) if first_tid <= tid < first_tid + 1000] == [
+        record.tid for record in sent
+    ]
+
+
+async def test_put_returns_at_once_while_the_spool_write_is_slow(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spill whose fsync hangs (a slow disk) holds up the spool, not the event loop: puts
+    far beyond max_buffer_rows return at once, and the test itself runs meanwhile."""
+    spool = tmp_path / "spool"
+    faults = DiskFaults(monkeypatch, spool)
+    faults.stall_fsync = True
+    sent = [trade(tid) for tid in range(100_000, 105_100)]
+    async with Writer(
+        UNREACHABLE_DSN,
+        spool,
+        flush_interval_s=0.05,
+        max_buffer_rows=100,
+        retry=FAST_RETRY,
+        spool_retry=FAST_RETRY,
+    ) as down:
+        down.put_many(sent[:100])
+        await eventually(faults.fsync_entered.is_set, what="a spill waiting in fsync")
+        started = time.monotonic()
+        down.put_many(sent[100:])  # 50 times max_buffer_rows, while the fsync hangs
+        put_s = time.monotonic() - started
+        assert down.buffered_rows == len(sent)
+        assert not faults.stalled_too_long.is_set(), "the event loop waited for the fsync"
+        faults.heal()
+        await eventually(lambda: spooled_lines(spool) == len(sent), what="all spilled")
+    assert put_s < STALL_LIMIT_S / 2, f"5000 puts took {put_s:.1f} s"
+    assert not faults.stalled_too_long.is_set(), "the event loop waited for the fsync"
+    async with Writer(dsn, spool) as up:
+        assert await up.flush(30)
+    assert [tid for tid in stored_tids(dsn) if 100_000 <= tid < 105_100] == [
+        record.tid for record in sent
+    ]
+
+
+async def test_a_record_the_spool_cannot_encode_blocks_no_spill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value JSON cannot hold (bytes where text belongs: a bug where the record was made)
+    can be neither stored nor spooled. It does not hold back the rows around it: it is
+    dropped with an error line that carries the whole record, and counted."""
+    spool = tmp_path / "spool"
+    unencodable = replace(trade(2), pair=b"BTC_USD")  # type: ignore[arg-type]
+    errors = sample("recorder_task_failures_total", task="writer")
+    async with Writer(
+        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    ) as down:
+        down.put_many([trade(1), unencodable, trade(3)])
+        await eventually(lambda: spooled_lines(spool) == 2, what="the other rows spilled")
+        assert down.buffered_rows == 2
+    assert sample("recorder_task_failures_total", task="writer") == errors + 1
+    (line,) = [r for r in caplog.records if "neither stored nor spooled" in r.getMessage()]
+    assert line.fields["record"] == repr(unencodable)  # type: ignore[attr-defined]
