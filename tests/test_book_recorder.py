@@ -13,14 +13,26 @@ from pathlib import Path
 from recorder.exchange.rest import ExchangeClient
 from recorder.exchange.stream import BookStream
 from recorder.records import BookEvent, utc_now
-from recorder.sim.server import SimSettings, run_sim
+from recorder.sim.server import SimSettings, Simulator, run_sim
 from recorder.sources.book import BookRecorder
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
+from tests.harness.deliveries import delivered_events
 from tests.harness.metrics import sample
 from tests.harness.waiting import eventually
 
 PAIR = "BTC_USD"
+
+
+async def market_moved(sim: Simulator, events: int = 10) -> None:
+    """Wait until the exchange has sent `events` more book events."""
+    sent = delivered_events(sim)
+    await eventually(lambda: delivered_events(sim) >= sent + events, what="the market moving")
+
+
+async def checked(recorder: BookRecorder) -> None:
+    """Wait until the snapshot's comparison with the rebuilt book has concluded."""
+    await eventually(lambda: recorder.pairs[PAIR].check is None, what="the drift check done")
 
 
 def drift_count() -> float:
@@ -31,7 +43,8 @@ async def test_snapshots_agree_with_the_rebuilt_book_and_a_lost_event_is_drift(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     migrate(pg_dsn)
-    settings = SimSettings(seed=8, pairs=(PAIR,), rate_per_s=60, history_hours=0.1)
+    settings = SimSettings(seed=8, pairs=(PAIR,), rate_per_s=60, history_hours=0.1,
+                           record_deliveries=True)  # fmt: skip
     async with (
         run_sim(settings) as sim,
         ExchangeClient(sim.base_url) as client,
@@ -47,9 +60,9 @@ async def test_snapshots_agree_with_the_rebuilt_book_and_a_lost_event_is_drift(
             before = drift_count()
             # Snapshots while the book changes fast: in-flight events are not drift.
             for _ in range(5):
-                await asyncio.sleep(0.3)
+                await market_moved(sim)
                 await recorder.snapshot(PAIR, "interval")
-            await asyncio.sleep(1.0)
+                await checked(recorder)
             assert drift_count() == before
 
             # An event the recorder never saw: one resting order silently taken away.
@@ -66,9 +79,10 @@ async def test_snapshots_agree_with_the_rebuilt_book_and_a_lost_event_is_drift(
             await recorder.snapshot(PAIR, "interval")
             await eventually(lambda: drift_count() == before + 1, timeout_s=10, what="drift")
             # The snapshot replaced the drifted book: the next one agrees again.
-            await asyncio.sleep(0.6)
+            await checked(recorder)
+            await market_moved(sim)
             await recorder.snapshot(PAIR, "interval")
-            await asyncio.sleep(1.0)
+            await checked(recorder)
             assert drift_count() == before + 1
         finally:
             for task in tasks:
