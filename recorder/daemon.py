@@ -45,7 +45,7 @@ from recorder.sources.metadata import MetadataRecorder
 from recorder.sources.trades import TradeRecorder
 from recorder.storage.embedded import serving_database
 from recorder.storage.migrate import MigrationError, migrate
-from recorder.storage.queries import last_candle_buckets, last_trade_ids
+from recorder.storage.queries import candle_spans, last_trade_ids
 from recorder.storage.writer import Writer
 from recorder.supervisor import Supervisor
 from recorder.systemd import Notifier
@@ -66,7 +66,8 @@ class ResumePoints:
     """Where the sources take up again: the newest stored trade and candle."""
 
     last_tids: dict[str, int]
-    last_buckets: dict[tuple[str, str], datetime]
+    candle_spans: dict[tuple[str, str], tuple[datetime, datetime]]
+    """The oldest and newest stored bucket of each chart (pair, resolution)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ class Daemon:
             raise StartupFailed(f"cannot migrate the database: {exc}") from exc
         if applied:
             log.info("migrations applied", versions=applied)
-        return ResumePoints(await last_trade_ids(dsn), await last_candle_buckets(dsn))
+        return ResumePoints(await last_trade_ids(dsn), await candle_spans(dsn))
 
     async def _until_reachable(
         self,
@@ -253,7 +254,7 @@ class Daemon:
             client,
             writer,
             poll_interval_s=recorder.candles_poll_interval_s,
-            last_buckets=resume.last_buckets,
+            stored=resume.candle_spans,
         )
         metadata = MetadataRecorder(
             client,

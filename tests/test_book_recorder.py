@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 from recorder.exchange.rest import ExchangeClient
@@ -22,6 +23,8 @@ from tests.harness.metrics import sample
 from tests.harness.waiting import eventually
 
 PAIR = "BTC_USD"
+PHANTOM = 10**15
+"""An order id far beyond any the simulator hands out."""
 
 
 async def market_moved(sim: Simulator, events: int = 10) -> None:
@@ -65,14 +68,15 @@ async def test_snapshots_agree_with_the_rebuilt_book_and_a_lost_event_is_drift(
                 await checked(recorder)
             assert drift_count() == before
 
-            # An event the recorder never saw: one resting order silently taken away.
+            # A difference no event explains: the rebuilt book gains an order by itself.
             model = recorder.pairs[PAIR].model
             assert model is not None
-            victim = model.side("buy")[-1]  # the worst bid: no event will touch it soon
+            # An order the exchange never had: no event of the exchange can ever touch it.
+            worst_bid = model.side("buy")[-1]
             model.apply(
                 BookEvent(
-                    pair=PAIR, oid=victim.order_id, kind="cancel", ts=utc_now(),
-                    type=victim.side, price=victim.price, amount=victim.amount,
+                    pair=PAIR, oid=PHANTOM, kind="new", ts=utc_now(),
+                    type="buy", price=worst_bid.price, amount=Decimal("1"),
                     cancel_order_id=None, received_at=utc_now(), session_id=uuid.UUID(int=7),
                 )
             )  # fmt: skip

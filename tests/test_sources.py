@@ -206,7 +206,7 @@ async def test_a_backfill_that_fails_halfway_resumes_before_its_oldest_candle() 
     chart = Chart(history, fail_at={1})  # the second page fails
     handed = Handed()
     clock = ScriptedClock(nothing, nothing)  # the first try, and the one after the failure
-    recorder = CandleRecorder(chart, handed, poll_interval_s=30, last_buckets={}, clock=clock)
+    recorder = CandleRecorder(chart, handed, poll_interval_s=30, stored={}, clock=clock)
     await run_script(recorder.run(PAIR, "1"), clock)
     taken = handed_buckets(handed)
     assert sorted(taken) == history
@@ -217,14 +217,45 @@ async def test_a_backfill_that_fails_halfway_resumes_before_its_oldest_candle() 
     assert recorder.last_buckets[(PAIR, "1")].timestamp() == history[-1]
 
 
+async def test_a_backfill_a_stop_interrupted_goes_on_at_the_next_start() -> None:
+    history = minutes_to_now(2000)
+    chart = Chart(history)
+    handed = Handed()
+    clock = ScriptedClock(nothing)
+    # The last run stored the newest page of the backfill, then it was killed.
+    stored_from = history[-CANDLE_LIMIT]
+    stored = {(PAIR, "1"): (datetime.fromtimestamp(stored_from, UTC),
+                            datetime.fromtimestamp(history[-1], UTC))}  # fmt: skip
+    recorder = CandleRecorder(chart, handed, poll_interval_s=30, stored=stored, clock=clock)
+    await run_script(recorder.run(PAIR, "1"), clock)
+    taken = handed_buckets(handed)
+    # Everything older than what was stored, each once; the open candle, refreshed.
+    assert taken == Counter(history[:-CANDLE_LIMIT]) + Counter([history[-1]])
+    assert chart.requests[0][1] == stored_from - 1  # the backfill reads before it
+
+
+async def test_a_finished_backfill_costs_a_start_one_empty_request() -> None:
+    history = minutes_to_now(100)
+    chart = Chart(history)
+    handed = Handed()
+    clock = ScriptedClock(nothing)
+    stored = {(PAIR, "1"): (datetime.fromtimestamp(history[0], UTC),
+                            datetime.fromtimestamp(history[-1], UTC))}  # fmt: skip
+    recorder = CandleRecorder(chart, handed, poll_interval_s=30, stored=stored, clock=clock)
+    await run_script(recorder.run(PAIR, "1"), clock)
+    assert chart.requests[0][1] == history[0] - 1
+    assert handed_buckets(handed) == Counter([history[-1]])  # only the open candle again
+
+
 async def test_a_forward_window_that_fails_halfway_is_read_again_whole() -> None:
     history = minutes_to_now(1000)
     # The exchange serves 100 candles a page: a window of 720 buckets takes 8 requests.
     chart = Chart(history, cap=100, fail_at={3})
     handed = Handed()
     clock = ScriptedClock(nothing, nothing)  # the first try, and the one after the failure
-    last = {(PAIR, "1"): datetime.fromtimestamp(history[0], UTC)}
-    recorder = CandleRecorder(chart, handed, poll_interval_s=30, last_buckets=last, clock=clock)
+    first = datetime.fromtimestamp(history[0], UTC)
+    stored = {(PAIR, "1"): (first, first)}
+    recorder = CandleRecorder(chart, handed, poll_interval_s=30, stored=stored, clock=clock)
     await run_script(recorder.run(PAIR, "1"), clock)
     taken = handed_buckets(handed)
     assert taken == Counter(history)  # every candle, each once: nothing of the failed try

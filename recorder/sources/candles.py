@@ -2,15 +2,18 @@
 serves, then kept current (the open candle is upserted until it closes).
 
 Each pair and resolution runs on a `Ticker` (`candles:PAIR:RES`). Its first step backfills
-a chart that has nothing stored (`recorder.exchange.paging.candles_before`, newest page
-first); every step then reads forward from the last stored bucket to now
-(`candles_from`), which also fills whatever a downtime left out. A step that fails is
-tried again: the backfill resumes before the oldest candle it took, and the forward read
-from the newest, so a failure halfway loses no candle.
+the chart before its oldest stored candle (`recorder.exchange.paging.candles_before`,
+newest page first; everything for a chart with nothing stored); every step then reads
+forward from the last stored bucket to now (`candles_from`), which also fills whatever a
+downtime left out. A step that fails is tried again: the backfill resumes before the oldest
+candle it took, and the forward read from the newest, so a failure halfway loses no candle.
+A backfill that a stop (or a kill) interrupted goes on at the next start in the same way;
+a finished one costs that start one request that answers nothing older.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -47,22 +50,22 @@ class CandleRecorder:
         writer: Writer,
         *,
         poll_interval_s: float,
-        last_buckets: dict[Chart, datetime],
+        stored: Mapping[Chart, tuple[datetime, datetime]],
         clock: Clock = REAL_CLOCK,
     ) -> None:
-        """`last_buckets`: the newest stored bucket of each chart; a chart without one is
-        backfilled. `clock`: the tickers' (tests move a fake one)."""
+        """`stored`: the oldest and the newest stored bucket of each chart that has any.
+        `clock`: the tickers' (tests move a fake one)."""
         self._client = client
         self._writer = writer
         self._every = partial(Ticker, interval_s=poll_interval_s, clock=clock)
         """A ticker of this source's interval, given its name."""
-        self.last_buckets = dict(last_buckets)
-        self._backfilled: set[Chart] = set(last_buckets)
-        """Charts with nothing (more) to backfill: stored before, or backfilled since."""
-        self._backfilling: dict[Chart, _Backfill] = {}
+        self.last_buckets = {chart: newest for chart, (_, newest) in stored.items()}
+        self._backfilled: set[Chart] = set()
+        """Charts with nothing more to backfill in this run."""
+        self._backfilling = {chart: _Backfill(oldest, 0) for chart, (oldest, _) in stored.items()}
 
     async def run(self, pair: str, resolution: CandleType) -> NoReturn:
-        """Backfill the chart if nothing of it is stored, then keep it current."""
+        """Backfill the chart before its oldest stored candle, then keep it current."""
         chart = (pair, resolution)
         ticker = self._every(f"candles:{pair}:{resolution}")
 
@@ -92,7 +95,8 @@ class CandleRecorder:
         self._backfilled.add(chart)
         self._backfilling.pop(chart, None)
         count = begun.candles if begun is not None else 0
-        log.info("candles backfilled", pair=pair, resolution=resolution, candles=count)
+        if count:  # a chart backfilled before answers nothing older: no news
+            log.info("candles backfilled", pair=pair, resolution=resolution, candles=count)
         return count
 
     async def forward(self, pair: str, resolution: CandleType) -> None:

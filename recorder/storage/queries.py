@@ -1,5 +1,7 @@
-"""What the daemon asks the database to resume where it stopped: the last stored trade and
-candle of each pair. Sources never run SQL; the daemon asks here and hands them the answers.
+"""What the daemon asks the database to resume where it stopped: the last stored trade of
+each pair, and the oldest and newest stored candle of each chart (an interrupted backfill
+goes on before the oldest). Sources never run SQL; the daemon asks here and hands them the
+answers.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ async def last_trade_ids(dsn: str) -> dict[str, int]:
         return {pair: int(tid) for pair, tid in await cursor.fetchall()}
 
 
-async def last_candle_buckets(dsn: str) -> dict[tuple[str, str], datetime]:
-    """The newest stored candle bucket per (pair, resolution)."""
+async def candle_spans(dsn: str) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """The oldest and the newest stored candle bucket per (pair, resolution)."""
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         cursor = await conn.execute(
-            "SELECT pair, resolution, max(bucket) FROM candles GROUP BY pair, resolution"
+            "SELECT pair, resolution, min(bucket), max(bucket) FROM candles"
+            " GROUP BY pair, resolution"
         )
-        return {(pair, resolution): bucket for pair, resolution, bucket in await cursor.fetchall()}
+        return {
+            (pair, resolution): (oldest, newest)
+            for pair, resolution, oldest, newest in await cursor.fetchall()
+        }
