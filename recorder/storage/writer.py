@@ -103,6 +103,16 @@ class Writer:
 
     def put(self, record: Record) -> None:
         """Take a record for writing; returns at once (the database may be down)."""
+        self._take(record)
+        self._watch_worker()
+
+    def put_many(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self._take(record)
+        self._wakeup.set()
+        self._watch_worker()
+
+    def _take(self, record: Record) -> None:
         if not self._pending:
             self._oldest_at = time.monotonic()
         self._pending.append(record)
@@ -113,12 +123,6 @@ class Writer:
             # lone record (the last trades of a catch-up on a quiet market) would wait
             # for the next put_many or flush, not flush_interval_s.
             self._wakeup.set()
-        self._watch_worker()
-
-    def put_many(self, records: Iterable[Record]) -> None:
-        for record in records:
-            self.put(record)
-        self._wakeup.set()
 
     @property
     def buffered_rows(self) -> int:
