@@ -169,6 +169,10 @@ class StreamSession:
     connected_at: datetime
     disconnected_at: datetime | None
     reason: str | None
+    run_id: uuid.UUID | None = None
+    """The recorder process that held the connection: sessions of one run may overlap."""
+    connection: int | None = None
+    """Which of the run's redundant connections (`exchange.stream_connections`), from 0."""
 
 
 @dataclass(frozen=True, slots=True)

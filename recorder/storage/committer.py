@@ -43,7 +43,7 @@ UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, Timeou
 REFUSED = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError)
 
 WRITER_ROLE = "recorder_writer"
-INTEGER_BITS = {"int4": 32, "int8": 64}
+INTEGER_BITS = {"int2": 16, "int4": 32, "int8": 64}
 
 
 class DatabaseUnavailable(Exception):

@@ -211,7 +211,8 @@ _TABLES = (
     ),
     _spec(
         r.StreamSession,
-        "session_id:uuid connected_at:timestamptz disconnected_at:timestamptz reason:text",
+        "session_id:uuid connected_at:timestamptz disconnected_at:timestamptz reason:text "
+        "run_id:uuid connection:int2",
         "session_id",
         # The session row is written at connect and completed at disconnect; a replay of
         # the connect record never erases a recorded end.
