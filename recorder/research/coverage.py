@@ -1,8 +1,14 @@
 """`recorder coverage`: what was recorded, and where it has holes, before trusting a dataset.
 
-`load_report` asks the database (the views of migrations/0006_research.sql) and returns a
-plain `Report`; `format_report` and `live_seconds` are pure, so the summary's wording and
+`load_report` asks the database (the views of migrations/0006_research.sql, as
+migrations/0009_overlapping_stream_sessions.sql redefined them for a recorder with several
+connections at once) and returns a plain `Report`;
+`format_report`, `live_seconds` and `most_at_once` are pure, so the summary's wording and
 arithmetic are tested without a database.
+
+A recorder keeps several socket.io connections at once, each a session of its own, so
+sessions overlap: the stream is live while any of them is, and down (a gap) only where none
+is. The database's views already merge them; the summary counts live time as their union.
 
 A delisted pair is told apart from one with holes by the stored `pairs` rows: the recorder
 stores the whole pair list at every refresh, all rows with the answer's time, so a pair
@@ -12,6 +18,7 @@ delisted it, the recorder stopped recording it then, and nothing after is missin
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,8 +30,13 @@ import psycopg
 class Session:
     connected_at: datetime
     ended_at: datetime
-    status: str  # closed, open (the newest, assumed live) or unclosed (its recorder died)
+    status: str  # closed, open (the newest run's, assumed live) or unclosed (its recorder died)
     reason: str | None
+    run_id: uuid.UUID | None = None
+    """The recorder process that held the connection; None for sessions from before runs were
+    stored (each of those stands alone)."""
+    connection: int | None = None
+    """Which of its run's connections, from 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +44,7 @@ class Gap:
     start: datetime
     end: datetime
     cause: str | None
+    """Why the session that ended last before the gap ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,20 @@ def live_seconds(sessions: list[Session], start: datetime, end: datetime) -> flo
     return total
 
 
+def most_at_once(sessions: list[Session]) -> int:
+    """The most sessions live at the same instant (one ending as another starts: not both)."""
+    # At equal times an end (-1) sorts before a start (+1).
+    steps = sorted(
+        [(s.connected_at, 1) for s in sessions if s.ended_at > s.connected_at]
+        + [(s.ended_at, -1) for s in sessions if s.ended_at > s.connected_at]
+    )
+    live = most = 0
+    for _, step in steps:
+        live += step
+        most = max(most, live)
+    return most
+
+
 def human(seconds: float) -> str:
     """A duration as 1d 2h 3m 4.5s, leading zero units left out."""
     whole = int(seconds)
@@ -114,18 +141,33 @@ def format_report(report: Report) -> str:
                 f"  since the first session ({_at(first)}): live {human(live)} of "
                 f"{human(since_first)} ({100 * live / since_first:.1f}%)"
             )
-    if report.sessions and report.sessions[-1].status == "open":
+    runs = {s.run_id for s in report.sessions if s.run_id is not None}
+    at_once = most_at_once(report.sessions)
+    if runs:
+        lines.append(f"  {len(runs)} recorder runs, up to {at_once} connections live at once")
+    elif at_once > 1:
+        lines.append(f"  up to {at_once} sessions live at once")
+    open_sessions = sum(s.status == "open" for s in report.sessions)
+    if open_sessions == 1:
         lines.append(
             "  the newest session is open: counted live until now, as if a recorder were running"
+        )
+    elif open_sessions > 1:
+        lines.append(
+            f"  the newest run's {open_sessions} sessions are open: counted live until now, as "
+            "if its recorder were running"
         )
     unclosed = [s for s in report.sessions if s.status == "unclosed"]
     if unclosed:
         lines.append(
             f"  {len(unclosed)} sessions never closed (recorder died): their end is the last "
-            "event received"
+            "event their recorder received"
         )
     if report.gaps:
-        lines.append(f"  {len(report.gaps)} gaps (no book events or fills; book_at invalid):")
+        lines.append(
+            f"  {len(report.gaps)} gaps (no connection live: no book events or fills; book_at "
+            "invalid until the next snapshot):"
+        )
         for gap in report.gaps:
             seconds = (gap.end - gap.start).total_seconds()
             lines.append(
@@ -202,8 +244,9 @@ def load_report(
     sessions = [
         Session(*row)
         for row in conn.execute(
-            "SELECT connected_at, ended_at, status, reason FROM stream_coverage "
-            "WHERE ended_at > %s AND connected_at < %s ORDER BY connected_at",
+            "SELECT connected_at, ended_at, status, reason, run_id, connection "
+            "FROM stream_coverage WHERE ended_at > %s AND connected_at < %s "
+            "ORDER BY connected_at, session_id",
             (start, end),
         ).fetchall()
     ]
@@ -222,4 +265,12 @@ def load_report(
     return Report(start, end, sessions, gaps, pairs)
 
 
-__all__ = ["Gap", "PairCoverage", "Report", "Session", "format_report", "live_seconds"]
+__all__ = [
+    "Gap",
+    "PairCoverage",
+    "Report",
+    "Session",
+    "format_report",
+    "live_seconds",
+    "most_at_once",
+]

@@ -21,6 +21,7 @@ from recorder.research.coverage import (
     human,
     live_seconds,
     load_report,
+    most_at_once,
 )
 from tests.research.conftest import OUTAGE_S, PAIRS, Recording
 
@@ -89,6 +90,19 @@ def test_live_seconds_counts_overlapping_sessions_once() -> None:
     assert live_seconds(sessions, at(0), at(50)) == 15 + 10 + 10
     assert live_seconds(sessions, at(8), at(22)) == 7 + 2
     assert live_seconds([], at(0), at(10)) == 0
+
+
+def test_most_at_once_counts_sessions_live_at_the_same_instant() -> None:
+    sessions = [
+        Session(at(0), at(10), "closed", None),
+        Session(at(5), at(15), "closed", None),
+        Session(at(15), at(20), "closed", None),  # starts as the second ends: not three
+        Session(at(8), at(9), "closed", None),
+        Session(at(30), at(30), "unclosed", None),  # no time live at all
+    ]
+    assert most_at_once(sessions) == 3  # 8-9 s
+    assert most_at_once(sessions[1:3]) == 1
+    assert most_at_once([]) == 0
 
 
 def test_human_durations() -> None:
