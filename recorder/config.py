@@ -103,6 +103,9 @@ def _split_list(value: Any) -> Any:
 
 PositiveSeconds = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, allow_inf_nan=False)]
 PositiveRate = PositiveSeconds
+NonNegativeSeconds = Annotated[
+    float, BeforeValidator(_reject_bool), Field(ge=0, allow_inf_nan=False)
+]
 """Calls per second: the same constraints as a duration."""
 
 
@@ -278,6 +281,15 @@ class ExchangeConfig(Section):
     """The exchange's socket.io generation; "auto" asks the server at every connection."""
     subscribe_event: str = "subscribe"
     """The socket.io event that subscribes to a `book_<pair>` channel."""
+    stream_connections: Annotated[int, BeforeValidator(_reject_bool), Field(ge=1, le=8)] = 2
+    """Independent socket.io connections, each subscribed to every pair: while one
+    reconnects the others still listen (socket.io cannot replay what was missed)."""
+    stream_backoff_max_s: PositiveSeconds = 10.0
+    """The longest wait between two attempts of one stream connection: an exchange that
+    refuses every attempt sees one per connection per this many seconds."""
+    stream_silence_s: NonNegativeSeconds = 60.0
+    """A connection that delivers no event of a pair for this long while the pair's trade
+    tape advances is resubscribed, then reconnected; 0 turns the watchdog off."""
     request_timeout_s: PositiveSeconds = 10.0
     public_calls_per_s: PositiveRate = PUBLIC_CALLS_PER_S
     """The client's pace of public REST calls; the exchange allows 100/s per IP."""

@@ -37,6 +37,7 @@ from recorder.config import Config
 from recorder.exchange.rest import ExchangeClient, HttpError
 from recorder.exchange.stream import BookStream
 from recorder.logs import get_logger
+from recorder.records import new_id
 from recorder.retry import DATABASE_WAIT, EXCHANGE_WAIT, Backoff
 from recorder.sources.account import AccountRecorder
 from recorder.sources.book import BookRecorder
@@ -159,10 +160,17 @@ class Daemon:
         resources.callback(self._serve_metrics().shutdown)
         writer = await resources.enter_async_context(Writer(self.dsn, data_dir / "spool"))
         self.writer = writer
+        stream = BookStream.from_config(config.exchange, pairs=(), run_id=new_id())
         client = await resources.enter_async_context(
-            ExchangeClient.from_config(config.exchange, data_dir=data_dir, on_malformed=writer.put)
+            ExchangeClient.from_config(
+                config.exchange,
+                data_dir=data_dir,
+                on_malformed=writer.put,
+                # An outage is over: the stream's connections waiting in backoff retry now.
+                on_recovered=stream.exchange_answers,
+            )
         )
-        sources = self._build_sources(writer, client, resume)
+        sources = self._build_sources(writer, client, stream, resume)
         # The pair list decides what to record: the exchange must answer it first.
         try:
             listed = await self._until_reachable(
@@ -231,24 +239,25 @@ class Daemon:
         return server
 
     def _build_sources(
-        self, writer: Writer, client: ExchangeClient, resume: ResumePoints
+        self, writer: Writer, client: ExchangeClient, stream: BookStream, resume: ResumePoints
     ) -> Sources:
         recorder = self.config.recorder
-        stream = BookStream.from_config(self.config.exchange, pairs=())
         trades = TradeRecorder(
             client,
             writer,
             poll_interval_s=recorder.trades_poll_interval_s,
             backfill=recorder.trades_backfill,
             last_tids=resume.last_tids,
+            on_tape=stream.tape_advanced,
         )
-        # After every (re)connect the books resync themselves; the tape is caught up here.
+        # After a moment with no stream connection up the books resync themselves; the tape
+        # is caught up here.
         book = BookRecorder(
             client,
             stream,
             writer,
             snapshot_interval_s=recorder.snapshot_interval_s,
-            on_connect=trades.catch_up_now,
+            on_resync=trades.catch_up_now,
         )
         candles = CandleRecorder(
             client,

@@ -12,8 +12,42 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram
 
-socket_connected = Gauge("recorder_socket_connected", "1 while the socket.io stream is up, else 0")
-socket_reconnects = Counter("recorder_socket_reconnects_total", "socket.io reconnects since start")
+socket_connected = Gauge(
+    "recorder_socket_connected", "1 while at least one socket.io stream connection is up, else 0"
+)
+socket_reconnects = Counter(
+    "recorder_socket_reconnects_total", "socket.io reconnects since start, all connections"
+)
+# Per connection of the stream (`exchange.stream_connections`, labelled 0, 1, ...).
+stream_connected = Gauge(
+    "recorder_stream_connected", "1 while this stream connection is up, else 0", ["connection"]
+)
+stream_connections_up = Gauge(
+    "recorder_stream_connections_up", "Stream connections up now (0: book events are missed)"
+)
+stream_reconnects = Counter(
+    "recorder_stream_reconnects_total", "Reconnects of this stream connection", ["connection"]
+)
+stream_connect_failures = Counter(
+    "recorder_stream_connect_failures_total",
+    "Connection attempts of this stream connection that failed (refused, timed out)",
+    ["connection"],
+)
+stream_events = Counter(
+    "recorder_stream_events_total",
+    "Book events this connection received, copies of events another brought first included",
+    ["connection"],
+)
+stream_first_events = Counter(
+    "recorder_stream_first_events_total",
+    "Book events this connection delivered first (the copy recorded)",
+    ["connection"],
+)
+stream_silences = Counter(
+    "recorder_stream_silences_total",
+    "A connection silent on a pair whose trade tape advanced: resubscribed, then reconnected",
+    ["connection", "pair", "action"],
+)
 stream_info = Gauge(
     "recorder_stream_info",
     "1 for the socket.io generation of the last stream connection: protocol 2 for socket.io"

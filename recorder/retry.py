@@ -31,6 +31,10 @@ class Backoff:
     multiplier: float = 2.0
     healthy_after_s: float | None = None
     """An attempt that ran this long before it failed resets the backoff (None: never)."""
+    steady_at_max: bool = False
+    """Once the exponential reaches `max_s`, wait `max_s` exactly: a server that refuses
+    every attempt then sees one per `max_s`. The jitter of the growing delays has already
+    spread clients that failed together apart, and a steady period keeps them apart."""
 
     def wait(self) -> wait_base:
         """The delays as a tenacity wait strategy (for `tenacity.AsyncRetrying(wait=...)`)."""
@@ -43,8 +47,11 @@ class Backoff:
 
     def delay_s(self, failures: int) -> float:
         """The delay after `failures` failures in a row (1 for the first)."""
+        failures = max(1, failures)
+        if self.steady_at_max and self.initial_s * self.multiplier ** (failures - 1) >= self.max_s:
+            return self.max_s
         state = RetryCallState(cast(Any, None), None, (), {})
-        state.attempt_number = max(1, failures)
+        state.attempt_number = failures
         return float(self.wait()(state))
 
     def attempts(self, clock: Clock = REAL_CLOCK) -> Attempts:
@@ -84,8 +91,9 @@ class Attempts:
 # The daemon's backoff settings, one name each.
 TASK_RESTART = Backoff(initial_s=0.5, max_s=30.0, healthy_after_s=60.0)
 """A supervised task or a periodic step that raised."""
-STREAM_RECONNECT = Backoff(initial_s=0.5, max_s=30.0, healthy_after_s=30.0)
-"""The socket stream, after a failed or lost connection."""
+STREAM_RECONNECT = Backoff(initial_s=0.5, max_s=10.0, steady_at_max=True)
+"""One socket stream connection, after a failed or lost connection: the first retry within
+half a second, starting over once subscribed (`max_s` is `exchange.stream_backoff_max_s`)."""
 REST_RETRY = Backoff(initial_s=0.5, max_s=30.0)
 """One REST call, after a 429, a 5xx, a timeout or a connection error."""
 EXCHANGE_WAIT = Backoff(initial_s=0.5, max_s=30.0)

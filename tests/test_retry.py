@@ -3,10 +3,12 @@ after a healthy attempt, and the same delays for tenacity's own retrying."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from recorder.retry import Backoff
+from recorder.retry import STREAM_RECONNECT, Backoff
 from tests.harness.fakeclock import FakeClock
 
 BACKOFF = Backoff(initial_s=1.0, max_s=8.0, healthy_after_s=60.0)
@@ -80,3 +82,13 @@ async def test_tenacity_retrying_waits_the_same_delays() -> None:
     assert len(waited) == 4
     for delay, ceiling in zip(waited, [1.0, 2.0, 4.0, 8.0], strict=True):
         assert ceiling / 2 <= delay <= ceiling
+
+
+def test_a_refusing_exchange_sees_one_stream_attempt_per_cap() -> None:
+    backoff = replace(STREAM_RECONNECT, max_s=10.0)
+    delays = [backoff.delay_s(n) for n in range(1, 30)]
+    assert delays[0] < 1.0  # the first retry within a second
+    growing = [d for d in delays if d < backoff.max_s]
+    assert len(growing) == 5  # below 0.5, 1, 2, 4, 8: each jittered in its upper half
+    assert all(d > 0 for d in growing)
+    assert delays[len(growing) :] == [10.0] * (len(delays) - len(growing))

@@ -252,8 +252,11 @@ class ExchangeClient:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         on_malformed: Callable[[RawMessage], None] | None = None,
+        on_recovered: Callable[[], None] | None = None,
     ) -> None:
-        """`on_malformed`: given each answer that did not parse, kept verbatim as a raw message."""
+        """`on_malformed`: given each answer that did not parse, kept verbatim as a raw message.
+        `on_recovered`: called when the exchange answers again after a request found it down
+        (no answer, or a 5xx): the stream reconnects at once rather than after its backoff."""
         if (api_key is None) != (api_secret is None):
             raise ValueError("api_key and api_secret go together")
         self._http = httpx.AsyncClient(
@@ -271,6 +274,9 @@ class ExchangeClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep or asyncio.sleep
         self._on_malformed = on_malformed
+        self._on_recovered = on_recovered
+        self._down = False
+        """The last request found the exchange down (no answer, or a 5xx)."""
 
     @classmethod
     def from_config(
@@ -279,6 +285,7 @@ class ExchangeClient:
         *,
         data_dir: Path,
         on_malformed: Callable[[RawMessage], None] | None = None,
+        on_recovered: Callable[[], None] | None = None,
     ) -> ExchangeClient:
         """The daemon's client; the nonce's high-water mark is kept under `data_dir`."""
         return cls(
@@ -290,6 +297,7 @@ class ExchangeClient:
             public_limit=TokenBucket(config.public_calls_per_s),
             private_limit=TokenBucket(config.private_calls_per_s),
             on_malformed=on_malformed,
+            on_recovered=on_recovered,
         )
 
     def __repr__(self) -> str:
@@ -361,14 +369,25 @@ class ExchangeClient:
             )
         except httpx.TimeoutException as exc:
             self._count(endpoint, "error", started_s)
+            self._down = True
             raise ConnectionFailed(endpoint, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             self._count(endpoint, "error", started_s)
+            self._down = True
             raise ConnectionFailed(endpoint, f"{type(exc).__name__}: {exc}") from None
         received_at = utc_now()
         self._count(endpoint, str(response.status_code), started_s)
+        self._note_up_or_down(response.status_code)
         self._raise_for_status(endpoint, response)
         return Answer(response.content, sent_at, received_at)
+
+    def _note_up_or_down(self, status: int) -> None:
+        if status >= 500:
+            self._down = True
+        elif 200 <= status < 300 and self._down:
+            self._down = False
+            if self._on_recovered is not None:
+                self._on_recovered()
 
     def _auth_headers(self, payload: Mapping[str, PayloadValue]) -> dict[str, str]:
         assert self._key is not None

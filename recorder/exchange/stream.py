@@ -1,84 +1,128 @@
-"""The socket.io order-book stream: connected, subscribed and reconnecting, for ever.
+"""The socket.io order-book stream: redundant connections, subscribed and reconnecting, for ever.
 
-`BookStream.run()` connects to the exchange's socket.io endpoint, subscribes every pair's
-`book_<pair>` channel, and puts into its queue, in the order received:
+socket.io has no replay: whatever the exchange sends while no connection is subscribed is
+lost for good (a later snapshot shows the book, not the orders that came and went). So
+`BookStream.run()` keeps `connections` independent socket.io connections
+(`exchange.stream_connections`), each subscribed to every followed pair's `book_<pair>`
+channel and each its own stream session; while one reconnects, the others still listen.
+It puts into its queue, in the order received:
 
-- `Connected(session, protocol)` when a connection is up (before any of its events),
-- a `BookUpdate` (new order + fills, or cancel) for each book event,
-- a `RawMessage` for whatever did not parse (verbatim text + reason), never an exception,
-- `Disconnected(session)` when it drops, with the reason.
+- `Connected(session, protocol, resync)` when a connection is up (before any of its events);
+  `resync` is true when no other connection was up, so that events may have been missed,
+- a `BookUpdate` (new order + fills, or cancel) for each book event, once: the copies the
+  other connections bring are dropped (`arbiter`), whichever connection was first,
+- a `RawMessage` for whatever did not parse (verbatim text + reason), never an exception;
+  once, like events: the same text under the same event name from another connection is
+  a copy,
+- `Disconnected(session, covered)` when a connection drops; `covered` when another is up.
 
-socket.io cannot replay what was missed, so the consumer resyncs (snapshot, trade
-catch-up) on every `Connected`. Reconnecting is ours, not a library's: each attempt is a
-fresh connection after the reconnect backoff (`recorder.retry.STREAM_RECONNECT`, which
-starts over after a connection that stayed up long enough to count as healthy), so every
-reconnect is seen, counted and followed by subscribing again.
+Reconnecting is ours, not a library's, per connection: the first retry after a drop comes
+within a second, then a capped, jittered backoff (`recorder.retry.STREAM_RECONNECT`, capped
+at `exchange.stream_backoff_max_s`, where a server refusing every attempt sees one attempt per
+connection per cap); it starts over once a connection has subscribed. Connection attempts of
+one connection start at least `MIN_ATTEMPT_SPACING_S` apart, so a server that accepts and
+drops at once is not hammered. `exchange_answers()` (called when REST answers again after
+failing) cuts every waiting connection's backoff short: the outage is over.
+
+Silent channels (`silence`): a connection can stay up while its channel of a pair goes quiet
+on the server's side. With `silence_s` set, a connection that delivers nothing of a pair for
+that long while the trade tape (`tape_advanced()`) shows the pair trading is resubscribed,
+then, if still silent, reconnected; logged and counted.
 
 Two socket.io generations (`exchange.socketio_protocol`): "2" for socket.io 1.x/2.x servers
-(Engine.IO v3, `sio.v2`), "4" for 3.x/4.x (Engine.IO v4, `sio.v4`), or "auto": before every
-connection the server is asked which one it speaks (`sio.detect`), so a server upgraded
-while we were away is spoken to in its new generation at the next attempt. The generation
-in use is logged, carried by `Connected`, kept in `BookStream.protocol` and exported as
-`recorder_stream_info{protocol}`.
+(Engine.IO v3, `sio.v2`), "4" for 3.x/4.x (Engine.IO v4, `sio.v4`), or "auto" (`sio.dial`).
+The generation in use is logged, carried by `Connected`, kept in `BookStream.protocol` and
+exported as `recorder_stream_info{protocol}`.
 
-Exactness: both connections decode socket.io packets with `sio.packets.ExactPacket`
-(every number a Decimal, each event's JSON text kept), so a payload that fails to decode or
-to classify is kept verbatim. Their callbacks never suspend before queuing, which keeps
-events in wire order.
+Exactness: connections decode socket.io packets with `sio.packets.ExactPacket` (every number
+a Decimal, each event's JSON text kept), so a payload that fails to decode or to classify is
+kept verbatim. Their callbacks never suspend before queuing, which keeps events in wire
+order and the first copy first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from recorder import metrics
 from recorder.config import ExchangeConfig
+from recorder.exchange.arbiter import Arbiter
 from recorder.exchange.classify import SOURCE, BookUpdate, channel, classify
+from recorder.exchange.silence import SilenceWatch
 from recorder.exchange.sio.connection import (
     GENERATIONS,
     ConnectFailed,
     Connection,
     ConnectionLost,
-    Generation,
+    resolve,
 )
-from recorder.exchange.sio.detect import detect_generation
+from recorder.exchange.sio.dial import Dialer
 from recorder.exchange.sio.packets import RESERVED_EVENTS as RESERVED_EVENTS
 from recorder.exchange.sio.packets import UNDECODABLE as UNDECODABLE
 from recorder.exchange.sio.packets import ExactPacket as ExactPacket
 from recorder.exchange.sio.packets import Received
-from recorder.exchange.sio.v2 import SocketIO2Connection
-from recorder.exchange.sio.v4 import SocketIO4Connection
 from recorder.logs import get_logger
 from recorder.records import RawMessage, StreamSession, new_id, utc_now
 from recorder.retry import STREAM_RECONNECT, Attempts, Backoff
+from recorder.ticker import Ticker
 
 log = get_logger(__name__)
 
 PROTOCOLS = ("auto", *GENERATIONS)
 UNSUBSCRIBE_EVENT = "unsubscribe"
 """socket.io's usual name; the docs name only `subscribe` (an unknown event is ignored)."""
+MIN_ATTEMPT_SPACING_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """The stream is up; events of this session follow. Resync now."""
+    """A connection is up; events of this session follow."""
 
     session: StreamSession
     protocol: str
     """The socket.io generation of this connection: "2" (1.x/2.x) or "4" (3.x/4.x)."""
+    resync: bool = True
+    """No other connection was up: events may have been missed since; resync now."""
 
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
-    """The stream went down; `session.disconnected_at` and `session.reason` say when and why."""
+    """A connection went down; `session.disconnected_at` and `session.reason` say when and why."""
 
     session: StreamSession
+    covered: bool = False
+    """Another connection is still up: nothing is missed."""
 
 
 StreamItem = Connected | Disconnected | BookUpdate | RawMessage
+
+
+@dataclass
+class _Link:
+    """One of the stream's connections, over its reconnects."""
+
+    index: int
+    reconnects: Attempts
+    label: str = ""
+    connection: Connection | None = None
+    session: StreamSession | None = None
+    session_id: uuid.UUID = field(default_factory=new_id)
+    heard: frozenset[str] = frozenset()
+    """The pairs whose events this connection may deliver: those it subscribed, removed ones
+    included (the docs name no unsubscribe, so the exchange may not honour ours)."""
+    attempt_started: float = float("-inf")
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to cut the backoff short."""
+    connects: int = 0
+
+    def __post_init__(self) -> None:
+        self.label = str(self.index)
 
 
 class BookStream:
@@ -92,35 +136,37 @@ class BookStream:
         socketio_protocol: str = "auto",
         subscribe_event: str = "subscribe",
         pairs: Iterable[str] = (),
+        connections: int = 1,
         backoff: Backoff = STREAM_RECONNECT,
         connect_timeout_s: float = 10.0,
+        silence_s: float | None = None,
+        run_id: uuid.UUID | None = None,
         items: asyncio.Queue[StreamItem] | None = None,
     ) -> None:
         if socketio_protocol not in PROTOCOLS:
             raise ValueError(f"socketio_protocol must be one of {PROTOCOLS}")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.socket_url = socket_url
-        self.socket_path = socket_path
-        self.socketio_protocol = socketio_protocol
-        self._reconnects: Attempts = backoff.attempts()
-        """The reconnect backoff's state, over this stream's life."""
         self.subscribe_event = subscribe_event
-        self.connect_timeout_s = connect_timeout_s
         self.items: asyncio.Queue[StreamItem] = items if items is not None else asyncio.Queue()
+        self.run_id = run_id
         self.protocol: str | None = None
-        """The generation of the current or last connection ("2" or "4"); None before one."""
+        """The generation of the newest connection ("2" or "4"); None before one."""
         self.connects = 0
         self.attempts = 0
-        """Connection attempts so far, failed ones included."""
+        """Connection attempts so far, all connections, failed ones included."""
+        self.silence = SilenceWatch(silence_s) if silence_s else None
+        self._dialer = Dialer(socket_url, socket_path, socketio_protocol, connect_timeout_s)
+        self._links = [_Link(i, backoff.attempts()) for i in range(connections)]
+        self._arbiter = Arbiter()
         self._pairs: frozenset[str] = frozenset(pairs)
-        self._heard: frozenset[str] = self._pairs
-        """The pairs whose events the connection may deliver: those it subscribed, removed
-        ones included (the docs name no unsubscribe, so the exchange may not honour ours)."""
-        self._connection: Connection | None = None
-        self._session: StreamSession | None = None
-        self._session_id = new_id()
 
     @classmethod
     def from_config(cls, config: ExchangeConfig, pairs: Iterable[str], **kwargs: Any) -> BookStream:
+        kwargs.setdefault("connections", config.stream_connections)
+        kwargs.setdefault("silence_s", config.stream_silence_s or None)
+        kwargs.setdefault("backoff", replace(STREAM_RECONNECT, max_s=config.stream_backoff_max_s))
         return cls(
             config.socket_url,
             socket_path=config.socket_path,
@@ -137,162 +183,204 @@ class BookStream:
 
     @property
     def connected(self) -> bool:
-        return self._session is not None
+        """At least one connection is up."""
+        return any(link.session is not None for link in self._links)
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for link in self._links if link.session is not None)
+
+    @property
+    def duplicates(self) -> int:
+        """Copies of events dropped because another connection had delivered them first."""
+        return self._arbiter.duplicates
 
     async def add_pairs(self, pairs: Iterable[str]) -> None:
-        """Follow more pairs; subscribed at once when connected, and after every reconnect."""
+        """Follow more pairs; subscribed at once where connected, and after every reconnect."""
         new = sorted(set(pairs) - self._pairs)
         self._pairs = self._pairs.union(new)
-        self._heard = self._heard.union(new)
-        if self._connection is not None and self._session is not None:
-            await self._subscribe(self._connection, new)
+        for link in self._links:
+            link.heard = link.heard.union(new)
+            if link.connection is not None and link.session is not None:
+                await self._subscribe(link, link.connection, new)
 
     async def remove_pairs(self, pairs: Iterable[str]) -> None:
-        """Follow fewer pairs: unsubscribed at once when connected, not subscribed again.
+        """Follow fewer pairs: unsubscribed at once where connected, not subscribed again.
 
-        Events of a removed pair that still arrive on this connection are its own, and are
+        Events of a removed pair that still arrive on a connection are its own, and are
         delivered as such (never read as another pair's); the next connection has none.
         """
         gone = sorted(self._pairs.intersection(pairs))
         self._pairs = self._pairs.difference(gone)
-        if self._connection is not None and self._session is not None:
-            await self._emit_each(self._connection, UNSUBSCRIBE_EVENT, gone)
+        for link in self._links:
+            if self.silence is not None:
+                self.silence.forget(link.index, gone)
+            if link.connection is not None and link.session is not None:
+                await self._emit_each(link.connection, UNSUBSCRIBE_EVENT, gone)
+
+    def exchange_answers(self) -> None:
+        """The exchange answers again after failing (an outage ended): reconnect now."""
+        for link in self._links:
+            link.waiting.set()
+
+    def tape_advanced(self, pair: str, newest_ts: Any) -> None:
+        """The trade tape of `pair` reached a trade dated `newest_ts` (for the watchdog)."""
+        if self.silence is not None:
+            self.silence.tape(pair, newest_ts)
 
     async def run(self) -> None:
-        """Connect, stream, reconnect; returns only by cancellation."""
+        """Keep every connection up; returns only by cancellation."""
+        async with asyncio.TaskGroup() as group:
+            for link in self._links:
+                group.create_task(self._keep_up(link), name=f"stream-connection-{link.index}")
+            if self.silence is not None:
+                watch = Ticker("stream-silence", interval_s=max(0.05, self.silence.silence_s / 4))
+                group.create_task(watch.run(self._check_silence), name="stream-silence")
+
+    # -- one connection -----------------------------------------------------------------
+
+    async def _keep_up(self, link: _Link) -> None:
         while True:
-            # Measured again from the moment it connects (`_begin`): what counts as healthy
-            # is the time the connection was up.
-            self._reconnects.started()
+            spacing_s = link.attempt_started + MIN_ATTEMPT_SPACING_S - time.monotonic()
+            if spacing_s > 0:
+                await asyncio.sleep(spacing_s)
+            link.attempt_started = time.monotonic()
             try:
-                await self._one_connection()
+                await self._one_connection(link)
             except Exception:
                 # Whatever went wrong with this connection, the next one may work.
-                log.exception("socket stream failed", url=self.socket_url)
-            delay_s = self._reconnects.failed()
-            log.info("socket stream reconnects", url=self.socket_url, in_s=round(delay_s, 2))
-            await asyncio.sleep(delay_s)
+                log.exception("socket stream failed", url=self.socket_url, connection=link.index)
+            delay_s = link.reconnects.failed()
+            log.info(
+                "socket stream reconnects",
+                url=self.socket_url,
+                connection=link.index,
+                in_s=round(delay_s, 2),
+            )
+            link.waiting.clear()
+            try:
+                async with asyncio.timeout(delay_s):
+                    await link.waiting.wait()
+                log.info("the exchange answers again: reconnecting now", connection=link.index)
+            except TimeoutError:
+                pass
 
-    async def _one_connection(self) -> None:
+    async def _one_connection(self, link: _Link) -> None:
         """One connection's life, from connecting to its end."""
-        self._session_id = new_id()
+        link.session_id = new_id()
         self.attempts += 1
+
+        def opened() -> None:
+            self._begin(link, connection)
+
+        connection: Connection
         try:
-            connection = await self._new_connection()
+            connection = await self._dialer.connection(opened, partial(self.on_event, link))
         except ConnectFailed as exc:
-            log.warning("socket connect failed", url=self.socket_url, error=str(exc))
+            self._connect_failed(link, exc)
             return
         try:
             try:
                 await connection.connect()
             except ConnectFailed as exc:
-                log.warning(
-                    "socket connect failed",
-                    url=self.socket_url,
-                    protocol=connection.protocol,
-                    error=str(exc),
-                )
+                self._dialer.failed()
+                self._connect_failed(link, exc, protocol=connection.protocol)
                 return
-            await self._subscribe(connection, sorted(self._pairs))
+            if await self._subscribe(link, connection, sorted(self._pairs)):
+                link.reconnects.succeeded()
             reason = await connection.closed
-            if self._session is not None:
-                self._end(reason)
+            if link.session is not None:
+                self._end(link, reason)
         finally:
-            if self._session is not None:  # cancelled while connected
-                self._end("stopped")
-            self._connection = None
+            if link.session is not None:  # cancelled while connected
+                self._end(link, "stopped")
+            link.connection = None
             await connection.close()
 
-    async def _new_connection(self) -> Connection:
-        """A connection of the configured generation, or of the one the server says."""
-        websocket_only = self.socket_url.startswith(("ws://", "wss://"))
-        protocol: Generation
-        if self.socketio_protocol == "auto":
-            detected = await detect_generation(
-                self.socket_url, self.socket_path, timeout_s=self.connect_timeout_s
-            )
-            if detected.protocol != self.protocol:
-                log.info(
-                    "socket.io generation detected",
-                    url=self.socket_url,
-                    protocol=detected.protocol,
-                    how=detected.how,
-                )
-            protocol = detected.protocol
-            websocket_only = websocket_only or detected.websocket_only
-        else:
-            protocol = "2" if self.socketio_protocol == "2" else "4"
+    def _connect_failed(self, link: _Link, exc: Exception, protocol: str | None = None) -> None:
+        metrics.stream_connect_failures.labels(link.label).inc()
+        log.warning(
+            "socket connect failed",
+            url=self.socket_url,
+            connection=link.index,
+            protocol=protocol,
+            error=str(exc),
+        )
 
-        connection: Connection
-
-        def opened() -> None:
-            self._begin(connection)
-
-        if protocol == "2":
-            connection = SocketIO2Connection(
-                self.socket_url,
-                path=self.socket_path,
-                timeout_s=self.connect_timeout_s,
-                on_open=opened,
-                on_event=self._on_event,
-            )
-        else:
-            connection = SocketIO4Connection(
-                self.socket_url,
-                path=self.socket_path,
-                timeout_s=self.connect_timeout_s,
-                on_open=opened,
-                on_event=self._on_event,
-                websocket_only=websocket_only,
-            )
-        return connection
-
-    def _begin(self, connection: Connection) -> None:
-        session = StreamSession(self._session_id, utc_now(), None, None)
-        self._connection = connection
-        self._session = session
-        self._heard = self._pairs
-        self._reconnects.started()
-        if self.connects:
+    def _begin(self, link: _Link, connection: Connection) -> None:
+        resync = not self.connected
+        session = StreamSession(
+            link.session_id, utc_now(), None, None, run_id=self.run_id, connection=link.index
+        )
+        link.connection = connection
+        link.session = session
+        link.heard = self._pairs
+        if link.connects:
             metrics.socket_reconnects.inc()
+            metrics.stream_reconnects.labels(link.label).inc()
+        link.connects += 1
         self.connects += 1
         self.protocol = connection.protocol
         metrics.socket_connected.set(1)
+        metrics.stream_connected.labels(link.label).set(1)
+        metrics.stream_connections_up.set(self.open_connections)
         metrics.stream_info.clear()
         metrics.stream_info.labels(protocol=connection.protocol).set(1)
         log.info(
             "socket stream connected",
             session_id=str(session.session_id),
+            connection=link.index,
             protocol=connection.protocol,
+            resync=resync,
         )
-        self.items.put_nowait(Connected(session, connection.protocol))
+        self.items.put_nowait(Connected(session, connection.protocol, resync))
 
-    def _end(self, reason: str) -> None:
-        assert self._session is not None
-        session = replace(self._session, disconnected_at=utc_now(), reason=reason or None)
-        self._session = None
-        metrics.socket_connected.set(0)
-        log.info("socket stream disconnected", session_id=str(session.session_id), reason=reason)
-        self.items.put_nowait(Disconnected(session))
+    def _end(self, link: _Link, reason: str) -> None:
+        assert link.session is not None
+        session = replace(link.session, disconnected_at=utc_now(), reason=reason or None)
+        link.session = None
+        if self.silence is not None:
+            self.silence.forget(link.index)
+        covered = self.connected
+        metrics.socket_connected.set(1 if covered else 0)
+        metrics.stream_connected.labels(link.label).set(0)
+        metrics.stream_connections_up.set(self.open_connections)
+        log.info(
+            "socket stream disconnected",
+            session_id=str(session.session_id),
+            connection=link.index,
+            reason=reason,
+            covered=covered,
+        )
+        self.items.put_nowait(Disconnected(session, covered))
 
-    async def _subscribe(self, connection: Connection, pairs: Iterable[str]) -> None:
-        await self._emit_each(connection, self.subscribe_event, pairs)
+    async def _subscribe(self, link: _Link, connection: Connection, pairs: Iterable[str]) -> bool:
+        """Subscribe `pairs` on `link`; False if the connection dropped meanwhile."""
+        pairs = list(pairs)
+        if not await self._emit_each(connection, self.subscribe_event, pairs):
+            return False
+        if self.silence is not None:
+            now = utc_now()
+            for pair in pairs:
+                self.silence.subscribed(link.index, pair, now)
+        return True
 
-    async def _emit_each(self, connection: Connection, event: str, pairs: Iterable[str]) -> None:
-        """Emit `event` with each pair's channel."""
+    async def _emit_each(self, connection: Connection, event: str, pairs: Iterable[str]) -> bool:
+        """Emit `event` with each pair's channel; False if the connection dropped meanwhile."""
         for pair in pairs:
             try:
                 await connection.emit(event, channel(pair))
             except ConnectionLost as exc:
-                # The connection dropped meanwhile; the next one subscribes the pairs then
-                # followed, and only those.
+                # The next connection subscribes the pairs then followed, and only those.
                 log.warning(f"socket {event} failed", pair=pair, error=str(exc))
-                return
+                return False
+        return True
 
-    def _on_event(self, got: Received) -> None:
+    # -- events -------------------------------------------------------------------------
+
+    def on_event(self, link: _Link, got: Received) -> None:
         # No await before put_nowait: events stay in the order they arrived.
         received_at = utc_now()
-        session_id = self._session.session_id if self._session else self._session_id
         item: BookUpdate | RawMessage
         if got.error is not None:
             item = RawMessage(new_id(), received_at, SOURCE, None, got.text, got.error)
@@ -302,19 +390,49 @@ class BookStream:
                 got.args,
                 payload_text=got.text,
                 received_at=received_at,
-                session_id=session_id,
+                session_id=link.session_id,
                 # An event that does not name its pair is the one subscribed pair's (the
                 # docs leave the event name open: `classify` says how the pair is told).
-                subscribed=self._heard,
+                subscribed=link.heard,
             )
-        self._count(item)
-        self.items.put_nowait(item)
-
-    @staticmethod
-    def _count(item: BookUpdate | RawMessage) -> None:
+        others = self.open_connections - 1 if link.session is not None else 0
         if isinstance(item, RawMessage):
-            metrics.malformed_messages.labels(source=SOURCE).inc()
+            # The same bad payload on every connection is one payload the exchange sent.
+            if self._arbiter.first((SOURCE, got.text), others=others):
+                metrics.malformed_messages.labels(source=SOURCE).inc()
+                self.items.put_nowait(item)
             return
         event = item.event
+        metrics.stream_events.labels(link.label).inc()
+        if self.silence is not None:
+            self.silence.heard(link.index, event.pair, event.ts)
+        if not self._arbiter.first((event.pair, event.oid, event.kind), others=others):
+            return
+        metrics.stream_first_events.labels(link.label).inc()
         metrics.socket_events.labels(pair=event.pair, kind=event.kind).inc()
-        metrics.last_event_timestamp.labels(pair=event.pair).set(event.received_at.timestamp())
+        metrics.last_event_timestamp.labels(pair=event.pair).set(received_at.timestamp())
+        self.items.put_nowait(item)
+
+    # -- silent channels ----------------------------------------------------------------
+
+    async def _check_silence(self, _reason: str) -> None:
+        assert self.silence is not None
+        for silent in self.silence.silent(utc_now()):
+            link = self._links[silent.connection]
+            connection = link.connection
+            if connection is None or link.session is None:
+                continue
+            metrics.stream_silences.labels(link.label, silent.pair, silent.action).inc()
+            log.warning(
+                "a connection is silent on a pair that trades",
+                connection=link.index,
+                pair=silent.pair,
+                action=silent.action,
+                tape_ahead_s=round(silent.behind_s, 1),
+                silent_for_s=self.silence.silence_s,
+            )
+            if silent.action == "resubscribe":
+                await self._emit_each(connection, self.subscribe_event, [silent.pair])
+            else:
+                resolve(connection.closed, f"silent on {silent.pair}")
+                await connection.close()

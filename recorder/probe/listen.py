@@ -63,7 +63,7 @@ async def listen(
     config: ExchangeConfig, client: ExchangeClient, pairs: Sequence[str], seconds: float
 ) -> Heard:
     heard = Heard(tuple(pairs), seconds)
-    stream = BookStream.from_config(config, pairs)
+    stream = BookStream.from_config(config, pairs, connections=1)  # a look, not a record
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     tasks = [asyncio.create_task(stream.run(), name="probe-stream")]

@@ -1,12 +1,14 @@
 """The order book: the socket stream recorded as it arrives, REST snapshots on a timer and
-after every (re)connect, and an in-memory L3 book per pair that checks the two agree.
+after every resync, and an in-memory L3 book per pair that checks the two agree.
 
 Every stream item goes to the writer unchanged (sessions, events with their fills, raw
-messages). Each pair's book is rebuilt from a snapshot and the events after it; at each
-new snapshot the rebuilt book is compared with the exchange's. Each pair's snapshots run on
-a `Ticker` (`snapshots:PAIR`): every interval, and at once after a (re)connect; a snapshot
-that fails is tried again with the same reason, so a resync owed after a reconnect is not
-put off to the next interval.
+messages; the stream has already kept one copy of each event of its redundant connections).
+Each pair's book is rebuilt from a snapshot and the events after it; at each new snapshot
+the rebuilt book is compared with the exchange's. A resync is owed only when the stream comes
+back after a moment with no connection up (`Connected.resync`): a connection that drops while
+another listens misses nothing. Each pair's snapshots run on a `Ticker` (`snapshots:PAIR`):
+every interval, and at once ("connect") at a resync; a snapshot that fails is tried again
+with the same reason, so a resync is not put off to the next interval.
 
 Why the comparison waits (`recorder.book.DriftCheck`): a snapshot answer can already include
 an event that the socket has not delivered yet (or the reverse). So a difference found at a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -72,7 +75,7 @@ class BookRecorder:
         *,
         snapshot_interval_s: float,
         settle_s: float = SETTLE_S,
-        on_connect: Callable[[], None] | None = None,
+        on_resync: Callable[[], None] | None = None,
         clock: Clock = REAL_CLOCK,
     ) -> None:
         """`clock`: the snapshot tickers' (tests move a fake one)."""
@@ -82,12 +85,14 @@ class BookRecorder:
         self._every = partial(Ticker, interval_s=snapshot_interval_s, clock=clock)
         """A ticker of this source's interval, given its name."""
         self._settle_s = settle_s
-        self._on_connect = on_connect
+        self._on_resync = on_resync
         self.pairs: dict[str, PairBook] = {}
         self.connected = asyncio.Event()
         self.connects = 0
-        self.session: StreamSession | None = None
-        """The open stream session, if any."""
+        self.resyncs = 0
+        """Connects that found no other connection up, so that the books resynced."""
+        self.sessions: dict[uuid.UUID, StreamSession] = {}
+        """The open stream sessions, one per connection up."""
 
     def close(self) -> None:
         """At shutdown, once the stream has stopped: record what it delivered, its closing
@@ -128,23 +133,31 @@ class BookRecorder:
             self._writer.put(item)
         elif isinstance(item, Connected):
             self._writer.put(item.session)
-            self.session = item.session
+            self.sessions[item.session.session_id] = item.session
             self.connects += 1
             self.connected.set()
-            # Nothing missed while disconnected can be replayed: resync every book.
-            for book in self.pairs.values():
-                book.model = None
-                book.check = None
-                book.snapshots.wake("connect")
-            if self._on_connect is not None:
-                self._on_connect()
+            if item.resync:
+                self._resync()
         elif isinstance(item, Disconnected):
             self._writer.put(item.session)
-            self.session = None
-            self.connected.clear()
-            for book in self.pairs.values():
-                book.model = None
-                book.check = None
+            self.sessions.pop(item.session.session_id, None)
+            if not item.covered:
+                # No connection listens: the books can no longer be kept from events.
+                self.connected.clear()
+                for book in self.pairs.values():
+                    book.model = None
+                    book.check = None
+
+    def _resync(self) -> None:
+        """No connection was up: what was missed cannot be replayed, so every book starts
+        again from a snapshot, and the trade tape is caught up."""
+        self.resyncs += 1
+        for book in self.pairs.values():
+            book.model = None
+            book.check = None
+            book.snapshots.wake("connect")
+        if self._on_resync is not None:
+            self._on_resync()
 
     def _apply(self, update: BookUpdate) -> None:
         event = update.event

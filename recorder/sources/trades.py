@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from functools import partial
 from typing import NoReturn
 
@@ -50,10 +50,14 @@ class TradeRecorder:
         poll_interval_s: float,
         backfill: TradesBackfill,
         last_tids: dict[str, int],
+        on_tape: Callable[[str, datetime], None] | None = None,
         clock: Clock = REAL_CLOCK,
     ) -> None:
-        """`clock`: the pairs' tickers' (tests move a fake one)."""
+        """`on_tape`: told each pair's newest trade time whenever the tape advances (the
+        stream's watchdog for silent channels); `clock`: the pairs' tickers' (tests move a
+        fake one)."""
         self._client = client
+        self._on_tape = on_tape
         self._writer = writer
         self._every = partial(Ticker, interval_s=poll_interval_s, clock=clock)
         """A ticker of this source's interval, given its name."""
@@ -131,6 +135,8 @@ class TradeRecorder:
                 metrics.trades_backfilled.labels(pair).inc(count - reported)
             metrics.last_trade_timestamp.labels(pair).set(newest.ts.timestamp())
             metrics.backfill_cursor_timestamp.labels(pair).set(newest.ts.timestamp())
+            if self._on_tape is not None:
+                self._on_tape(pair, newest.ts)
             reported = count
 
         try:

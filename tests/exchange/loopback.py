@@ -163,6 +163,12 @@ class FakeExchange:
             eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
             await self.sio.eio.send(eio_sid, packet_text)
 
+    async def kick(self, sid: str) -> None:
+        """Drop one connection."""
+        if sid in self.connected:
+            self.connected.remove(sid)
+            await self.sio.disconnect(sid)
+
     async def kick_all(self) -> None:
         for sid in list(self.connected):
             self.connected.remove(sid)

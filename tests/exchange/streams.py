@@ -33,9 +33,12 @@ NEW_ORDER = (
 )
 
 
-def make_stream(exchange: FakeExchange, pairs: list[str]) -> BookStream:
-    """A stream to the loopback exchange that reconnects quickly."""
-    return BookStream.from_config(ExchangeConfig(socket_url=exchange.url), pairs, backoff=QUICK)
+def make_stream(exchange: FakeExchange, pairs: list[str], *, connections: int = 1) -> BookStream:
+    """A stream to the loopback exchange that reconnects quickly (one connection unless
+    the test is about redundancy)."""
+    return BookStream.from_config(
+        ExchangeConfig(socket_url=exchange.url), pairs, backoff=QUICK, connections=connections
+    )
 
 
 @contextlib.asynccontextmanager

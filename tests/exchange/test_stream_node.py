@@ -61,7 +61,7 @@ CANCEL = (
 
 def make_stream(url: str, protocol: str, pairs: list[str]) -> BookStream:
     config = ExchangeConfig(socket_url=url, socketio_protocol=protocol, request_timeout_s=5)
-    return BookStream.from_config(config, pairs, backoff=QUICK)
+    return BookStream.from_config(config, pairs, backoff=QUICK, connections=1)
 
 
 async def our_socket(server: NodeServer, channels: int) -> str:
@@ -292,7 +292,7 @@ async def test_failed_attempts_leave_no_session_and_no_task(case: str) -> None:
     with loop_complaints() as complaints:
         async with failing_server(case) as config:
             sessions_before = unclosed_sessions()  # the test's own, to drive the server
-            stream = BookStream.from_config(config, ["BTC_USD"], backoff=QUICK)
+            stream = BookStream.from_config(config, ["BTC_USD"], backoff=QUICK, connections=1)
             async with running(stream):
                 await eventually(lambda: stream.attempts >= 4, timeout_s=30, what="4 attempts")
                 # Failed attempts do not pile up: at most the one under way holds a session.

@@ -242,8 +242,9 @@ def test_socket_garbage_is_kept_raw_and_recording_goes_on(
     assert stored_fills == expected_fills
     assert kept_payloads(pg_dsn, "socket") == Counter(expected_raw)
     assert metric("socket") - before == len(expected_raw)
-    # Nothing it received made the stream reconnect: one session, closed by the stop.
-    assert query(pg_dsn, "SELECT count(*), count(disconnected_at) FROM stream_sessions") == [(1, 1)]
+    # Nothing it received made the stream reconnect: one session per connection (two by
+    # default), each closed by the stop.
+    assert query(pg_dsn, "SELECT count(*), count(disconnected_at) FROM stream_sessions") == [(2, 2)]
 
 
 # --- REST --------------------------------------------------------------------------------------
@@ -339,7 +340,7 @@ def test_rest_garbage_is_kept_raw_and_recording_goes_on(
                        "book_snapshot_orders"))  # fmt: skip
     assert levels == {("sell", 0, 7, Decimal("101.5"), Decimal("2")),
                       ("buy", 0, 8, Decimal("99"), Decimal("1.25"))}  # fmt: skip
-    assert query(pg_dsn, "SELECT count(*) FROM stream_sessions") == [(1,)]
+    assert query(pg_dsn, "SELECT count(*) FROM stream_sessions") == [(2,)]  # one per connection
 
 
 # --- the private account -------------------------------------------------------------------------

@@ -43,21 +43,28 @@ async def simulated_exchange(dialect: str, **settings: Any) -> AsyncIterator[Sim
         yield sim
 
 
-def daemon_config_path(tmp_path: Path, sim: Simulator, dsn: str, **recorder: Any) -> Path:
+def daemon_config_path(
+    tmp_path: Path, sim: Simulator, dsn: str, *, stream_connections: int = 1, **recorder: Any
+) -> Path:
     """Write `tmp_path / "recorder.toml"` for recording `sim` into `dsn`; its path."""
     return write_config(
         tmp_path / "recorder.toml",
         base_url=sim.base_url,
         dsn=dsn,
         data_dir=tmp_path / "data",
+        exchange={"stream_connections": stream_connections},
         recorder={**QUICK_POLLS, **recorder},
         log_format="json",
     )
 
 
-def daemon_config(tmp_path: Path, sim: Simulator, dsn: str, **recorder: Any) -> Config:
+def daemon_config(
+    tmp_path: Path, sim: Simulator, dsn: str, *, stream_connections: int = 1, **recorder: Any
+) -> Config:
     """The config of `daemon_config_path`, loaded as `recorder run` loads it."""
-    return load_config(daemon_config_path(tmp_path, sim, dsn, **recorder))
+    return load_config(
+        daemon_config_path(tmp_path, sim, dsn, stream_connections=stream_connections, **recorder)
+    )
 
 
 async def start_daemon(daemon: Daemon, timeout_s: float = 60.0) -> asyncio.Task[int]:

@@ -97,8 +97,9 @@ async def test_recorder_run_records_a_node_socketio_2_exchange_exactly(
         assert trades == tape
         # The book rebuilt from snapshot and events is the engine's.
         assert_book_at_now_is_the_engines(db, sim, PAIRS)
-        # One session, over the Node server, closed by the stop; nothing kept raw.
+        # Two sessions (the redundant connections), over the Node server, closed by the stop;
+        # nothing kept raw.
         sessions = query(db, "SELECT disconnected_at IS NOT NULL FROM stream_sessions")
-        assert sessions == [(True,)]
+        assert sessions == [(True,), (True,)]
         assert count_rows(db, "raw_messages") == 0
         assert (await relay.state())["relayed"] >= len(sent)

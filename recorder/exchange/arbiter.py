@@ -1,0 +1,60 @@
+"""Which of the redundant connections' copies of a book event is the one kept: the first.
+
+Every connection subscribed to a pair is sent the same events. The stream keeps each event
+once, by its identity (pair, oid, kind), from whichever connection delivered it first, so it
+is recorded in the order first received and its `session_id` names the connection that
+brought it.
+
+Memory stays small: an identity is remembered only until every other connection that could
+still deliver it has done so (normally milliseconds later), and at most `window_s`: a
+connection that dropped never delivers its copies, and one lagging more than that is broken.
+A copy arriving after its identity was forgotten is kept again; the primary key stores it
+once, and the drift check corrects the in-memory book.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+
+WINDOW_S = 60.0
+
+
+class Arbiter:
+    def __init__(
+        self, *, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._pending: dict[Hashable, tuple[float, int]] = {}
+        """identity -> (first seen, copies still expected); insertion order is age order."""
+        self.duplicates = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def first(self, identity: Hashable, *, others: int) -> bool:
+        """True for the first copy of `identity`: keep it. `others`: how many other
+        connections are up now and may deliver copies of it (0: nothing to remember)."""
+        pending = self._pending.get(identity)
+        if pending is None:
+            if others > 0:
+                now = self._clock()
+                self._pending[identity] = (now, others)
+                self._forget_older_than(now - self._window_s)
+            return True
+        self.duplicates += 1
+        seen_at, expected = pending
+        if expected <= 1:
+            del self._pending[identity]
+        else:
+            self._pending[identity] = (seen_at, expected - 1)
+        return False
+
+    def _forget_older_than(self, limit: float) -> None:
+        pending = self._pending
+        while pending:
+            oldest = next(iter(pending))
+            if pending[oldest][0] >= limit:
+                return
+            del pending[oldest]

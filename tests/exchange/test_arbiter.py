@@ -1,0 +1,41 @@
+"""The first copy of each event is kept, later copies dropped, and memory stays small."""
+
+from __future__ import annotations
+
+from recorder.exchange.arbiter import Arbiter
+from tests.harness.fakeclock import FakeClock
+
+
+def test_the_first_copy_wins_and_every_later_copy_is_dropped() -> None:
+    arbiter = Arbiter()
+    assert arbiter.first(("BTC_USD", 1, "new"), others=2)
+    assert not arbiter.first(("BTC_USD", 1, "new"), others=2)
+    assert not arbiter.first(("BTC_USD", 1, "new"), others=2)
+    assert arbiter.first(("BTC_USD", 1, "cancel"), others=2)  # another event of that order
+    assert arbiter.first(("ETH_USD", 1, "new"), others=2)  # another pair's
+    assert arbiter.duplicates == 2
+
+
+def test_an_identity_is_forgotten_once_every_other_connection_delivered_it() -> None:
+    arbiter = Arbiter()
+    for oid in range(1000):
+        assert arbiter.first(oid, others=1)
+        assert not arbiter.first(oid, others=1)
+    assert len(arbiter) == 0
+
+
+def test_copies_that_never_come_are_forgotten_after_the_window() -> None:
+    clock = FakeClock()
+    arbiter = Arbiter(window_s=60.0, clock=clock.monotonic)
+    for oid in range(100):
+        arbiter.first(oid, others=1)  # the other connection dropped: no copy comes
+    assert len(arbiter) == 100
+    clock.advance(61)
+    arbiter.first("later", others=1)
+    assert len(arbiter) == 1
+
+
+def test_alone_nothing_is_remembered() -> None:
+    arbiter = Arbiter()
+    assert arbiter.first(1, others=0)
+    assert len(arbiter) == 0
