@@ -278,7 +278,7 @@ class ExchangeConfig(Section):
     socket_url: SocketUrl = "https://bitexbit.com"
     socket_path: str = "/socket.io/"
     socketio_protocol: SocketIOProtocol = "auto"
-    """The exchange's socket.io generation; "auto" asks the server at every connection."""
+    """The exchange's socket.io generation; "auto" asks the server before the first connection."""
     subscribe_event: str = "subscribe"
     """The socket.io event that subscribes to a `book_<pair>` channel."""
     stream_connections: Annotated[int, BeforeValidator(_reject_bool), Field(ge=1, le=8)] = 2

@@ -60,6 +60,8 @@ class SilenceWatch:
         self._channels: dict[tuple[int, str], _Channel] = {}
         self._tape: dict[str, datetime] = {}
         """Each pair's newest trade on the tape (exchange time)."""
+        self.checks = 0
+        """How many times `silent()` was asked."""
 
     def subscribed(self, connection: int, pair: str, at: datetime) -> None:
         """`connection` (re)subscribed `pair` at `at` (our clock)."""
@@ -96,6 +98,7 @@ class SilenceWatch:
         Asking counts as acting: a channel reported for resubscription is measured again as if
         subscribed at `at`, and reported again (for a reconnect) only if the tape shows a
         trade after that which it does not deliver either."""
+        self.checks += 1
         now = self._clock()
         found: list[Silent] = []
         for (connection, pair), channel in self._channels.items():

@@ -120,6 +120,8 @@ class _Link:
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to cut the backoff short."""
     connects: int = 0
+    received: int = 0
+    """Payloads received on the current connection."""
 
     def __post_init__(self) -> None:
         self.label = str(self.index)
@@ -291,6 +293,10 @@ class BookStream:
             reason = await connection.closed
             if link.session is not None:
                 self._end(link, reason)
+            if not link.received:
+                # Dropped before saying anything: perhaps a client of the wrong generation,
+                # dropped at its first heartbeat (the server was upgraded). Ask again.
+                self._dialer.failed()
         finally:
             if link.session is not None:  # cancelled while connected
                 self._end(link, "stopped")
@@ -315,6 +321,7 @@ class BookStream:
         link.connection = connection
         link.session = session
         link.heard = self._pairs
+        link.received = 0
         if link.connects:
             metrics.socket_reconnects.inc()
             metrics.stream_reconnects.labels(link.label).inc()
@@ -381,6 +388,7 @@ class BookStream:
     def on_event(self, link: _Link, got: Received) -> None:
         # No await before put_nowait: events stay in the order they arrived.
         received_at = utc_now()
+        link.received += 1
         item: BookUpdate | RawMessage
         if got.error is not None:
             item = RawMessage(new_id(), received_at, SOURCE, None, got.text, got.error)

@@ -57,6 +57,8 @@ class FakeExchange:
         self.subscriptions: list[tuple[str, str]] = []
         self.connected: list[str] = []
         self.subscribed = asyncio.Event()
+        self.deaf: set[str] = set()
+        """Connections whose subscriptions are taken but never served (a stuck room)."""
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -72,7 +74,8 @@ class FakeExchange:
         @self.sio.event
         async def subscribe(sid: str, channel: Any) -> None:
             self.subscriptions.append((sid, str(channel)))
-            await self.sio.enter_room(sid, str(channel))
+            if sid not in self.deaf:
+                await self.sio.enter_room(sid, str(channel))
             self.subscribed.set()
 
     async def start(self, port: int = 0) -> str:
@@ -162,6 +165,11 @@ class FakeExchange:
         for sid in list(self.connected):
             eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
             await self.sio.eio.send(eio_sid, packet_text)
+
+    async def silence(self, sid: str, pair: str) -> None:
+        """Stop sending `pair` to one connection without telling it; it stays connected."""
+        self.deaf.add(sid)
+        await self.sio.leave_room(sid, f"book_{pair}")
 
     async def kick(self, sid: str) -> None:
         """Drop one connection."""

@@ -4,13 +4,34 @@ connection reconnects at once after a drop, and at once when the exchange answer
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from functools import partial
+
+import pytest
+
 from recorder.exchange.classify import BookUpdate
+from recorder.exchange.silence import SilenceWatch
 from recorder.exchange.stream import BookStream, Connected, Disconnected
+from recorder.records import utc_now
 from recorder.retry import Backoff
 from tests.exchange.loopback import FakeExchange
-from tests.exchange.streams import NEW_ORDER, make_stream, next_item, next_of, running
+from tests.exchange.streams import NEW_ORDER, make_stream, next_item, next_of, running, skip_to
 from tests.harness.metrics import sample
 from tests.harness.waiting import eventually
+
+
+def silences() -> dict[tuple[str, str], float]:
+    """recorder_stream_silences_total of BTC_USD by (connection, action)."""
+    return {
+        (connection, action): sample(
+            "recorder_stream_silences_total", connection=connection, pair="BTC_USD", action=action
+        )
+        for connection in "01"
+        for action in ("resubscribe", "reconnect")
+    }
 
 
 def order(oid: int) -> str:
@@ -114,3 +135,83 @@ async def test_the_exchange_answering_again_cuts_the_backoff_short(
             await eventually(lambda: back.subscriptions)
         finally:
             await back.stop()
+
+
+async def test_a_silent_channel_is_resubscribed_then_reconnected(exchange: FakeExchange) -> None:
+    stream = make_stream(exchange, ["BTC_USD"], connections=2)
+    stream.silence = SilenceWatch(1.0, skew_s=0.0)
+    async with running(stream):
+        await both_subscribed(exchange, stream)
+        deaf = exchange.connected[0]
+        await exchange.silence(deaf, "BTC_USD")
+        before = silences()
+
+        async def trading() -> None:
+            """The market trades: each order reaches the connections still served, and the
+            tape shows it (as the trade poller would)."""
+            for oid in range(1000, 2000):
+                # To the channel's room, which the silent connection has left.
+                await exchange.emit("BTC_USD", json.loads(NEW_ORDER.replace("15234", str(oid))))
+                stream.tape_advanced("BTC_USD", utc_now())
+                await asyncio.sleep(0.05)
+
+        market = asyncio.create_task(trading())
+        try:
+            # Resubscribed first (the exchange hears a second subscribe from that socket)...
+            await eventually(lambda: [s for s, _ in exchange.subscriptions].count(deaf) == 2,
+                             what="the silent connection resubscribed")  # fmt: skip
+            # ...and as that does not help, reconnected: a new session, no resync needed.
+            gone = await skip_to(stream, Disconnected)
+            assert gone.session.reason == "silent on BTC_USD"
+            assert gone.covered
+            back = await skip_to(stream, Connected)
+            assert not back.resync
+        finally:
+            market.cancel()
+        counted = {key: n - before[key] for key, n in silences().items() if n != before[key]}
+        # Both steps counted, on the silent connection alone.
+        assert len({connection for connection, _ in counted}) == 1
+        assert sorted(action for _, action in counted) == ["reconnect", "resubscribe"]
+        assert set(counted.values()) == {1}
+
+
+async def test_a_quiet_market_never_looks_silent(exchange: FakeExchange) -> None:
+    stream = make_stream(exchange, ["BTC_USD"], connections=2)
+    stream.silence = SilenceWatch(0.2, skew_s=0.0)
+    async with running(stream):
+        await both_subscribed(exchange, stream)
+        # No trades: the tape's newest trade is older than the subscriptions.
+        stream.tape_advanced("BTC_USD", utc_now() - timedelta(minutes=10))
+        before = silences()
+        checks = stream.silence.checks
+        await eventually(lambda: stream.silence is not None and stream.silence.checks > checks + 20,
+                         what="twenty checks, five silence periods")  # fmt: skip
+        assert stream.open_connections == 2
+        assert stream.items.empty()  # no reconnect: no Disconnected, no Connected
+    assert silences() == before
+
+
+async def test_the_generation_is_detected_once_not_before_every_reconnect(
+    exchange: FakeExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    detections = partial(count_logged, caplog, "socket.io generation detected")
+    with caplog.at_level(logging.INFO, logger="recorder.exchange.sio.dial"):
+        async with running(make_stream(exchange, ["BTC_USD"])) as stream:
+            await next_of(stream, Connected)
+            await eventually(lambda: exchange.subscriptions)
+            await exchange.send_raw(order(1))
+            await next_of(stream, BookUpdate)
+            await exchange.kick_all()  # an ordinary drop, after the server spoke
+            await next_of(stream, Disconnected)
+            await next_of(stream, Connected)
+            assert detections() == 1
+            # Dropped before saying anything (as a client of the wrong generation would be):
+            # the next attempt asks again.
+            await exchange.kick_all()
+            await next_of(stream, Disconnected)
+            await next_of(stream, Connected)
+            assert detections() == 2
+
+
+def count_logged(caplog: pytest.LogCaptureFixture, message: str) -> int:
+    return sum(1 for record in caplog.records if record.getMessage() == message)

@@ -3,9 +3,10 @@
 The docs leave it open ("the latest version of socket.io", in 2017: 1.x/2.x, Engine.IO v3;
 today's servers are 3.x/4.x, Engine.IO v4), and a client of the wrong generation either
 fails its handshake or connects and is dropped at the first heartbeat. So with
-`exchange.socketio_protocol = "auto"` the stream asks before every connection; it costs
-one HTTP request per (re)connect, and a server upgraded while we were disconnected is
-spoken to in its new generation at once.
+`exchange.socketio_protocol = "auto"` the stream asks before its first connection, and again
+after a connection that failed to connect or ended before receiving anything (`sio.dial`):
+a server upgraded while we were disconnected is spoken to in its new generation at the next
+attempt, and a reconnect after an ordinary drop costs no extra HTTP request.
 
 How, in order:
 

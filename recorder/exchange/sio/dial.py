@@ -2,9 +2,10 @@
 
 With `exchange.socketio_protocol = "auto"` the generation is asked of the server (`detect`)
 before the first connection, then remembered: detection costs an HTTP request, and a
-reconnect should be as fast as a connect can be. A connection of the remembered generation
-that fails to connect forgets it, so a server upgraded while we were away is asked again
-at the next attempt.
+reconnect should be as fast as a connect can be. The stream forgets it (`failed()`) when a
+connection fails to connect or ends before receiving anything (a client of the wrong
+generation may be accepted, then dropped at its first heartbeat), so a server upgraded while
+we were away is asked again at the next attempt.
 """
 
 from __future__ import annotations
