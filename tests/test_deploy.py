@@ -160,6 +160,13 @@ def touch_every_metric() -> None:
     m = recorder.metrics
     m.socket_connected.set(1)
     m.socket_reconnects.inc()
+    m.stream_connections_up.set(2)
+    m.stream_connected.labels("0").set(1)
+    m.stream_reconnects.labels("0").inc()
+    m.stream_connect_failures.labels("0").inc()
+    m.stream_events.labels("0").inc(3)
+    m.stream_first_events.labels("0").inc(2)
+    m.stream_silences.labels("0", "BTC_USD", "resubscribe").inc()
     m.socket_events.labels("BTC_USD", "new").inc(3)
     m.last_event_timestamp.labels("BTC_USD").set_to_current_time()
     m.malformed_messages.labels("socket").inc()

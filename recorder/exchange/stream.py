@@ -161,6 +161,11 @@ class BookStream:
         self.silence = SilenceWatch(silence_s) if silence_s else None
         self._dialer = Dialer(socket_url, socket_path, socketio_protocol, connect_timeout_s)
         self._links = [_Link(i, backoff.attempts()) for i in range(connections)]
+        for link in self._links:  # every series from the start, at 0 (dashboards, alerts)
+            for counter in (metrics.stream_reconnects, metrics.stream_connect_failures,
+                            metrics.stream_events, metrics.stream_first_events):  # fmt: skip
+                counter.labels(link.label)
+            metrics.stream_connected.labels(link.label).set(0)
         self._arbiter = Arbiter()
         self._pairs: frozenset[str] = frozenset(pairs)
 
@@ -370,6 +375,8 @@ class BookStream:
             now = utc_now()
             for pair in pairs:
                 self.silence.subscribed(link.index, pair, now)
+                for action in ("resubscribe", "reconnect"):
+                    metrics.stream_silences.labels(link.label, pair, action)
         return True
 
     async def _emit_each(self, connection: Connection, event: str, pairs: Iterable[str]) -> bool:
