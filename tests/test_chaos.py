@@ -24,7 +24,7 @@ from typing import Any
 import socketio  # type: ignore[import-untyped]
 
 from recorder.book import Reading
-from recorder.sim.deliveries import Garbage
+from recorder.sim.deliveries import Gap, Garbage
 from recorder.sim.engine import Cancel, Fill, NewOrder
 from recorder.sim.server import SimSettings, run_sim
 from tests.harness.chaos import (
@@ -32,12 +32,13 @@ from tests.harness.chaos import (
     QUICK,
     ChaosRun,
     ChaosSettings,
+    Fault,
     Processes,
     Stored,
     Truth,
     compare,
-    count_within,
     down_windows,
+    gaps_cost,
     plan_faults,
     recorder_for,
     run_chaos,
@@ -95,6 +96,13 @@ async def test_the_delivery_record_is_what_the_client_received() -> None:
         assert connection.garbage == 4 + 2
         assert sim.deliveries.undelivered
         assert {e.pair for e in sim.deliveries.undelivered} >= {"ETH_USD"}
+        # ETH_USD is never sent: its events and those of BTC_USD before the subscribe and
+        # after the drop are the gaps, each event in exactly one, in the order emitted.
+        gaps, times = sim.deliveries.gaps, sim.deliveries.undelivered_at
+        assert sum(g.events for g in gaps) == len(sim.deliveries.undelivered) == len(times)
+        assert times == sorted(times)
+        assert all(g.started_at <= g.ended_at for g in gaps)
+        assert [g.started_at for g in gaps] == sorted(g.started_at for g in gaps)
         await client.disconnect()
 
 
@@ -320,7 +328,25 @@ def test_uncovered_events_are_told_apart_by_when_they_were_made() -> None:
     split = split_uncovered(made, outages=[(120.0, 130.0)], down=down)
     assert (split.exchange_outage, split.recorder_down, split.live_recorder) == (2, 3, 3)
     assert split.shares(100)["total"] == {"events": 8, "percent": 8.0}
-    assert count_within(sorted(made), (111.0, 121.0)) == 2  # from, not until
+
+
+def test_a_fault_costs_the_gaps_that_began_while_it_lasted_or_just_after() -> None:
+    gaps = [Gap(100.0, 104.0, 120), Gap(110.0, 130.0, 600), Gap(136.0, 136.5, 15)]
+    assert gaps_cost(gaps, (100.0, 105.0)) == 120
+    assert gaps_cost(gaps, (101.0, 111.0)) == 600  # whole, though it lasts beyond
+    assert gaps_cost(gaps, (120.0, 136.0)) == 0  # began before: another fault's
+    assert gaps_cost(gaps, (105.0, 140.0)) == 615
+
+
+def test_a_gap_that_began_after_the_next_fault_started_is_the_next_ones(tmp_path: Path) -> None:
+    run = ChaosRun(ChaosSettings(), tmp_path)
+    run.started_wall = 1000.0
+    drop = Fault("socket_drop", 3.0, 0.0, at_s=3.0, took_s=0.0)
+    outage = Fault("outage", 6.0, 2.0, at_s=6.0, took_s=2.0)
+    never = Fault("db_restart", 30.0, 1.0)  # planned, not injected (the run ended)
+    gaps = [Gap(1003.1, 1003.5, 12), Gap(1006.1, 1009.0, 90), Gap(1012.0, 1012.2, 5)]
+    run.cost_of([drop, outage, never], gaps)
+    assert (drop.uncovered, outage.uncovered, never.uncovered) == (12, 95, None)
 
 
 def test_a_process_killed_before_it_connected_is_down_until_the_next_connects() -> None:

@@ -6,7 +6,8 @@ checked against a list of what each connection was actually sent. With
 socket.io client, holding, in the order they were handed to socket.io, the book events of
 the channels it had subscribed and the garbage (malformed or unknown events) it was sent.
 Events emitted while no connection had subscribed their channel are counted apart, with when
-they were emitted: only a snapshot can cover them.
+they were emitted, and grouped into gaps (runs of consecutive events that no connection was
+sent): only a snapshot can cover them.
 
 It also notes each connection's subscribe requests and the channels the simulator silenced
 on it (`Simulator.silence`), so that a test can tell what the client asked for from what it
@@ -32,6 +33,17 @@ class Garbage:
 
 
 Item = Event | Garbage
+
+
+@dataclass
+class Gap:
+    """A run of consecutive book events, in the order emitted, that no connection was sent."""
+
+    started_at: float
+    """Unix seconds: when its first event was emitted."""
+    ended_at: float
+    """When its last event was emitted."""
+    events: int
 
 
 @dataclass
@@ -63,6 +75,9 @@ class DeliveryLog:
         """Emitted while no connection had subscribed the event's channel."""
         self.undelivered_at: list[float] = []
         """When each of `undelivered` was emitted (unix seconds), in the same order."""
+        self.gaps: list[Gap] = []
+        """`undelivered` as runs: a gap ends when an event is sent to some connection."""
+        self._in_gap = False
 
     def connected(self, sid: str) -> None:
         self.connections[sid] = Connection(sid, time.time())
@@ -77,9 +92,20 @@ class DeliveryLog:
         recipients = [c for c in map(self.connections.get, sids) if c and c.disconnected_at is None]
         for connection in recipients:
             connection.items.append(item)
-        if not recipients and not isinstance(item, Garbage):
-            self.undelivered.append(item)
-            self.undelivered_at.append(time.time())
+        if isinstance(item, Garbage):
+            return
+        if recipients:
+            self._in_gap = False
+            return
+        now = time.time()
+        self.undelivered.append(item)
+        self.undelivered_at.append(now)
+        if self._in_gap:
+            self.gaps[-1].ended_at = now
+            self.gaps[-1].events += 1
+        else:
+            self.gaps.append(Gap(now, now, 1))
+            self._in_gap = True
 
     def subscribed(self, sid: str, channel: str) -> None:
         connection = self.connections.get(sid)

@@ -11,7 +11,6 @@ process with its per-connection delivery record on, an `EmbeddedPostgres` to cra
 from __future__ import annotations
 
 import asyncio
-import bisect
 import random
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import psycopg
 
 from recorder.book import Reading
+from recorder.sim.deliveries import Gap
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.harness.config import write_config
 from tests.harness.deliveries import (
@@ -46,7 +46,7 @@ from tests.harness.waiting import eventually
 KINDS = ("socket_drop", "connection_drop", "outage", "rest_storm", "socket_garbage",
          "db_restart", "recorder_kill")  # fmt: skip
 AFTER_FAULT_S = 5.0
-"""A fault's cost counts the events left uncovered during it and this long after it."""
+"""A fault's cost counts the gaps in coverage that began during it or this long after it."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,10 @@ class Fault:
     took_s: float | None = None
     effect: str = ""
     uncovered: int | None = None
-    """Events made while no recorder connection was subscribed, from when it was injected
-    until `AFTER_FAULT_S` after it ended (the recorder's reconnect included)."""
+    """What it cost: the events of every gap in coverage (a run of events made while no
+    recorder connection was subscribed) that began while it lasted or within `AFTER_FAULT_S`
+    after (and before the next fault), each gap whole, until some connection was sent events
+    again."""
 
 
 def plan_faults(settings: ChaosSettings) -> list[Fault]:
@@ -495,9 +497,11 @@ def down_windows(processes: Processes, accepted: Iterable[float], until: float) 
     return windows
 
 
-def count_within(times: list[float], window: Window) -> int:
-    """How many of the sorted `times` fall in the window."""
-    return bisect.bisect_left(times, window[1]) - bisect.bisect_left(times, window[0])
+def gaps_cost(gaps: Iterable[Gap], window: Window) -> int:
+    """The events of the gaps in coverage that began within the window, each gap whole: a
+    fault's cost (a gap that began before it was another's)."""
+    start, end = window
+    return sum(gap.events for gap in gaps if start <= gap.started_at < end)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -530,8 +534,9 @@ class ChaosReport:
             f"cancels named by {s.cancel_id}",
             "",
             "faults injected (t = seconds after the recorder first started; uncovered: events "
-            f"made while no recorder connection was subscribed, until {AFTER_FAULT_S:g} s after "
-            "the fault):",
+            "made while no recorder connection was subscribed, in the gaps that began during "
+            f"the fault or up to {AFTER_FAULT_S:g} s after it, before the next, each gap until "
+            "it ended):",
         ]
         lines += [
             f"  t={f.at_s:7.1f}  {f.kind:<15} {f.took_s or 0:5.1f} s  "
@@ -684,7 +689,7 @@ class ChaosRun:
             lost = comparison.lost_to_kill_by_process.get(process, 0)
             fault.effect += f"; {lost} event(s) sent only to it and never committed"
         uncovered_at = sim.deliveries.undelivered_at[uncovered_before:]
-        self.cost_of(faults, uncovered_at)
+        self.cost_of(faults, sim.deliveries.gaps)
         accepted = [c.connected_at for c in sim.deliveries.connections.values()]
         return ChaosReport(
             settings=s,
@@ -701,17 +706,17 @@ class ChaosRun:
             ),
         )
 
-    def cost_of(self, faults: list[Fault], uncovered_at: list[float]) -> None:
-        """Each injected fault's `uncovered`: events made while no connection was subscribed,
-        from its start until `AFTER_FAULT_S` after its end."""
-        times = sorted(uncovered_at)
-        for fault in faults:
-            if fault.at_s is None:
-                continue
+    def cost_of(self, faults: list[Fault], gaps: list[Gap]) -> None:
+        """Set each injected fault's `uncovered` (what it cost) from the gaps in coverage: a
+        gap that began after the next fault started is the next one's."""
+        injected = sorted((f for f in faults if f.at_s is not None), key=lambda f: f.at_s or 0)
+        for fault, following in zip(injected, [*injected[1:], None], strict=True):
+            assert fault.at_s is not None
             start = self.started_wall + fault.at_s
-            fault.uncovered = count_within(
-                times, (start, start + (fault.took_s or 0.0) + AFTER_FAULT_S)
-            )
+            end = start + (fault.took_s or 0.0) + AFTER_FAULT_S
+            if following is not None and following.at_s is not None:
+                end = min(end, self.started_wall + following.at_s)
+            fault.uncovered = gaps_cost(gaps, (start, end))
 
     def start_recorder(self, recorder: RecorderProcess) -> None:
         """Start a new recorder process, noting when (its connections are told by it)."""

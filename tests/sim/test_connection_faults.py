@@ -89,6 +89,7 @@ async def test_drop_socket_drops_the_one_client_and_the_others_go_on(sim: Simula
     first, *others = listeners
     assert sim.oldest_socket() == first.sid
     await eventually(lambda: len(first.received) > 30, what="events before the drop")
+    gaps = len(sim.deliveries.gaps)  # from the start until the first subscribed
 
     assert await sim.drop_socket(sim.oldest_socket())
     await asyncio.wait_for(first.dropped.wait(), 5)
@@ -108,8 +109,40 @@ async def test_drop_socket_drops_the_one_client_and_the_others_go_on(sim: Simula
     assert [c.disconnected_at for c in sim.deliveries.open()] == [None, None]
     assert dropped.garbage == 0  # the burst came after the drop
     assert all(sim.deliveries.connections[x.sid].garbage == 2 * 2 + 1 for x in others)
+    assert len(sim.deliveries.gaps) == gaps  # the others were sent every event meanwhile
     for listener in others:
         await listener.client.disconnect()
+
+
+async def test_events_no_client_was_sent_are_the_gaps(sim: Simulator) -> None:
+    """Every event emitted while no client was subscribed to its channel is in one gap,
+    which ends at the first event sent to a client again."""
+    assert sim.deliveries is not None
+    deliveries = sim.deliveries
+    first = await listen(sim)
+    await eventually(lambda: len(first.received) > 30, what="events")
+    emitted = sim.emitted_count
+    assert await sim.drop_socket(first.sid)
+    await eventually(lambda: sim.emitted_count > emitted + 60, what="events after the drop")
+    second = await listen(sim)
+    await eventually(lambda: len(second.received) > 30, what="events to a new client")
+    sim.pause()
+    await sim.drained()
+
+    # Every event emitted went to one of the two clients or into exactly one gap.
+    sent = [deliveries.connections[x.sid].events for x in (first, second)]
+    gaps = deliveries.gaps
+    assert sum(map(len, sent)) + sum(g.events for g in gaps) == sim.emitted_count
+    assert sum(g.events for g in gaps) == len(deliveries.undelivered)
+    # After the drop: one gap until the new client subscribed (two, perhaps: a channel may
+    # be sent between its two subscribes).
+    dropped_at = deliveries.connections[first.sid].disconnected_at
+    assert dropped_at is not None
+    after_drop = [g for g in gaps if g.started_at >= dropped_at]
+    assert 1 <= len(after_drop) <= 2
+    assert after_drop[0].events > 60
+    assert after_drop[-1].ended_at <= deliveries.connections[second.sid].subscriptions[-1][0]
+    await second.client.disconnect()
 
 
 async def test_oldest_socket_is_none_without_a_client(sim: Simulator) -> None:
