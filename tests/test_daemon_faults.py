@@ -71,7 +71,7 @@ class Recording:
 
     def __init__(self, daemon: Daemon, sim: Simulator, dsn: str) -> None:
         self.daemon, self.sim, self.dsn = daemon, sim, dsn
-        # Read so, the tests run before and after the setting exists (one connection then).
+        # A recorder without the `stream_connections` setting holds one connection.
         self.connections: int = getattr(daemon.config.exchange, "stream_connections", 1)
         self.running: asyncio.Task[int] | None = None
 
