@@ -285,8 +285,8 @@ class Simulator:
         return list(self._sids)
 
     def oldest_socket(self) -> str | None:
-        """The client connected longest (the one a redundant recorder can best spare,
-        having reconnected the others since); None when none is connected."""
+        """The client connected longest (a deterministic choice of one to drop, without
+        asking which is which); None when none is connected."""
         return next(iter(self._sids), None)
 
     async def silence(self, sid: str, pair: str, *, ignore_resubscribe: bool = False) -> None:
