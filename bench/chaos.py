@@ -12,6 +12,8 @@ random, one after another, from a plan drawn from the seed (the same seed replay
 plan; the recorder's own retry jitter is not seeded):
 
     socket_drop     the simulator drops every socket.io connection
+    connection_drop the simulator drops one connection, the oldest open (a recorder with
+                    redundant connections keeps the others)
     outage          REST answers 502 and socket.io refuses connections, for a while
     rest_storm      a share of REST calls answer 429, 500/502 or a truncated body
     socket_garbage  malformed book payloads on every channel and unknown events
@@ -23,7 +25,8 @@ lets the recorder catch up, stops it with SIGTERM and compares the database with
 simulator's own record:
 
     trades          the engine's whole tape, exact (the recorder backfills it all)
-    book events     every event the simulator sent to a recorder connection, exactly once
+    book events     every event the simulator sent to a recorder connection, exactly once,
+                    under the stream session of one of the connections it was sent to
     book fills      every trade inside those events
     candles         the simulator's charts, every bucket, for the recorded resolutions
     book at end     book_at(pair, now()) against the engine's resting orders
@@ -35,11 +38,15 @@ simulator's own record:
 by the ids the wire carried.
 
 A SIGKILL loses what the killed process had received but not yet committed (socket.io has no
-replay and the recorder commits every 250 ms): the events sent to the killed connection after
-the last one it stored. Those are counted apart ("lost to SIGKILL"), as are events made while
-no recorder was connected; both are covered by the snapshot taken after the next connect
-(which the book-at-end check proves). Everything else lost, extra, different or duplicated is
-a failure. Exit code 0 when nothing was.
+replay and the recorder commits every 250 ms): events sent only to connections of the killed
+process, each after the last event stored under that connection's session. Those are counted
+apart ("lost to SIGKILL"), as are events made while no recorder connection was subscribed,
+reported by why: during an exchange outage, while the recorder process was down or starting,
+and the rest (a live recorder, the exchange up, no connection subscribed), and per fault
+(during it and 5 s after). Both kinds are covered by the snapshot taken after the next
+connect (which the book-at-end check proves). Everything else lost, extra, different or
+duplicated, and an event stored under a session whose connection was not sent it, is a
+failure. Exit code 0 when nothing was.
 
 The driver and the comparison live in tests/harness/chaos.py, where tests/test_chaos.py runs
 the same run for under a minute with every fault kind once.

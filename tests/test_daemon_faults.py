@@ -2,10 +2,14 @@
 
 Each test runs the daemon in-process against the simulator (real sockets) and a real
 PostgreSQL, injects one kind of fault, and checks afterwards, exactly: the trade tape is
-stored once and as the engine made it; every book event the simulator delivered to each of
-the recorder's connections is stored under that connection's stream session with the values
-sent, their fills too, and nothing that was never sent (`assert_stored_as_delivered`); the
-book rebuilt by book_at is the engine's.
+stored once and as the engine made it; every book event the simulator delivered to any of
+the recorder's connections is stored once, with the values sent, under the stream session
+of a connection it was sent to, their fills too, and nothing that was never sent
+(`assert_stored_as_delivered`); the book rebuilt by book_at is the engine's.
+
+The recorder holds `exchange.stream_connections` connections at once; the expectations
+(sessions, garbage kept per connection) are counted from that, so the tests hold for one
+connection as for several.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +31,6 @@ from tests.harness.daemon import (
     assert_book_at_now_is_the_engines,
     daemon_config,
     engine_tape,
-    events_received,
-    last_connected_at,
     resynced_since,
     sessions,
     simulated_exchange,
@@ -33,7 +38,13 @@ from tests.harness.daemon import (
     stop_daemon,
     stored_tape,
 )
-from tests.harness.deliveries import Compared, assert_stored_as_delivered, delivered_events
+from tests.harness.deliveries import (
+    Compared,
+    assert_stored_as_delivered,
+    delivered_keys,
+    event_key,
+    every_delivered_event_stored,
+)
 from tests.harness.postgres import EmbeddedPostgres, count_rows, query
 from tests.harness.waiting import eventually
 
@@ -44,6 +55,8 @@ EVENTS_AFTER_BURST = 100
 """Book events delivered after the malformed ones (enough that a loss of a few shows)."""
 EVENTS_WHILE_DB_DOWN = 300
 """Book events the simulator delivers while the database is down (some ten seconds)."""
+EVENTS_AFTER_DROP = 100
+"""Book events delivered after a connection was dropped and replaced."""
 
 
 @pytest.fixture
@@ -58,31 +71,36 @@ class Recording:
 
     def __init__(self, daemon: Daemon, sim: Simulator, dsn: str) -> None:
         self.daemon, self.sim, self.dsn = daemon, sim, dsn
-        self.received_before = events_received()
+        # A recorder without the `stream_connections` setting holds one connection.
+        self.connections: int = getattr(daemon.config.exchange, "stream_connections", 1)
         self.running: asyncio.Task[int] | None = None
 
     @classmethod
     async def start(cls, sim: Simulator, dsn: str, tmp_path: Path) -> Recording:
         recording = cls(Daemon(daemon_config(tmp_path, sim, dsn)), sim, dsn)
         recording.running = await start_daemon(recording.daemon)
-        await eventually(lambda: sessions(dsn) == 1, what="the stream")
+        await eventually(recording.fully_subscribed, what="every connection subscribed")
+        await eventually(lambda: sessions(dsn) == recording.connections, what="their sessions")
         return recording
 
-    def received(self) -> float:
-        return events_received() - self.received_before
+    def fully_subscribed(self) -> bool:
+        """Each of the recorder's connections is subscribed to every pair."""
+        return all(len(self.sim.subscribers(f"book_{pair}")) == self.connections for pair in PAIRS)
 
     async def finish(self) -> Compared:
-        """Quiet the exchange; once the whole tape is stored and the recorder has received
-        every event sent, stop it (which commits what it holds); then compare the database
-        exactly with what the simulator made and sent."""
+        """Quiet the exchange; once the whole tape is stored and every event sent to a
+        connection is stored too, stop the recorder (which commits what it holds); then
+        compare the database exactly with what the simulator made and sent."""
         sim, dsn = self.sim, self.dsn
         sim.pause()
         await sim.drained()
         total = len(sim.engine.trades)
         await eventually(lambda: count_rows(dsn, "trades") == total, timeout_s=90,
                          what="every trade of the tape")  # fmt: skip
-        await eventually(lambda: self.received() >= delivered_events(sim), timeout_s=90,
-                         what="every event sent received")  # fmt: skip
+        # If it never holds, the comparison after the stop says what is missing.
+        with suppress(AssertionError):
+            await eventually(lambda: every_delivered_event_stored(dsn, sim), timeout_s=60,
+                             what="every event sent stored")  # fmt: skip
         assert self.running is not None
         await stop_daemon(self.daemon, self.running)
         return check_recording(sim, dsn)
@@ -98,12 +116,20 @@ def check_recording(sim: Simulator, dsn: str) -> Compared:
     return compared
 
 
+def first_connected_since(dsn: str, since: datetime) -> Any:
+    return query(dsn, "SELECT min(connected_at) FROM stream_sessions WHERE connected_at > %s",
+                 since)[0][0]  # fmt: skip
+
+
 async def test_exchange_outage_then_rest_storms(sim: Simulator, db: str, tmp_path: Path) -> None:
     recording = await Recording.start(sim, db, tmp_path)
+    n = recording.connections
+    outage_from = datetime.now(UTC)
     sim.start_outage(OUTAGE_S)  # REST 502, sockets dropped and refused
-    await eventually(lambda: sessions(db) == 2, timeout_s=OUTAGE_S + 60, what="the stream back")
-    second = last_connected_at(db)
-    await eventually(lambda: resynced_since(db, second) == len(PAIRS),
+    await eventually(lambda: sessions(db) == 2 * n, timeout_s=OUTAGE_S + 60,
+                     what="the stream back")  # fmt: skip
+    back = first_connected_since(db, outage_from)
+    await eventually(lambda: resynced_since(db, back) == len(PAIRS),
                      what="resync snapshots after the outage")  # fmt: skip
 
     storm = {"rate_429": 0.2, "rate_5xx": 0.2, "rate_truncated": 0.1}
@@ -114,7 +140,7 @@ async def test_exchange_outage_then_rest_storms(sim: Simulator, db: str, tmp_pat
                      what=f"{STORM_FAULTS} REST answers of each faulty kind")  # fmt: skip
     sim.faults.update(dict.fromkeys(storm, 0))
     compared = await recording.finish()
-    assert compared.sessions == compared.connections == 2
+    assert compared.sessions == compared.connections == 2 * n
     assert compared.events > 0
     # Truncated answers were kept verbatim, with the reason.
     kept = query(db, "SELECT event, payload, error FROM raw_messages WHERE source = 'rest'")
@@ -130,13 +156,15 @@ async def test_malformed_socket_events_are_kept_and_recording_goes_on(
     raw_socket = "SELECT count(*) FROM raw_messages WHERE source = 'socket'"
     await eventually(lambda: query(db, raw_socket)[0][0] >= 5 * len(PAIRS),
                      what="the malformed events kept")  # fmt: skip
-    before = delivered_events(sim)
-    await eventually(lambda: delivered_events(sim) > before + EVENTS_AFTER_BURST,
+    before = len(delivered_keys(sim))
+    await eventually(lambda: len(delivered_keys(sim)) > before + EVENTS_AFTER_BURST,
                      what="events after the burst")  # fmt: skip
     compared = await recording.finish()
-    # Bad input did not cost a reconnect; every bad payload sent is kept, by its event name.
-    assert compared.sessions == compared.connections == 1
-    assert compared.garbage == 5 * len(PAIRS) + 3
+    # Bad input did not cost a reconnect; every bad payload sent is kept, by its event name,
+    # once for each connection it was sent to.
+    n = recording.connections
+    assert compared.sessions == compared.connections == n
+    assert compared.garbage == n * (5 * len(PAIRS) + 3)
 
 
 async def test_database_down_for_a_while_loses_nothing(
@@ -144,14 +172,60 @@ async def test_database_down_for_a_while_loses_nothing(
 ) -> None:
     recording = await Recording.start(sim, own_pg.dsn, tmp_path)
     await asyncio.to_thread(own_pg.crash)
-    before = delivered_events(sim)
-    await eventually(lambda: delivered_events(sim) >= before + EVENTS_WHILE_DB_DOWN,
+    before = len(delivered_keys(sim))
+    await eventually(lambda: len(delivered_keys(sim)) >= before + EVENTS_WHILE_DB_DOWN,
                      what="events delivered while the database is down")  # fmt: skip
     writer = recording.daemon.writer
     assert writer is not None
     assert writer.buffered_rows > 0
     await asyncio.to_thread(own_pg.restart)
     compared = await recording.finish()
-    # One session throughout; every event delivered, those of the outage included, stored.
-    assert compared.sessions == compared.connections == 1
+    # One session per connection throughout; every event delivered, those of the outage
+    # included, stored.
+    assert compared.sessions == compared.connections == recording.connections
     assert compared.events >= before + EVENTS_WHILE_DB_DOWN
+
+
+async def test_a_dropped_connection_loses_nothing_it_was_sent(
+    sim: Simulator, db: str, tmp_path: Path
+) -> None:
+    """The exchange drops one of the recorder's connections, the oldest; the recorder opens
+    another. What each connection was sent is compared with what is stored, event by event:
+    every event sent before the drop, to the dropped connection or another, and after it."""
+    assert sim.deliveries is not None
+    recording = await Recording.start(sim, db, tmp_path)
+    n = recording.connections
+    uncovered = len(sim.deliveries.undelivered)
+    dropped = sim.oldest_socket()
+    assert dropped is not None
+    assert await sim.drop_socket(dropped)
+    await eventually(lambda: sessions(db) == n + 1 and recording.fully_subscribed(),
+                     what="the dropped connection replaced")  # fmt: skip
+    before = len(delivered_keys(sim))
+    await eventually(lambda: len(delivered_keys(sim)) > before + EVENTS_AFTER_DROP,
+                     what="events after the drop")  # fmt: skip
+    if n > 1:  # the other connections were subscribed throughout: nothing went uncovered
+        assert len(sim.deliveries.undelivered) == uncovered
+    compared = await recording.finish()
+    assert compared.sessions == compared.connections == n + 1
+    checks = {check.sid: check for check in compared.checks}
+    assert checks[dropped].sent > 0
+    assert all(check.session_id is not None for check in checks.values())
+
+    # The comparison notices an event moved under the dropped connection's session (sent
+    # only after the drop, so never to it), and an event missing.
+    last = list(sim.deliveries.connections.values())[-1].events[-1]  # the newest's last
+    key = event_key(last, sim.settings.cancel_id)
+    move = ("UPDATE book_events SET session_id = %s WHERE (pair, oid, kind) = (%s, %s, %s) "
+            "RETURNING session_id")  # fmt: skip
+    ((kept_under,),) = query(db, "SELECT session_id FROM book_events "
+                             "WHERE (pair, oid, kind) = (%s, %s, %s)", *key)  # fmt: skip
+    assert query(db, move, checks[dropped].session_id, *key)
+    with pytest.raises(AssertionError, match="session"):
+        assert_stored_as_delivered(db, sim)
+    assert query(db, move, kept_under, *key)
+    assert_stored_as_delivered(db, sim)
+    assert query(db, "DELETE FROM book_events WHERE (pair, oid, kind) = (%s, %s, %s) "
+                 "RETURNING oid", *key)  # fmt: skip
+    with pytest.raises(AssertionError, match="1 lost"):
+        assert_stored_as_delivered(db, sim)

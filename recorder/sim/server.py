@@ -12,6 +12,8 @@ loopback port:
         sim.accounts.by_name["alice"].credentials   # key and secret of a seeded account
         sim.pause(); await sim.drained()            # stop the flow, wait until all is sent
         await sim.drop_sockets(); sim.start_outage(2.0); await sim.burst(3, 3)
+        await sim.drop_socket(sim.oldest_socket())       # one connection, the others stay
+        await sim.silence(sid, "BTC_USD")                # that pair's events stop to sid only
         sim.delist_pair("ETH_USD"); sim.list_pair("ETH_USD")    # delisted, and listed again
         sim.deliveries        # with record_deliveries=True: what each connection was sent
 
@@ -165,7 +167,10 @@ class Simulator:
         self._outbox_ready = asyncio.Event()
         self._outbox_room = asyncio.Event()
         self._outbox_room.set()
-        self._sids: set[str] = set()
+        self._sids: dict[str, None] = {}
+        """The connected clients, oldest first (a dict keeps the order they connected in)."""
+        self._deaf: set[tuple[str, str]] = set()
+        """(sid, channel) whose subscribe requests are acknowledged but not followed."""
         self._delisted: dict[str, tuple[PairSpec, Book]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -259,11 +264,47 @@ class Simulator:
             await asyncio.sleep(0.005)
 
     async def drop_sockets(self) -> int:
+        """Disconnect every client; how many there were."""
         async with self._emitting:
             sids = list(self._sids)
             for sid in sids:
                 await self.sio.disconnect(sid)
         return len(sids)
+
+    async def drop_socket(self, sid: str | None) -> bool:
+        """Disconnect one client, the others stay connected; False if `sid` is not (or no
+        longer) connected, None included (what `oldest_socket` gives when none is)."""
+        async with self._emitting:
+            if sid not in self._sids:
+                return False
+            await self.sio.disconnect(sid)
+        return True
+
+    def open_sockets(self) -> list[str]:
+        """The sids of the connected clients, in the order they connected."""
+        return list(self._sids)
+
+    def oldest_socket(self) -> str | None:
+        """The client connected longest (a deterministic choice of one to drop, without
+        asking which is which); None when none is connected."""
+        return next(iter(self._sids), None)
+
+    async def silence(self, sid: str, pair: str, *, ignore_resubscribe: bool = False) -> None:
+        """Stop sending `pair`'s channel to client `sid`, without telling it: it still
+        believes itself subscribed, and every other client still gets the channel. A new
+        `subscribe` from it ends the silence, unless `ignore_resubscribe`: then it is
+        acknowledged as usual and not followed, and only a new connection hears the pair.
+        The delivery record stays exact: the channel's events after this are not sent to
+        `sid` (emission and this take turns)."""
+        channel = f"book_{pair}"
+        async with self._emitting:
+            if sid not in self._sids:
+                raise ValueError(f"no connected client {sid!r}")
+            await self.sio.leave_room(sid, channel)
+            if ignore_resubscribe:
+                self._deaf.add((sid, channel))
+            if self.deliveries is not None:
+                self.deliveries.silenced(sid, channel)
 
     def subscribers(self, channel: str | None) -> list[str]:
         """The sids in `channel`'s room (None: every connected client)."""
@@ -415,19 +456,23 @@ class Simulator:
         async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
             if self.faults.in_outage(time.monotonic()):
                 raise socketio.exceptions.ConnectionRefusedError("outage")
-            self._sids.add(sid)
+            self._sids[sid] = None
             if self.deliveries is not None:
                 self.deliveries.connected(sid)
 
         async def disconnect(sid: str, *reason: Any) -> None:
-            self._sids.discard(sid)
+            self._sids.pop(sid, None)
+            self._deaf = {(s, channel) for s, channel in self._deaf if s != sid}
             if self.deliveries is not None:
                 self.deliveries.disconnected(sid)
 
         async def subscribe(sid: str, channel: Any) -> dict[str, Any]:
             if not self._is_channel(channel):
                 return {"success": False, "error": f"unknown channel {channel!r}"}
-            await sio.enter_room(sid, channel)
+            if (sid, channel) not in self._deaf:
+                await sio.enter_room(sid, channel)
+            if self.deliveries is not None:
+                self.deliveries.subscribed(sid, channel)
             return {"success": True, "channel": channel}
 
         async def unsubscribe(sid: str, channel: Any) -> dict[str, Any]:

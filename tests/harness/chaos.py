@@ -26,16 +26,27 @@ from typing import Any
 import psycopg
 
 from recorder.book import Reading
-from recorder.sim.deliveries import Garbage
-from recorder.sim.engine import Event
+from recorder.sim.deliveries import Gap
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.harness.config import write_config
-from tests.harness.deliveries import EventKey, event_key, event_value, fills_of, utc
+from tests.harness.deliveries import (
+    SESSIONS_SQL,
+    ConnectionCheck,
+    EventKey,
+    SentTo,
+    SessionRow,
+    judge,
+    process_of,
+    utc,
+)
 from tests.harness.postgres import EmbeddedPostgres
 from tests.harness.recorder_process import RecorderProcess
 from tests.harness.waiting import eventually
 
-KINDS = ("socket_drop", "outage", "rest_storm", "socket_garbage", "db_restart", "recorder_kill")
+KINDS = ("socket_drop", "connection_drop", "outage", "rest_storm", "socket_garbage",
+         "db_restart", "recorder_kill")  # fmt: skip
+AFTER_FAULT_S = 5.0
+"""A fault's cost counts the gaps in coverage that began during it or this long after it."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,11 @@ class Fault:
     """When it was injected, seconds after the recorder first started."""
     took_s: float | None = None
     effect: str = ""
+    uncovered: int | None = None
+    """What it cost: the events of every gap in coverage (a run of events made while no
+    recorder connection was subscribed) that began while it lasted or within `AFTER_FAULT_S`
+    after (and before the next fault), each gap whole, until some connection was sent events
+    again."""
 
 
 def plan_faults(settings: ChaosSettings) -> list[Fault]:
@@ -120,7 +136,7 @@ def _draw(kind: str, pace: Pace, rng: random.Random) -> tuple[float, dict[str, A
         return rng.uniform(*pace.db_down_s), {}
     if kind == "recorder_kill":
         return rng.uniform(*pace.recorder_down_s), {}
-    if kind == "socket_drop":
+    if kind in ("socket_drop", "connection_drop"):
         return 0.0, {}
     raise ValueError(f"unknown fault kind {kind!r}")
 
@@ -151,13 +167,24 @@ def recorder_for(workdir: Path, sim_url: str, dsn: str, settings: ChaosSettings)
 # --- what the simulator knows and what the database holds -----------------------------------
 
 
-@dataclass
-class SentTo:
-    """What one connection was sent, and whether its recorder was SIGKILLed while on it."""
+KILL_REACH_S = 1.0
+"""A connection that ended longer than this before its process was SIGKILLed counts as not
+killed: the writer commits (or, the database down, spools) what arrives within 250 ms, so
+all it delivered must be stored."""
 
-    sid: str
-    items: list[Event | Garbage]
-    killed: bool
+
+@dataclass
+class Processes:
+    """The recorder processes of a run, in order: when each was started (unix seconds, just
+    before it was spawned) and which were SIGKILLed. A connection or session belongs to the
+    process latest started before it (`process_of`)."""
+
+    starts: list[float] = field(default_factory=list)
+    killed_at: dict[int, float] = field(default_factory=dict)
+    """Process index -> when it was SIGKILLed (unix seconds)."""
+
+    def of(self, unix_s: float) -> int:
+        return process_of(unix_s, self.starts)
 
 
 @dataclass
@@ -170,9 +197,10 @@ class Truth:
     rest_faults: dict[str, int]
     cancel_id: Reading = "oid"
     """How the simulator put a cancel's ids on the wire (`event_key`)."""
+    process_starts: list[float] = field(default_factory=list)
 
 
-def truth_of(sim: Simulator, settings: ChaosSettings, killed_sids: set[str]) -> Truth:
+def truth_of(sim: Simulator, settings: ChaosSettings, processes: Processes) -> Truth:
     """The simulator's record, copied (call on the event loop: nothing changes meanwhile)."""
     assert sim.deliveries is not None
     trades = {
@@ -192,12 +220,17 @@ def truth_of(sim: Simulator, settings: ChaosSettings, killed_sids: set[str]) -> 
         }
         for pair in settings.pairs
     }
-    connections = [
-        SentTo(c.sid, list(c.items), c.sid in killed_sids)
-        for c in sim.deliveries.connections.values()
-    ]
+    connections = []
+    for c in sim.deliveries.connections.values():
+        process = processes.of(c.connected_at)
+        killed_at = processes.killed_at.get(process)
+        killed = killed_at is not None and (
+            c.disconnected_at is None or c.disconnected_at >= killed_at - KILL_REACH_S
+        )
+        connections.append(SentTo.of(c, process, killed=killed))
     return Truth(trades, connections, len(sim.deliveries.undelivered), candles, books,
-                 dict(sim.faults.served), sim.settings.cancel_id)  # fmt: skip
+                 dict(sim.faults.served), sim.settings.cancel_id,
+                 list(processes.starts))  # fmt: skip
 
 
 @dataclass
@@ -205,6 +238,8 @@ class Stored:
     trades: dict[int, tuple[Any, ...]]
     trade_rows: int
     events: dict[EventKey, tuple[Any, ...]]
+    event_sessions: dict[EventKey, Any]
+    """The session each event is stored under."""
     events_duplicated: int
     """Rows beyond one per (oid, kind): an order id stored under two pairs."""
     fills: dict[tuple[str, int], tuple[Any, ...]]
@@ -213,8 +248,11 @@ class Stored:
     candles: dict[tuple[str, str, datetime], tuple[Decimal, ...]]
     books: dict[str, dict[tuple[str, int], tuple[Decimal, Decimal]]]
     raw: dict[str, int]
-    sessions: int
-    open_sessions: int
+    sessions: list[SessionRow]
+
+    @property
+    def open_sessions(self) -> int:
+        return sum(1 for s in self.sessions if s.disconnected_at is None)
 
 
 def read_database(dsn: str, pairs: Iterable[str]) -> Stored:
@@ -224,8 +262,8 @@ def read_database(dsn: str, pairs: Iterable[str]) -> Stored:
             return conn.execute(sql.encode(), params or None).fetchall()
 
         trades = rows("SELECT tid, pair, type, price, amount, ts FROM trades")
-        events = rows("SELECT pair, oid, kind, ts, type, price, amount, cancel_order_id "
-                      "FROM book_events")  # fmt: skip
+        events = rows("SELECT pair, oid, kind, ts, type, price, amount, cancel_order_id, "
+                      "session_id FROM book_events")  # fmt: skip
         fills = rows("SELECT pair, tid, oid, o_id, type, price, amount FROM book_fills")
         candles = rows("SELECT pair, resolution, bucket, open, high, low, close, volume "
                        "FROM candles")  # fmt: skip
@@ -239,13 +277,12 @@ def read_database(dsn: str, pairs: Iterable[str]) -> Stored:
             for pair in pairs
         }
         raw = dict(rows("SELECT source, count(*) FROM raw_messages GROUP BY source"))
-        sessions, open_sessions = rows(
-            "SELECT count(*), count(*) FILTER (WHERE disconnected_at IS NULL) FROM stream_sessions"
-        )[0]
+        sessions = [SessionRow(*row) for row in rows(SESSIONS_SQL)]
     return Stored(
         trades={r[0]: r[1:] for r in trades},
         trade_rows=len(trades),
-        events={(r[0], r[1], r[2]): r[3:] for r in events},
+        events={(r[0], r[1], r[2]): r[3:-1] for r in events},
+        event_sessions={(r[0], r[1], r[2]): r[-1] for r in events},
         events_duplicated=len(events) - len({(r[1], r[2]) for r in events}),
         fills={(r[0], r[1]): r[2:] for r in fills},
         fills_duplicated=len(fills) - len({r[1] for r in fills}),
@@ -253,7 +290,6 @@ def read_database(dsn: str, pairs: Iterable[str]) -> Stored:
         books=books,
         raw=raw,
         sessions=sessions,
-        open_sessions=open_sessions,
     )
 
 
@@ -272,7 +308,8 @@ class Category:
     """Stored with other values than the simulator's."""
     duplicated: int = 0
     lost_to_kill: int = 0
-    """Sent to a connection after the last row its (SIGKILLed) recorder committed."""
+    """Sent only to connections of SIGKILLed recorder processes, after the last row each
+    connection's session committed, and not stored."""
     note: str = ""
 
     @property
@@ -307,80 +344,53 @@ def compare_keyed(
 
 
 @dataclass
-class Sent:
-    """What recorder connections were sent, split by whether it must have been stored."""
-
-    events: dict[EventKey, tuple[Any, ...]] = field(default_factory=dict)
-    fills: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
-    garbage: int = 0
-    tail_events: dict[EventKey, tuple[Any, ...]] = field(default_factory=dict)
-    tail_fills: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
-    tail_garbage: int = 0
-    tail_by_sid: dict[str, int] = field(default_factory=dict)
-    """Per killed connection: events sent after the last one its recorder stored."""
-
-
-def split_sent(
-    connections: list[SentTo], stored_events: dict[EventKey, Any], cancel_id: Reading = "oid"
-) -> Sent:
-    """Everything sent to a connection must be stored, except, on a connection whose recorder
-    was SIGKILLed, what came after the last event it stored: that was never committed.
-
-    The writer commits in arrival order, so a killed process's stored events are a prefix of
-    what it was sent; an unstored event before a stored one is a real loss.
-    """
-    sent = Sent()
-    for connection in connections:
-        items = connection.items
-        end = len(items)
-        if connection.killed:
-            end = 0
-            for i, item in enumerate(items):
-                if not isinstance(item, Garbage) and event_key(item, cancel_id) in stored_events:
-                    end = i + 1
-            tail = items[end:]
-            sent.tail_by_sid[connection.sid] = sum(1 for x in tail if not isinstance(x, Garbage))
-        for i, item in enumerate(items):
-            must = i < end
-            if isinstance(item, Garbage):
-                if must:
-                    sent.garbage += 1
-                else:
-                    sent.tail_garbage += 1
-                continue
-            events, fills = (sent.events, sent.fills) if must else (sent.tail_events,
-                                                                     sent.tail_fills)  # fmt: skip
-            events[event_key(item, cancel_id)] = event_value(item, cancel_id)
-            fills.update(fills_of(item))
-    return sent
-
-
-@dataclass
 class Comparison:
     categories: list[Category]
-    tail_by_sid: dict[str, int]
+    connection_checks: list[ConnectionCheck]
+    """Per simulator connection: what it was sent, what is stored under its session."""
     undelivered_events: int
     sessions: int
     open_sessions: int
-    connections: int
-    killed_connections: int
+    unmatched_sessions: int = 0
+    """Stored sessions that no connection of the simulator fits."""
+    under_unknown_session: int = 0
+    """Events stored under a session_id that stream_sessions lacks."""
+    lost_to_kill_by_process: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def connections(self) -> int:
+        return len(self.connection_checks)
+
+    @property
+    def killed_connections(self) -> int:
+        return sum(1 for c in self.connection_checks if c.killed)
+
+    @property
+    def misattributed(self) -> int:
+        """Events stored under a session whose connection was not sent them."""
+        return sum(c.not_sent_here for c in self.connection_checks)
+
+    @property
+    def sessions_ok(self) -> bool:
+        return not (self.unmatched_sessions or self.under_unknown_session or self.misattributed)
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.categories)
+        return all(c.ok for c in self.categories) and self.sessions_ok
 
     def category(self, name: str) -> Category:
         return next(c for c in self.categories if c.name == name)
 
 
 def compare(truth: Truth, stored: Stored) -> Comparison:
-    sent = split_sent(truth.connections, stored.events, truth.cancel_id)
+    judged = judge(truth.connections, stored.sessions, stored.event_sessions,
+                   cancel_id=truth.cancel_id, process_starts=truth.process_starts)  # fmt: skip
     categories = [
         compare_keyed("trades", truth.trades, stored.trades,
                       duplicated=stored.trade_rows - len(stored.trades)),
-        compare_keyed("book events", sent.events, stored.events, may_miss=sent.tail_events,
-                      duplicated=stored.events_duplicated),
-        compare_keyed("book fills", sent.fills, stored.fills, may_miss=sent.tail_fills,
+        compare_keyed("book events", judged.events, stored.events,
+                      may_miss=judged.may_miss_events, duplicated=stored.events_duplicated),
+        compare_keyed("book fills", judged.fills, stored.fills, may_miss=judged.may_miss_fills,
                       duplicated=stored.fills_duplicated),
         compare_keyed("candles", truth.candles, stored.candles),
     ]  # fmt: skip
@@ -389,12 +399,14 @@ def compare(truth: Truth, stored: Stored) -> Comparison:
     )
 
     socket_raw = stored.raw.get("socket", 0)
-    most = sent.garbage + sent.tail_garbage
+    must = sum(judged.garbage.values())
+    most = must + sum(judged.may_miss_garbage.values())
     categories.append(Category(
-        "raw_messages (socket)", expected=sent.garbage, stored=socket_raw,
-        lost=max(0, sent.garbage - socket_raw), extra=max(0, socket_raw - most),
-        lost_to_kill=max(0, most - max(socket_raw, sent.garbage)),
-        note="malformed and unknown socket payloads sent to recorder connections",
+        "raw_messages (socket)", expected=must, stored=socket_raw,
+        lost=max(0, must - socket_raw), extra=max(0, socket_raw - most),
+        lost_to_kill=max(0, most - max(socket_raw, must)),
+        note="malformed and unknown socket payloads sent to recorder connections, each "
+             "connection's own (not arbitrated)",
     ))  # fmt: skip
     truncated = truth.rest_faults.get("truncated", 0)
     rest_raw = stored.raw.get("rest", 0)
@@ -408,17 +420,89 @@ def compare(truth: Truth, stored: Stored) -> Comparison:
     ))  # fmt: skip
     return Comparison(
         categories,
-        tail_by_sid=sent.tail_by_sid,
+        connection_checks=judged.connections,
         undelivered_events=truth.undelivered_events,
-        sessions=stored.sessions,
+        sessions=len(stored.sessions),
         open_sessions=stored.open_sessions,
-        connections=len(truth.connections),
-        killed_connections=sum(1 for c in truth.connections if c.killed),
+        unmatched_sessions=len(judged.unmatched_sessions),
+        under_unknown_session=judged.under_unknown_session,
+        lost_to_kill_by_process=judged.lost_to_kill_by_process,
     )
 
 
 def _by_pair(books: dict[str, dict[tuple[str, int], Any]]) -> dict[tuple[str, str, int], Any]:
     return {(pair, *key): value for pair, book in books.items() for key, value in book.items()}
+
+
+# --- what was left uncovered, and why ----------------------------------------------------------
+
+Window = tuple[float, float]
+"""From, until: unix seconds."""
+
+
+@dataclass
+class Uncovered:
+    """Book events made while no recorder connection was subscribed to their pair, by why.
+    socket.io has no replay: only the next snapshot covers them (the book, not the flow)."""
+
+    exchange_outage: int = 0
+    """During an exchange outage (REST 502, socket.io refusing connections)."""
+    recorder_down: int = 0
+    """While the recorder process was down or starting: from a SIGKILL (or the first
+    start) until that process's first connection was accepted."""
+    live_recorder: int = 0
+    """The rest: a live recorder and an exchange that answers, but no connection
+    subscribed (reconnect backoff, a dropped connection, subscribing)."""
+
+    @property
+    def total(self) -> int:
+        return self.exchange_outage + self.recorder_down + self.live_recorder
+
+    def shares(self, made: int) -> dict[str, dict[str, float]]:
+        """Each cause's count and percentage of `made`, with the total."""
+        counts = {"exchange_outage": self.exchange_outage, "recorder_down": self.recorder_down,
+                  "live_recorder": self.live_recorder, "total": self.total}  # fmt: skip
+        return {
+            cause: {"events": n, "percent": round(100 * n / made, 2) if made else 0.0}
+            for cause, n in counts.items()
+        }
+
+
+def split_uncovered(times: Iterable[float], outages: list[Window], down: list[Window]) -> Uncovered:
+    """Sort the times at which uncovered events were made: an outage of the exchange first
+    (nothing could have been subscribed), then a recorder process down or starting, then the
+    rest."""
+    split = Uncovered()
+    for at in times:
+        if any(start <= at < end for start, end in outages):
+            split.exchange_outage += 1
+        elif any(start <= at < end for start, end in down):
+            split.recorder_down += 1
+        else:
+            split.live_recorder += 1
+    return split
+
+
+def down_windows(processes: Processes, accepted: Iterable[float], until: float) -> list[Window]:
+    """When no recorder process was up with a connection accepted: for each process, from
+    the previous one's SIGKILL (the first: its start) until its first connection was
+    accepted (or it was killed without one, or `until`)."""
+    first_accept: dict[int, float] = {}
+    for at in sorted(accepted):
+        first_accept.setdefault(processes.of(at), at)
+    windows = []
+    for index, started in enumerate(processes.starts):
+        begun = processes.killed_at.get(index - 1, started)
+        ended = first_accept.get(index, processes.killed_at.get(index, until))
+        windows.append((begun, max(begun, ended)))
+    return windows
+
+
+def gaps_cost(gaps: Iterable[Gap], window: Window) -> int:
+    """The events of the gaps in coverage that began within the window, each gap whole: a
+    fault's cost (a gap that began before it was another's)."""
+    start, end = window
+    return sum(gap.events for gap in gaps if start <= gap.started_at < end)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -436,6 +520,7 @@ class ChaosReport:
     rest_faults: dict[str, int]
     recorder_errors: list[str]
     recorder_starts: int
+    uncovered: Uncovered = field(default_factory=Uncovered)
 
     @property
     def ok(self) -> bool:
@@ -449,11 +534,14 @@ class ChaosReport:
             f"pairs {','.join(s.pairs)}, candles {','.join(s.candle_types)}, "
             f"cancels named by {s.cancel_id}",
             "",
-            "faults injected (t = seconds after the recorder first started):",
+            "faults injected (t = seconds after the recorder first started; uncovered: events "
+            "made while no recorder connection was subscribed, in the gaps that began during "
+            f"the fault or up to {AFTER_FAULT_S:g} s after it, before the next, each gap until "
+            "it ended):",
         ]
         lines += [
             f"  t={f.at_s:7.1f}  {f.kind:<15} {f.took_s or 0:5.1f} s  "
-            f"{_params(f.params)}{f.effect}".rstrip()
+            f"uncovered {_count(f.uncovered):>5}  {_params(f.params)}{f.effect}".rstrip()
             for f in self.faults
             if f.at_s is not None
         ]
@@ -465,12 +553,24 @@ class ChaosReport:
             for x in c.categories
         ]
         kinds = Counter(f.kind for f in self.faults if f.at_s is not None)
+        shares = self.uncovered.shares(self.events_made)
         lines += [
             "",
-            f"book events made: {self.events_made}; made while no recorder was subscribed "
-            f"(covered by the next snapshot): {c.undelivered_events}",
+            f"book events made: {self.events_made}; made while no recorder connection was "
+            "subscribed (only the next snapshot covers them):",
+        ]
+        lines += [
+            f"  {label:<58}{shares[cause]['events']:>7}{shares[cause]['percent']:>8.2f} %"
+            for cause, label in UNCOVERED_LABELS.items()
+        ]
+        checks = c.connection_checks
+        lines += [
             f"recorder connections: {c.connections} ({c.killed_connections} ended by SIGKILL); "
             f"stream sessions stored: {c.sessions}, left open: {c.open_sessions}",
+            f"per connection: {sum(1 for x in checks if x.session_id is not None)} matched to "
+            f"the session that recorded them, {c.unmatched_sessions} session(s) matching no "
+            f"connection; events stored under a session whose connection was not sent them: "
+            f"{c.misattributed}, under a session not stored: {c.under_unknown_session}",
             f"REST answers faulted: {dict(sorted(self.rest_faults.items()))}",
             f"faults by kind: {dict(sorted(kinds.items()))}",
             f"recorder starts: {self.recorder_starts}; exit code of the final SIGTERM: "
@@ -478,7 +578,8 @@ class ChaosReport:
             f"error lines in the recorder's log: {len(self.recorder_errors)}"
             + "".join(f"\n  {n:5} x {e}" for e, n in Counter(self.recorder_errors).most_common()),
             "",
-            "RESULT: " + ("nothing lost, nothing extra, nothing duplicated" if self.ok
+            "RESULT: " + ("nothing lost, nothing extra, nothing duplicated, every event under "
+                          "a session that was sent it" if self.ok
                           else "FAILED (see the rows above)"),
         ]  # fmt: skip
         return "\n".join(lines)
@@ -492,11 +593,29 @@ class ChaosReport:
             "faults": [asdict(f) for f in self.faults if f.at_s is not None],
             "categories": [asdict(c) for c in self.comparison.categories],
             "undelivered_events": self.comparison.undelivered_events,
+            "uncovered": self.uncovered.shares(self.events_made),
             "events_made": self.events_made,
+            "connections": [asdict(x) for x in self.comparison.connection_checks],
+            "sessions": self.comparison.sessions,
+            "unmatched_sessions": self.comparison.unmatched_sessions,
+            "misattributed_events": self.comparison.misattributed,
+            "events_under_unknown_session": self.comparison.under_unknown_session,
             "exit_code": self.exit_code,
             "recorder_errors": self.recorder_errors,
             "ok": self.ok,
         }
+
+
+UNCOVERED_LABELS = {
+    "exchange_outage": "during an exchange outage",
+    "recorder_down": "while the recorder process was down or starting",
+    "live_recorder": "live recorder, exchange up, no connection subscribed",
+    "total": "in all",
+}
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -507,9 +626,14 @@ class ChaosRun:
     def __init__(self, settings: ChaosSettings, workdir: Path) -> None:
         self.settings = settings
         self.workdir = workdir
-        self.killed_sids: set[str] = set()
-        self.kills: list[tuple[Fault, set[str]]] = []
+        self.processes = Processes()
+        self.kills: list[tuple[Fault, int]] = []
+        """Each recorder_kill fault and the process it killed."""
+        self.outages: list[Window] = []
         self.started_at = 0.0
+        """time.monotonic() at the first start (fault times are counted from it)."""
+        self.started_wall = 0.0
+        """time.time() at the same moment."""
 
     async def run(self) -> ChaosReport:
         s = self.settings
@@ -537,9 +661,11 @@ class ChaosRun:
     ) -> ChaosReport:
         s = self.settings
         faults = plan_faults(s)
+        assert sim.deliveries is not None
         events_before = sim.engine.event_count
-        recorder.start()
-        self.started_at = time.monotonic()
+        uncovered_before = len(sim.deliveries.undelivered_at)
+        self.start_recorder(recorder)
+        self.started_at, self.started_wall = time.monotonic(), time.time()
         locks = {kind: asyncio.Lock() for kind in KINDS}
 
         async def inject(fault: Fault) -> None:
@@ -560,9 +686,12 @@ class ChaosRun:
         await self._sleep_until(s.seconds)
 
         comparison, exit_code, caught_up_s = await self.finish(sim, pg, recorder)
-        for fault, sids in self.kills:
-            tail = sum(comparison.tail_by_sid.get(sid, 0) for sid in sids)
-            fault.effect += f"; {tail} event(s) sent to it after its last commit"
+        for fault, process in self.kills:
+            lost = comparison.lost_to_kill_by_process.get(process, 0)
+            fault.effect += f"; {lost} event(s) sent only to it and never committed"
+        uncovered_at = sim.deliveries.undelivered_at[uncovered_before:]
+        self.cost_of(faults, sim.deliveries.gaps)
+        accepted = [c.connected_at for c in sim.deliveries.connections.values()]
         return ChaosReport(
             settings=s,
             faults=faults,
@@ -573,7 +702,34 @@ class ChaosRun:
             rest_faults=dict(sim.faults.served),
             recorder_errors=recorder.errors(),
             recorder_starts=recorder.starts,
+            uncovered=split_uncovered(
+                uncovered_at, self.outages, down_windows(self.processes, accepted, time.time())
+            ),
         )
+
+    def cost_of(self, faults: list[Fault], gaps: list[Gap]) -> None:
+        """Set each injected fault's `uncovered` (what it cost) from the gaps in coverage: a
+        gap that began after the next fault started is the next one's."""
+        injected = sorted((f for f in faults if f.at_s is not None), key=lambda f: f.at_s or 0)
+        for fault, following in zip(injected, [*injected[1:], None], strict=True):
+            assert fault.at_s is not None
+            start = self.started_wall + fault.at_s
+            end = start + (fault.took_s or 0.0) + AFTER_FAULT_S
+            if following is not None and following.at_s is not None:
+                end = min(end, self.started_wall + following.at_s)
+            fault.uncovered = gaps_cost(gaps, (start, end))
+
+    def start_recorder(self, recorder: RecorderProcess) -> None:
+        """Start a new recorder process, noting when (its connections are told by it)."""
+        self.processes.starts.append(time.time())
+        recorder.start()
+
+    def kill_recorder(self, recorder: RecorderProcess) -> int:
+        """SIGKILL the running recorder process, noting when; its index."""
+        index = len(self.processes.starts) - 1
+        self.processes.killed_at[index] = time.time()
+        recorder.kill()
+        return index
 
     async def finish(
         self, sim: Simulator, pg: EmbeddedPostgres, recorder: RecorderProcess
@@ -614,7 +770,13 @@ class ChaosRun:
         kind, duration_s = fault.kind, fault.duration_s
         if kind == "socket_drop":
             fault.effect = f"{await sim.drop_sockets()} connection(s) dropped"
+        elif kind == "connection_drop":
+            open_before = len(sim.open_sockets())
+            dropped = await sim.drop_socket(sim.oldest_socket())
+            fault.effect = (f"the oldest of {open_before} connection(s) dropped" if dropped
+                            else "no connection open to drop")  # fmt: skip
         elif kind == "outage":
+            self.outages.append((time.time(), time.time() + duration_s))
             sim.start_outage(duration_s)
             await asyncio.sleep(duration_s)
         elif kind == "rest_storm":
@@ -632,14 +794,11 @@ class ChaosRun:
             await asyncio.sleep(duration_s)
             await asyncio.to_thread(pg.restart)
         elif kind == "recorder_kill":
-            assert sim.deliveries is not None
-            on = {c.sid for c in sim.deliveries.open()}
-            self.killed_sids |= on
-            self.kills.append((fault, on))
-            recorder.kill()
-            fault.effect = f"killed while {'connected' if on else 'not connected'}"
+            on = len(sim.open_sockets())
+            self.kills.append((fault, self.kill_recorder(recorder)))
+            fault.effect = f"killed with {on} connection(s) open"
             await asyncio.sleep(duration_s)
-            recorder.start()
+            self.start_recorder(recorder)
         else:
             raise ValueError(kind)
 
@@ -661,12 +820,12 @@ class ChaosRun:
             _progress(str(exc))
 
     async def _compare(self, sim: Simulator, pg: EmbeddedPostgres) -> Comparison:
-        truth = truth_of(sim, self.settings, self.killed_sids)
+        truth = truth_of(sim, self.settings, self.processes)
         try:
             stored = await asyncio.to_thread(read_database, pg.dsn, self.settings.pairs)
         except psycopg.Error as exc:  # not migrated yet, or just restarted
             _progress(f"database not readable yet: {exc}")
-            return Comparison([Category("database", 1, 0, lost=1)], {}, 0, 0, 0, 0, 0)
+            return Comparison([Category("database", 1, 0, lost=1)], [], 0, 0, 0)
         return compare(truth, stored)
 
 
