@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from recorder.config import ExchangeConfig
 from recorder.daemon import Daemon
 from recorder.sim.server import Simulator
 from tests.harness.daemon import (
@@ -30,7 +31,11 @@ from tests.harness.daemon import (
     stop_daemon,
     stored_tape,
 )
-from tests.harness.deliveries import assert_stored_as_delivered, delivered_events
+from tests.harness.deliveries import (
+    assert_stored_as_delivered,
+    delivered_events,
+    every_delivered_event_stored,
+)
 from tests.harness.postgres import NOT_MIGRATED, count_rows, query
 from tests.harness.recorder_process import RecorderProcess
 from tests.harness.waiting import eventually
@@ -66,7 +71,7 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     await sim.drained()
     await eventually(lambda: count_rows(db, "trades") == len(sim.engine.trades),
                      what="every trade of the tape")  # fmt: skip
-    await eventually(lambda: count_rows(db, "book_events") >= delivered_events(sim),
+    await eventually(lambda: every_delivered_event_stored(db, sim),
                      what="every event sent stored")  # fmt: skip
     await stop_daemon(daemon, running)
 
@@ -75,17 +80,20 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     assert stored == engine_tape(sim)
     # Every event each connection was sent, under its session, exact; their fills too.
     compared = assert_stored_as_delivered(db, sim)
-    assert compared.sessions == compared.connections == 2
+    # Each of the connections, before the drop and after.
+    connections = daemon.config.exchange.stream_connections
+    assert compared.sessions == compared.connections == 2 * connections
     assert compared.fills
     # Every fill seen on the socket is a trade of the tape, identical.
     fills = query(db, "SELECT tid, pair, type, price, amount FROM book_fills ORDER BY tid")
     assert set(fills) <= set(stored)
-    # Sessions: two, both closed; the last one by the stop.
+    # Sessions: two per connection, all closed: the first by the drop, the last by the stop.
     closed = query(db, "SELECT disconnected_at IS NOT NULL, reason FROM stream_sessions "
                    "ORDER BY connected_at")  # fmt: skip
-    assert len(closed) == 2
+    assert [reason for _, reason in closed] == ["server disconnect"] * connections + [
+        "stopped"
+    ] * connections  # ended by the stream itself, like any session
     assert all(done for done, _ in closed)
-    assert closed[-1][1] == "stopped"  # ended by the stream itself, like any session
     # The book at the end, rebuilt from the last snapshot and the events after it, is the
     # exchange's own book, order by order.
     assert_book_at_now_is_the_engines(db, sim, PAIRS)
@@ -127,6 +135,8 @@ async def test_sigkill_and_restart_lose_nothing_and_sigterm_exits_0(
     assert any(e.get("event") == "stopped" for e in recorder.log_entries(this_start=True))
 
     assert stored_tape(db) == engine_tape(sim)
-    # The killed run's session was never closed by it; the stopped one was.
-    open_sessions = query(db, "SELECT count(*) FROM stream_sessions WHERE disconnected_at IS NULL")
-    assert open_sessions[0][0] == 1
+    # The killed run's sessions (one per connection) were never closed by it; the stopped
+    # run's were.
+    open_sessions = query(db, "SELECT count(DISTINCT run_id), count(*) FROM stream_sessions "
+                          "WHERE disconnected_at IS NULL")  # fmt: skip
+    assert open_sessions == [(1, ExchangeConfig().stream_connections)]

@@ -152,7 +152,6 @@ def recorder_for(workdir: Path, sim_url: str, dsn: str, settings: ChaosSettings)
         base_url=sim_url,
         dsn=dsn,
         data_dir=workdir / "data",
-        exchange={"stream_connections": 1},
         recorder={
             "snapshot_interval_s": settings.snapshot_interval_s,
             "trades_poll_interval_s": 0.5,

@@ -44,22 +44,33 @@ async def simulated_exchange(dialect: str, **settings: Any) -> AsyncIterator[Sim
 
 
 def daemon_config_path(
-    tmp_path: Path, sim: Simulator, dsn: str, *, stream_connections: int = 1, **recorder: Any
+    tmp_path: Path,
+    sim: Simulator,
+    dsn: str,
+    *,
+    stream_connections: int | None = None,
+    **recorder: Any,
 ) -> Path:
-    """Write `tmp_path / "recorder.toml"` for recording `sim` into `dsn`; its path."""
+    """Write `tmp_path / "recorder.toml"` for recording `sim` into `dsn`; its path. The
+    stream has the configuration's default connections unless `stream_connections` says."""
     return write_config(
         tmp_path / "recorder.toml",
         base_url=sim.base_url,
         dsn=dsn,
         data_dir=tmp_path / "data",
-        exchange={"stream_connections": stream_connections},
+        exchange={} if stream_connections is None else {"stream_connections": stream_connections},
         recorder={**QUICK_POLLS, **recorder},
         log_format="json",
     )
 
 
 def daemon_config(
-    tmp_path: Path, sim: Simulator, dsn: str, *, stream_connections: int = 1, **recorder: Any
+    tmp_path: Path,
+    sim: Simulator,
+    dsn: str,
+    *,
+    stream_connections: int | None = None,
+    **recorder: Any,
 ) -> Config:
     """The config of `daemon_config_path`, loaded as `recorder run` loads it."""
     return load_config(

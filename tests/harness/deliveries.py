@@ -12,8 +12,8 @@ recording is exact when:
   of one of the connections it was sent to;
 - nothing else is stored: no event that no connection was sent, none under a session that
   was not sent it, none under a session that is not stored;
-- the fills are those of the events, and each connection's garbage is kept (not arbitrated:
-  as many raw messages as the connections were sent malformed payloads).
+- the fills are those of the events, and each malformed payload is kept once, however many
+  connections it was sent to (the stream keeps one copy of the same text, as of an event).
 
 Comparing counts instead would let a lost event hide behind an extra one. A recorder process
 that is SIGKILLed loses what it received and did not commit; `judge` says what it may have
@@ -326,6 +326,10 @@ def judge(
         len(keys) for session_id, keys in stored_under.items() if session_id not in matched
     )
     killed_processes: dict[EventKey, int] = {}
+    # A garbage payload is one object however many connections it was sent to; the stream
+    # keeps one copy, like an event's.
+    must_garbage: dict[int, Garbage] = {}
+    may_miss_garbage: dict[int, Garbage] = {}
     for connection in connections:
         session_id = session_of.get(connection.sid)
         here = stored_under.get(session_id, set()) if session_id is not None else set()
@@ -344,7 +348,7 @@ def judge(
         for i, item in enumerate(connection.items):
             must = i < end
             if isinstance(item, Garbage):
-                (judged.garbage if must else judged.may_miss_garbage)[item.event] += 1
+                (must_garbage if must else may_miss_garbage)[id(item)] = item
                 continue
             key = event_key(item, cancel_id)
             events, fills = (judged.events, judged.fills) if must else (
@@ -353,6 +357,10 @@ def judge(
             fills.update(fills_of(item))
             if not must:
                 killed_processes.setdefault(key, connection.process)
+    judged.garbage.update(g.event for g in must_garbage.values())
+    judged.may_miss_garbage.update(
+        g.event for ident, g in may_miss_garbage.items() if ident not in must_garbage
+    )
     for key in judged.events:
         judged.may_miss_events.pop(key, None)
     for fill in judged.fills:

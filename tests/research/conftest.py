@@ -29,7 +29,7 @@ from tests.harness.daemon import (
     start_daemon,
     stop_daemon,
 )
-from tests.harness.deliveries import delivered_events
+from tests.harness.deliveries import delivered_events, delivered_keys
 from tests.harness.postgres import count_rows, fresh_database
 from tests.harness.waiting import eventually
 
@@ -74,7 +74,7 @@ async def record(dsn: str, tmp_path: Path) -> Recording:
         total = len(sim.engine.trades)
         await eventually(lambda: count_rows(dsn, "trades") == total, timeout_s=60,
                          what="every trade of the tape")  # fmt: skip
-        await eventually(lambda: events_received() - received >= delivered_events(sim),
+        await eventually(lambda: events_received() - received >= len(delivered_keys(sim)),
                          what="every event sent received")  # fmt: skip
         await stop_daemon(daemon, running)
         tops = {pair: top(sim.engine.books[pair].levels) for pair in PAIRS}
