@@ -64,7 +64,8 @@ async def test_book_events_under_any_event_name_are_stored_exactly_as_sent(
     settings = SimSettings(seed=13, pairs=PAIRS, rate_per_s=40, history_hours=0.2,
                            event_name=event_name, record_deliveries=True)  # fmt: skip
     async with run_sim(settings) as sim:
-        daemon = Daemon(daemon_config(tmp_path, sim, db))
+        # One connection at a time: each one's events are stored under its own session.
+        daemon = Daemon(daemon_config(tmp_path, sim, db, stream_connections=1))
         running = await start_daemon(daemon)
         await eventually(lambda: count_rows(db, "book_events") > 30,
                          what="events of the first connection")  # fmt: skip

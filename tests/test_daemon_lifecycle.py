@@ -216,7 +216,7 @@ def own_handlers() -> Iterator[Any]:
 async def test_a_real_sigterm_stops_the_run_and_the_previous_handlers_come_back(
     sim: Simulator, db: str, tmp_path: Path, own_handlers: Any
 ) -> None:
-    daemon = Daemon(daemon_config(tmp_path, sim, db))
+    daemon = Daemon(daemon_config(tmp_path, sim, db, stream_connections=1))
     running = await start_daemon(daemon)
     await eventually(lambda: query(db, "SELECT count(*) FROM stream_sessions")[0][0] == 1,
                      what="the stream session")  # fmt: skip

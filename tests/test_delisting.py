@@ -71,7 +71,8 @@ async def test_a_delisted_pair_is_stopped_noted_and_followed_again_when_listed(
     tasks = pair_tasks(daemon, GONE)
     assert sorted(tasks) == [f"candles:{GONE}:1", f"candles:{GONE}:60", f"snapshots:{GONE}",
                              f"trades:{GONE}"]  # fmt: skip
-    await eventually(lambda: len(sim.subscribers(f"book_{GONE}")) == 1, what="the subscription")
+    n = daemon.config.exchange.stream_connections  # each connection subscribes every pair
+    await eventually(lambda: len(sim.subscribers(f"book_{GONE}")) == n, what="the subscription")
     await eventually(lambda: count(db, "SELECT count(*) FROM book_events WHERE pair = %s",
                                    GONE) > 0, what="the pair recorded")  # fmt: skip
     delisted_before = sample("recorder_pairs_delisted_total", pair=GONE)
@@ -99,9 +100,9 @@ async def test_a_delisted_pair_is_stopped_noted_and_followed_again_when_listed(
 
     # The next connection subscribes only the pairs still followed.
     await sim.drop_sockets()
-    await eventually(lambda: count(db, "SELECT count(*) FROM stream_sessions") == 2,
+    await eventually(lambda: count(db, "SELECT count(*) FROM stream_sessions") == 2 * n,
                      what="a second stream session")  # fmt: skip
-    await eventually(lambda: len(sim.subscribers("book_BTC_USD")) == 1, what="resubscribed")
+    await eventually(lambda: len(sim.subscribers("book_BTC_USD")) == n, what="resubscribed")
     assert not sim.subscribers(f"book_{GONE}")
 
     # `recorder coverage` tells the delisting: last listed when the stored row last moved.
@@ -116,7 +117,7 @@ async def test_a_delisted_pair_is_stopped_noted_and_followed_again_when_listed(
     sim.list_pair(GONE)
     await eventually(lambda: sorted(pair_tasks(daemon, GONE)) == sorted(tasks),
                      what="the pair's tasks again")  # fmt: skip
-    await eventually(lambda: len(sim.subscribers(f"book_{GONE}")) == 1, what="subscribed again")
+    await eventually(lambda: len(sim.subscribers(f"book_{GONE}")) == n, what="subscribed again")
     await eventually(
         lambda: count(db, "SELECT count(*) FROM book_snapshots WHERE pair = %s "
                       "AND reason = 'start' AND taken_at > %s", GONE, relisted_at) == 1,

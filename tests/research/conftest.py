@@ -62,7 +62,9 @@ async def record(dsn: str, tmp_path: Path) -> Recording:
         await eventually(lambda: delivered_events(sim) > 60, what="a second of events")
         outage_from = datetime.now(UTC)
         sim.start_outage(OUTAGE_S)
-        await eventually(lambda: sessions(dsn) >= 2, timeout_s=OUTAGE_S + 60,
+        # Every connection back: a second session for each.
+        back_up = 2 * config.exchange.stream_connections
+        await eventually(lambda: sessions(dsn) >= back_up, timeout_s=OUTAGE_S + 60,
                          what="the stream back after the outage")  # fmt: skip
         outage_to = datetime.now(UTC)
         # Some events on the second session before the market is quieted.
