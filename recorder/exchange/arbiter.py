@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 WINDOW_S = 60.0
+NOT_A_COPY: Any = object()
 
 
 class Arbiter:
@@ -26,30 +28,46 @@ class Arbiter:
     ) -> None:
         self._window_s = window_s
         self._clock = clock
-        self._pending: dict[Hashable, tuple[float, int]] = {}
-        """identity -> (first seen, copies still expected); insertion order is age order."""
+        self._pending: dict[Hashable, tuple[float, int, Any]] = {}
+        """key -> (first seen, copies still expected, what the first copy said); insertion
+        order is age order."""
         self.duplicates = 0
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def first(self, identity: Hashable, *, others: int) -> bool:
+    def first(self, identity: Hashable, *, others: int, value: Any = None) -> bool:
         """True for the first copy of `identity`: keep it. `others`: how many other
-        connections are up now and may deliver copies of it (0: nothing to remember)."""
-        pending = self._pending.get(identity)
+        connections are up now and may deliver copies of it (0: nothing to remember);
+        `value`: what `copy()` gives for them."""
+        if identity in self._pending:
+            self.copy(identity)
+            return False
+        if others > 0:
+            now = self._clock()
+            self._pending[identity] = (now, others, value)
+            self._forget_older_than(now - self._window_s)
+        return True
+
+    def copy(self, key: Hashable) -> Any:
+        """The `value` remembered with `key` if this is a copy of something kept (counted
+        as one of the copies expected); `NOT_A_COPY` if not."""
+        value = self.expected(key)
+        if value is not NOT_A_COPY:
+            self.duplicates += 1
+        return value
+
+    def expected(self, key: Hashable) -> Any:
+        """As `copy()`, for a second key of the same copy: not counted again."""
+        pending = self._pending.get(key)
         if pending is None:
-            if others > 0:
-                now = self._clock()
-                self._pending[identity] = (now, others)
-                self._forget_older_than(now - self._window_s)
-            return True
-        self.duplicates += 1
-        seen_at, expected = pending
+            return NOT_A_COPY
+        seen_at, expected, value = pending
         if expected <= 1:
-            del self._pending[identity]
+            del self._pending[key]
         else:
-            self._pending[identity] = (seen_at, expected - 1)
-        return False
+            self._pending[key] = (seen_at, expected - 1, value)
+        return value
 
     def _forget_older_than(self, limit: float) -> None:
         pending = self._pending

@@ -47,12 +47,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from recorder import metrics
 from recorder.config import ExchangeConfig
-from recorder.exchange.arbiter import Arbiter
+from recorder.exchange.arbiter import NOT_A_COPY, Arbiter
 from recorder.exchange.classify import SOURCE, BookUpdate, channel, classify
 from recorder.exchange.silence import SilenceWatch
 from recorder.exchange.sio.connection import (
@@ -230,7 +231,7 @@ class BookStream:
         for link in self._links:
             link.waiting.set()
 
-    def tape_advanced(self, pair: str, newest_ts: Any) -> None:
+    def tape_advanced(self, pair: str, newest_ts: datetime) -> None:
         """The trade tape of `pair` reached a trade dated `newest_ts` (for the watchdog)."""
         if self.silence is not None:
             self.silence.tape(pair, newest_ts)
@@ -396,6 +397,15 @@ class BookStream:
         # No await before put_nowait: events stay in the order they arrived.
         received_at = utc_now()
         link.received += 1
+        # The cheap test first: the same text as an event another connection brought is a
+        # copy of it, and need not be read again (most copies are; the identity below
+        # catches one serialized otherwise).
+        copied = self._arbiter.copy(got.text) if got.error is None else NOT_A_COPY
+        if copied is not NOT_A_COPY:
+            identity, ts = copied
+            self._arbiter.expected(identity)
+            self._heard(link, identity[0], ts)
+            return
         item: BookUpdate | RawMessage
         if got.error is not None:
             item = RawMessage(new_id(), received_at, SOURCE, None, got.text, got.error)
@@ -418,15 +428,21 @@ class BookStream:
                 self.items.put_nowait(item)
             return
         event = item.event
-        metrics.stream_events.labels(link.label).inc()
-        if self.silence is not None:
-            self.silence.heard(link.index, event.pair, event.ts)
-        if not self._arbiter.first((event.pair, event.oid, event.kind), others=others):
+        identity = (event.pair, event.oid, event.kind)
+        self._heard(link, event.pair, event.ts)
+        if not self._arbiter.first(identity, others=others):
             return
+        self._arbiter.first(got.text, others=others, value=(identity, event.ts))
         metrics.stream_first_events.labels(link.label).inc()
         metrics.socket_events.labels(pair=event.pair, kind=event.kind).inc()
         metrics.last_event_timestamp.labels(pair=event.pair).set(received_at.timestamp())
         self.items.put_nowait(item)
+
+    def _heard(self, link: _Link, pair: str, ts: datetime) -> None:
+        """`link` delivered an event of `pair` (the first copy or not)."""
+        metrics.stream_events.labels(link.label).inc()
+        if self.silence is not None:
+            self.silence.heard(link.index, pair, ts)
 
     # -- silent channels ----------------------------------------------------------------
 

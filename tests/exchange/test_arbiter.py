@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recorder.exchange.arbiter import Arbiter
+from recorder.exchange.arbiter import NOT_A_COPY, Arbiter
 from tests.harness.fakeclock import FakeClock
 
 
@@ -38,4 +38,16 @@ def test_copies_that_never_come_are_forgotten_after_the_window() -> None:
 def test_alone_nothing_is_remembered() -> None:
     arbiter = Arbiter()
     assert arbiter.first(1, others=0)
+    assert len(arbiter) == 0
+
+
+def test_a_copy_found_by_its_text_gives_what_the_first_copy_said() -> None:
+    arbiter = Arbiter()
+    text = '["book_BTC_USD", {"oid": 1}]'
+    assert arbiter.copy(text) is NOT_A_COPY
+    assert arbiter.first(("BTC_USD", 1, "new"), others=1)
+    assert arbiter.first(text, others=1, value=("BTC_USD", 1, "new"))
+    assert arbiter.copy(text) == ("BTC_USD", 1, "new")
+    assert arbiter.expected(("BTC_USD", 1, "new")) is None  # the identity, once
+    assert arbiter.duplicates == 1
     assert len(arbiter) == 0
