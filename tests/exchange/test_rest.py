@@ -372,3 +372,22 @@ def test_retry_after_header_forms() -> None:
     assert retry_after_s(None) is None
     assert retry_after_s("soon") is None
     assert retry_after_s("Wed, 21 Oct 2015 07:28:10 GMT", now_s=1445412480.0) == 10.0
+
+
+async def test_an_answer_after_the_exchange_was_down_is_told_once(exchange: FakeExchange) -> None:
+    recovered: list[str] = []
+    client = ExchangeClient(  # told as the daemon's stream is
+        exchange.url, timeout_s=0.5, retry=FAST_RETRY, on_recovered=lambda: recovered.append("up")
+    )
+    exchange.bodies["/api/v1/currencies/"] = '[{"sign": "$", "short_name": "USD"}]'
+    await client.currencies()
+    assert recovered == []  # never down
+    exchange.fail("/api/v1/currencies/", Fault(status=429), Fault(status=429))
+    await client.currencies()
+    assert recovered == []  # a 429 is a limit, not an outage
+    exchange.fail("/api/v1/currencies/", Fault(status=502, body="down"), Fault(delay_s=2.0))
+    await client.currencies()  # a 502, no answer, then an answer
+    assert recovered == ["up"]
+    await client.currencies()
+    assert recovered == ["up"]  # once per outage
+    await client.aclose()
