@@ -46,8 +46,9 @@ recording.
 
 --profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
 .venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
-functions whose CPU grows most from the first connection count to the others. py-spy takes CPU of its own, so CPU figures of a profiled run are not comparable
-with an unprofiled one's.
+functions whose CPU grows most from the first connection count to the others. py-spy
+takes CPU of its own, so CPU figures of a profiled run are not comparable with an
+unprofiled one's. --work-dir DIR keeps each recorder run's config and log.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from statistics import mean
 
@@ -131,6 +133,10 @@ class RecorderResult:
     load: tuple[float, float]
     """The 1-minute load average at the window's start and end."""
     verdict: str
+    recorded: bool
+    """The recording passed every check (every event stored once, book_at equal, ...)."""
+    drops: list[str]
+    """Stream connections dropped during the run (`connection_drops`)."""
     profile: Path | None = None
 
 
@@ -265,13 +271,19 @@ async def recorder_run(
                 per_s(per_connection("recorder_stream_first_events_total", c))
                 for c in range(connections)
             ]
-            await sim.pause_and_drain(http)
-            verdict = await check_recording(http, sim, dsn)
-            verdict += await check_connections(http, sim, recorder, metrics_url)
+            try:
+                await sim.pause_and_drain(http)
+                verdict = await check_recording(http, sim, dsn)
+                verdict += await check_connections(http, sim, recorder, metrics_url)
+                recorded = True
+            except (RuntimeError, AssertionError) as exc:
+                # Reported with the run's figures, and the bench exits 1 at its end.
+                verdict, recorded = f"FAILED: {exc}", False
             p50, p99 = query(dsn, COMMIT_LATENCY, start_wall_s, end_wall_s)[0]
+            drops = connection_drops(recorder)  # before stopping it, which ends them all
             exit_code = recorder.stop()
             if exit_code != 0:
-                raise RuntimeError(f"recorder exited {exit_code}:\n{recorder.log_tail()}")
+                verdict, recorded = f"{verdict}; FAILED: exit code {exit_code}", False
     return RecorderResult(
         connections=connections,
         round=round_,
@@ -288,8 +300,26 @@ async def recorder_run(
         max_buffered_rows=max_buffered,
         load=(float(start_load.split()[0]), float(end_load.split()[0])),
         verdict=verdict,
+        recorded=recorded,
+        drops=drops,
         profile=profile,
     )
+
+
+def connection_drops(recorder: RecorderProcess) -> list[str]:
+    """Each stream connection's drop in the recorder's log, as `connection: reason at +N s`
+    (seconds since the first connect): a recorder that falls behind loses its connections."""
+    entries = recorder.log_entries(this_start=True)
+    connects = [e["ts"] for e in entries if e.get("event") == "socket stream connected"]
+    if not connects:
+        return []
+    first = datetime.fromisoformat(connects[0])
+    return [
+        f"{e['connection']}: {e['reason']} at "
+        f"+{(datetime.fromisoformat(e['ts']) - first).total_seconds():.0f} s"
+        for e in entries
+        if e.get("event") == "socket stream disconnected"
+    ]
 
 
 async def check_connections(
@@ -344,8 +374,8 @@ def report(runs: list[RateRuns], counts: list[int]) -> None:
     print("| asked ev/s | connections | round | bare client ev/s | recorder events committed/s "
           "| fills committed/s | rows committed/s | recorder / bare "
           "| flow made ev/s, recorder run | recorder's buffer max rows "
-          "| sim's queue to the recorder max |")  # fmt: skip
-    print("| ---: " * 11 + "|")
+          "| sim's queue to the recorder max | recording | connections dropped |")  # fmt: skip
+    print("| ---: " * 11 + "| --- | --- |")
     for rr in runs:
         for rec in rr.recorder:
             print(
@@ -353,7 +383,8 @@ def report(runs: list[RateRuns], counts: list[int]) -> None:
                 f"| {rr.bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
                 f"| {rec.fills_per_s:,.0f} | {rec.events_per_s + rec.fills_per_s:,.0f} "
                 f"| {rec.events_per_s / rr.bare.received_per_s:.2f}x | {rec.made_per_s:,.0f} "
-                f"| {rec.max_buffered_rows:,} | {rec.max_socket_backlog:,} |"
+                f"| {rec.max_buffered_rows:,} | {rec.max_socket_backlog:,} "
+                f"| {'checked' if rec.recorded else 'FAILED'} | {'; '.join(rec.drops) or '-'} |"
             )
     print()
     print("| asked ev/s | connections | round | event to receipt p50 / p99, bare "
@@ -408,8 +439,8 @@ def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
     print("| asked ev/s | connections | events committed/s | copies received/s "
           "| recorder CPU, cores | recorder CPU per 1,000 ev/s "
           f"| recorder vs {base} | sim CPU, cores | sim vs {base} "
-          "| PostgreSQL CPU, cores | others' CPU, cores |")  # fmt: skip
-    print("| ---: " * 11 + "|")
+          "| PostgreSQL CPU, cores | others' CPU, cores | recordings checked |")  # fmt: skip
+    print("| ---: " * 12 + "|")
     for rr in runs:
         base_runs = rr.of(base)
         for n in counts:
@@ -423,7 +454,8 @@ def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
                 f"| {versus(these, base_runs, 'recorder')} "
                 f"| {mean(r.cpu['sim'] for r in these):.3f} | {versus(these, base_runs, 'sim')} "
                 f"| {mean(r.cpu['postgres'] for r in these):.3f} "
-                f"| {mean(r.cpu['others'] for r in these):.2f} |"
+                f"| {mean(r.cpu['others'] for r in these):.2f} "
+                f"| {sum(r.recorded for r in these)} of {len(these)} |"
             )
     print()
     for rr in runs:
@@ -501,13 +533,18 @@ def report_profiles(runs: list[RateRuns], counts: list[int], seconds: float) -> 
             print()
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace) -> int:
+    """Run and report; 1 if a recording failed its check, else 0."""
     pairs = args.pairs.split(",")
     counts = [int(n) for n in args.connections.split(",")]
     profile_dir: Path | None = args.profile
     runs: list[RateRuns] = []
     print(f"load average at the start: {load_average()}", flush=True)
-    with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
+    with (
+        postgres_server() as pg,
+        tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp,
+    ):
+        work_dir = args.work_dir or Path(tmp)
         for i, rate in enumerate(parse_rates(args.rates)):
             bare = await bare_client(rate, pairs, args.seconds)
             print(f"asked {rate_label(rate)}/s: bare client {bare.received_per_s:,.0f} ev/s",
@@ -517,7 +554,7 @@ async def main_async(args: argparse.Namespace) -> None:
             for round_ in range(args.rounds):
                 for n in run_order(counts, i, round_):
                     rec = await recorder_run(
-                        pg, rate, pairs, args.seconds, Path(tmp), n, round_, profile_dir
+                        pg, rate, pairs, args.seconds, work_dir, n, round_, profile_dir
                     )
                     rr.recorder.append(rec)
                     print(f"asked {rate_label(rate)}/s, {n} connection(s), round {round_ + 1}: "
@@ -531,6 +568,10 @@ async def main_async(args: argparse.Namespace) -> None:
     if profile_dir is not None:
         print()
         report_profiles(runs, counts, math.ceil(args.seconds))
+    failed = [rec for rr in runs for rec in rr.recorder if not rec.recorded]
+    if failed:
+        print(f"{len(failed)} recorder run(s) FAILED their check (see above)")
+    return 1 if failed else 0
 
 
 def main() -> int:
@@ -550,12 +591,15 @@ def main() -> int:
         "--profile", metavar="DIR", type=Path,
         help="sample each recorder run with py-spy, keep the stacks in DIR",
     )  # fmt: skip
+    parser.add_argument(
+        "--work-dir", metavar="DIR", type=Path,
+        help="keep each recorder run's config and log here (default: a temporary directory)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.profile is not None:
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
-    asyncio.run(main_async(args))
-    return 0
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
