@@ -465,6 +465,12 @@ def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
             extra_copies = mean(sum(r.copies_per_s) for r in these) - mean(
                 sum(r.copies_per_s) for r in base_runs
             )
+            behind = [r for r in these + base_runs if r.events_per_s < KEEPS_UP * r.made_per_s]
+            if behind:
+                # A process that cannot keep up spends what CPU it gets: no cost to read.
+                print(f"at {rate_label(rr.rate)}/s: no cost per copy, the recorder fell behind "
+                      f"the flow in {len(behind)} of {len(these + base_runs)} runs")  # fmt: skip
+                continue
             for process in ("recorder", "sim"):
                 extra = mean(r.cpu[process] for r in these) - mean(
                     r.cpu[process] for r in base_runs
