@@ -5,9 +5,9 @@
 - `SimProcess`: `recorder sim` as its own process, steered through its admin API.
 - `RecorderProcess`: `recorder run --config FILE` as its own process (config written here),
   so its RSS and CPU can be read from /proc, its metrics from its endpoint.
-- `/proc` readers (`rss_mb`, `cpu_seconds`, `tree_cpu_seconds`), a Prometheus scrape,
-  least squares, and `check_recording()`: the database against the simulator's own record,
-  so that no figure comes from a broken run.
+- `/proc` readers (`rss_mb`, `cpu_seconds`, `tree_cpu_seconds`, `machine_busy_seconds`,
+  `load_average`), a Prometheus scrape, least squares, and `check_recording()`: the
+  database against the simulator's own record, so that no figure comes from a broken run.
 
 The PostgreSQL, the recorder process, its config and the waiting are the test harness's
 (tests/harness/), so that a bench measures the same parts the tests check.
@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +32,7 @@ import psycopg
 # Run as a script, bench/ is on sys.path but the repository is not: the harness is.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recorder.config import ExchangeConfig
 from tests.harness import postgres as _postgres
 from tests.harness.config import write_config
 from tests.harness.ports import free_port as free_port  # bench/storage.py, bench/catchup.py
@@ -134,16 +135,30 @@ def sim_process(rate_per_s: float, pairs: list[str]) -> Iterator[SimProcess]:
 
 
 class RecorderProcess(_RecorderProcess):
-    """`recorder run` against `sim` and `dsn`, with the config's defaults except the pairs."""
+    """`recorder run` against `sim` and `dsn`, with the config's defaults except the pairs
+    (and the `[exchange]` settings given, such as `stream_connections`)."""
 
-    def __init__(self, work_dir: Path, sim: SimProcess, dsn: str, **settings: Any) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        sim: SimProcess,
+        dsn: str,
+        exchange: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
         self.work_dir = work_dir
         self.pairs = sim.pairs
+        exchange = dict(exchange or {})
+        self.connections = int(
+            exchange.get("stream_connections", ExchangeConfig().stream_connections)
+        )
+        """How many stream connections it keeps (the config's default unless given)."""
         config = write_config(
             work_dir / "recorder.toml",
             base_url=sim.url,
             dsn=dsn,
             data_dir=work_dir / "data",
+            exchange=exchange,
             recorder={"pairs": sim.pairs, **settings},
             log_format="json",
         )
@@ -159,7 +174,8 @@ class RecorderProcess(_RecorderProcess):
         )
 
     async def wait_recording(self, http: aiohttp.ClientSession, dsn: str) -> None:
-        """Until the stream is up and every pair has its snapshot after the connect."""
+        """Until every stream connection is up and every pair has its snapshot after the
+        connect."""
 
         async def ready() -> bool:
             url = self.metrics_url
@@ -167,9 +183,9 @@ class RecorderProcess(_RecorderProcess):
                 return False
             samples = await scrape(http, url)
             snapshotted = query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots")
-            return samples.get("recorder_socket_connected", 0) == 1 and snapshotted[0][0] == len(
-                self.pairs
-            )
+            return samples.get(
+                "recorder_stream_connections_up", 0
+            ) == self.connections and snapshotted[0][0] == len(self.pairs)
 
         await self.wait_until(ready, timeout_s=120, what="the recorder to record",
                               ignoring=(aiohttp.ClientError, psycopg.Error))  # fmt: skip
@@ -180,9 +196,13 @@ class RecorderProcess(_RecorderProcess):
 
 @contextmanager
 def recorder_process(
-    work_dir: Path, sim: SimProcess, dsn: str, **settings: Any
+    work_dir: Path,
+    sim: SimProcess,
+    dsn: str,
+    exchange: Mapping[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[RecorderProcess]:
-    recorder = RecorderProcess(work_dir, sim, dsn, **settings)
+    recorder = RecorderProcess(work_dir, sim, dsn, exchange, **settings)
     try:
         yield recorder
     finally:
@@ -233,6 +253,21 @@ def cpu_now(pids: dict[str, int], postmaster: int | None = None) -> dict[str, fl
     if postmaster is not None:
         now["postgres"] = tree_cpu_seconds(postmaster)
     return now
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy so far, whoever's process (Linux
+    /proc/stat: user, nice, system, irq, softirq and steal time)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()  # the "cpu" line: all cores
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """/proc/loadavg: the 1, 5 and 15 minute load averages, runnable/all tasks, last pid."""
+    with open("/proc/loadavg") as loadavg:
+        return loadavg.read().strip()
 
 
 def cpu_shares(start: dict[str, float], end: dict[str, float], seconds: float) -> dict[str, float]:

@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
-"""Ingest benchmark: book events per second the recorder commits, against a bare client.
+"""Ingest benchmark: book events per second the recorder commits, against a bare client,
+and what each redundant stream connection costs.
 
     .venv/bin/python bench/ingest.py [--rates 1000,2000,3000,5000,10000,max] [--seconds 10]
-                                     [--pairs BTC_USD,ETH_USD]
+                                     [--pairs BTC_USD,ETH_USD] [--connections 1,2]
+                                     [--rounds 2] [--profile DIR]
 
-For each asked rate of the simulator's order flow, two runs side by side, each against a
-fresh `recorder sim` process (no history, flow paused until the subscriber is ready):
+For each asked rate of the simulator's order flow, runs side by side, each against a fresh
+`recorder sim` process (no history, flow paused until the subscriber is ready):
 
   bare client   one python-socketio AsyncClient subscribed to every pair's channel that only
                 counts events (and notes receipt minus the event's `date`): the ceiling of
-                the socket path on this machine.
-  recorder      a real `recorder run` process (defaults of the config, the pairs given) on a
+                the socket path on this machine. Once per rate.
+  recorder      a real `recorder run` process (defaults of the config, the pairs given, and
+                `exchange.stream_connections` set to each count of --connections) on a
                 fresh database of one embedded PostgreSQL; committed rows/s read from its
                 `recorder_rows_written_total{table}` counter over the same window.
+
+The recorder runs go in rounds (--rounds): each round runs every connection count once, and
+the order is reversed from one round to the next and from one rate to the next (1,2 then
+2,1, ...), so that a drift in the load of a shared machine weighs on every count alike.
+CPU is read from /proc for each process apart (user + system time over the window, in
+cores): the recorder's own process, the simulator (which pays for every subscriber it
+sends to) and PostgreSQL; and the machine's busy time, so that what other processes took
+meanwhile shows as "others".
 
 "max" asks for 1,000,000 events/s: the simulator then runs as fast as its one subscriber
 takes events (it waits while a socket has 5,000 packets queued), so that step measures each
@@ -27,33 +38,52 @@ events dated inside the measured window. Polling the table instead would add the
 interval to every figure.
 
 Each recorder run ends with the flow paused, the simulator drained and the database checked
-against the simulator (every event, fill and trade stored; book_at equal to the engine's
-book) and with SIGTERM (exit code 0), so no figure comes from a broken recording.
+against the simulator (every event, fill and trade stored once; book_at equal to the
+engine's book), every connection's counter of events received equal to the events made
+(each was sent on every connection) and the counters of first copies adding up to them
+(each was kept once), and with SIGTERM (exit code 0), so no figure comes from a broken
+recording.
+
+--profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
+.venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
+functions whose CPU grows most from the first connection count to the others. py-spy
+takes CPU of its own, so CPU figures of a profiled run are not comparable with an
+unprofiled one's. --work-dir DIR keeps each recorder run's config and log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from statistics import mean
 
 import aiohttp
 import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _profile
 from _recorder_procs import (
     Postgres,
+    RecorderProcess,
+    SimProcess,
     check_recording,
     cpu_now,
     cpu_shares,
+    eventually,
     execute,
     fresh_database,
+    load_average,
+    machine_busy_seconds,
     percentile,
     postgres_server,
     query,
@@ -67,6 +97,7 @@ WARMUP_S = 2.0
 SAMPLE_EVERY_S = 0.25
 KEEPS_UP = 0.95
 """The recorder keeps up while it commits at least this share of what the bare client got."""
+PROFILE_TOP = 20
 
 
 @dataclass
@@ -81,17 +112,43 @@ class BareResult:
 
 @dataclass
 class RecorderResult:
+    connections: int
+    round: int
     made_per_s: float
     events_per_s: float
     fills_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
     cpu: dict[str, float]
-    """CPU seconds per second: "recorder", "sim" and "postgres"."""
+    """CPU seconds per second: "recorder", "sim", "postgres", "bench" (this process),
+    "machine" (every core's busy time) and "others" (the machine less the four)."""
+    copies_per_s: list[float]
+    """Book events received per second by each connection, copies of events another
+    connection brought first included (`recorder_stream_events_total{connection}`)."""
+    first_shares: list[float]
+    """Each connection's share of the events it brought first (the copies recorded)."""
     flushes_per_s: float
     max_socket_backlog: int
     max_buffered_rows: int
+    load: tuple[float, float]
+    """The 1-minute load average at the window's start and end."""
     verdict: str
+    recorded: bool
+    """The recording passed every check (every event stored once, book_at equal, ...)."""
+    drops: list[str]
+    """Stream connections dropped during the run (`connection_drops`)."""
+    profile: Path | None = None
+
+
+@dataclass
+class RateRuns:
+    rate: float
+    bare: BareResult
+    recorder: list[RecorderResult] = field(default_factory=list)
+
+    def of(self, connections: int) -> list[RecorderResult]:
+        return sorted((r for r in self.recorder if r.connections == connections),
+                      key=lambda r: r.round)  # fmt: skip
 
 
 async def bare_client(rate: float, pairs: list[str], seconds: float) -> BareResult:
@@ -144,38 +201,62 @@ COMMIT_LATENCY = """
 """
 
 
+def per_connection(name: str, connection: int) -> str:
+    return f'{name}{{connection="{connection}"}}'
+
+
 async def recorder_run(
-    pg: Postgres, rate: float, pairs: list[str], seconds: float, work_dir: Path
+    pg: Postgres,
+    rate: float,
+    pairs: list[str],
+    seconds: float,
+    work_dir: Path,
+    connections: int,
+    round_: int,
+    profile_dir: Path | None,
 ) -> RecorderResult:
-    label = "max" if rate >= MAX_RATE else f"{rate:.0f}"
+    label = f"{'max' if rate >= MAX_RATE else f'{rate:.0f}'}_{connections}c_r{round_}"
     with (
         fresh_database(pg.dsn, f"ingest_{label}") as dsn,
         sim_process(rate, pairs) as sim,
-        recorder_process(work_dir / label, sim, dsn) as recorder,
+        recorder_process(
+            work_dir / label, sim, dsn, {"stream_connections": connections}
+        ) as recorder,
     ):
         recorder.migrate()
         execute(dsn, "ALTER TABLE book_events "
                      "ADD COLUMN committed_at timestamptz DEFAULT clock_timestamp()")  # fmt: skip
         recorder.start()
-        pids = {"recorder": recorder.pid, "sim": sim.pid}
+        pids = {"recorder": recorder.pid, "sim": sim.pid, "bench": os.getpid()}
         async with aiohttp.ClientSession() as http:
             await recorder.wait_recording(http, dsn)
+            metrics_url = await recorder.serving_metrics()
             await sim.admin(http, "resume")
             await asyncio.sleep(WARMUP_S)
+            profile = profile_dir / f"recorder_{label}.txt" if profile_dir else None
+            profiler = _profile.start(recorder.pid, seconds, profile) if profile else None
             start_state = await sim.admin(http, "state")
-            start_metrics = await scrape(http, recorder.metrics_url)
+            start_metrics = await scrape(http, metrics_url)
             start_s, start_wall_s = time.monotonic(), time.time()
             start_cpu = cpu_now(pids, pg.postmaster_pid())
+            start_busy, start_load = machine_busy_seconds(), load_average()
             max_backlog = max_buffered = 0
             state, metrics = start_state, start_metrics
             while time.monotonic() - start_s < seconds:
                 await asyncio.sleep(SAMPLE_EVERY_S)
                 state = await sim.admin(http, "state")
-                metrics = await scrape(http, recorder.metrics_url)
+                metrics = await scrape(http, metrics_url)
                 max_backlog = max(max_backlog, int(state["socket_backlog"]))
                 max_buffered = max(max_buffered, int(metrics["recorder_write_buffer_rows"]))
             elapsed_s, end_wall_s = time.monotonic() - start_s, time.time()
             cpu = cpu_shares(start_cpu, cpu_now(pids, pg.postmaster_pid()), elapsed_s)
+            cpu["machine"] = (machine_busy_seconds() - start_busy) / elapsed_s
+            cpu["others"] = cpu["machine"] - sum(
+                cpu[name] for name in ("recorder", "sim", "postgres", "bench")
+            )
+            end_load = load_average()
+            if profiler is not None:
+                await asyncio.to_thread(profiler.wait)
 
             def per_s(key: str) -> float:
                 return (metrics.get(key, 0.0) - start_metrics.get(key, 0.0)) / elapsed_s
@@ -183,23 +264,93 @@ async def recorder_run(
             def committed_per_s(table: str) -> float:
                 return per_s(f'recorder_rows_written_total{{table="{table}"}}')
 
-            await sim.pause_and_drain(http)
-            verdict = await check_recording(http, sim, dsn)
+            copies = [
+                per_s(per_connection("recorder_stream_events_total", c)) for c in range(connections)
+            ]
+            firsts = [
+                per_s(per_connection("recorder_stream_first_events_total", c))
+                for c in range(connections)
+            ]
+            try:
+                await sim.pause_and_drain(http)
+                verdict = await check_recording(http, sim, dsn)
+                verdict += await check_connections(http, sim, recorder, metrics_url)
+                recorded = True
+            except (RuntimeError, AssertionError) as exc:
+                # Reported with the run's figures, and the bench exits 1 at its end.
+                verdict, recorded = f"FAILED: {exc}", False
             p50, p99 = query(dsn, COMMIT_LATENCY, start_wall_s, end_wall_s)[0]
+            drops = connection_drops(recorder)  # before stopping it, which ends them all
             exit_code = recorder.stop()
             if exit_code != 0:
-                raise RuntimeError(f"recorder exited {exit_code}:\n{recorder.log_tail()}")
+                verdict, recorded = f"{verdict}; FAILED: exit code {exit_code}", False
     return RecorderResult(
+        connections=connections,
+        round=round_,
         made_per_s=(state["event_count"] - start_state["event_count"]) / elapsed_s,
         events_per_s=committed_per_s("book_events"),
         fills_per_s=committed_per_s("book_fills"),
         latency_p50_ms=p50.total_seconds() * 1000,
         latency_p99_ms=p99.total_seconds() * 1000,
         cpu=cpu,
+        copies_per_s=copies,
+        first_shares=[f / sum(firsts) if sum(firsts) else 0.0 for f in firsts],
         flushes_per_s=per_s("recorder_db_write_duration_seconds_count"),
         max_socket_backlog=max_backlog,
         max_buffered_rows=max_buffered,
+        load=(float(start_load.split()[0]), float(end_load.split()[0])),
         verdict=verdict,
+        recorded=recorded,
+        drops=drops,
+        profile=profile,
+    )
+
+
+def connection_drops(recorder: RecorderProcess) -> list[str]:
+    """Each stream connection's drop in the recorder's log, as `connection: reason at +N s`
+    (seconds since the first connect): a recorder that falls behind loses its connections."""
+    entries = recorder.log_entries(this_start=True)
+    connects = [e["ts"] for e in entries if e.get("event") == "socket stream connected"]
+    if not connects:
+        return []
+    first = datetime.fromisoformat(connects[0])
+    return [
+        f"{e['connection']}: {e['reason']} at "
+        f"+{(datetime.fromisoformat(e['ts']) - first).total_seconds():.0f} s"
+        for e in entries
+        if e.get("event") == "socket stream disconnected"
+    ]
+
+
+async def check_connections(
+    http: aiohttp.ClientSession, sim: SimProcess, recorder: RecorderProcess, metrics_url: str
+) -> str:
+    """After `check_recording`: every connection received every event the simulator made
+    (each was sent on each connection) and the first copies add up to them (each was kept
+    once, as the database, holding each event once, already showed)."""
+    made = int((await sim.admin(http, "state"))["event_count"])
+    n = recorder.connections
+
+    def counts(samples: dict[str, float], name: str) -> list[int]:
+        return [int(samples.get(per_connection(name, c), 0)) for c in range(n)]
+
+    async def every_copy_in() -> bool:
+        samples = await scrape(http, metrics_url)
+        return min(counts(samples, "recorder_stream_events_total")) >= made
+
+    with suppress(AssertionError):  # reported below with the counts
+        await eventually(every_copy_in, timeout_s=30,
+                         what="every connection's copy of every event")  # fmt: skip
+    samples = await scrape(http, metrics_url)
+    copies = counts(samples, "recorder_stream_events_total")
+    firsts = counts(samples, "recorder_stream_first_events_total")
+    if copies != [made] * n or sum(firsts) != made:
+        raise RuntimeError(
+            f"connections: received {copies}, kept first {firsts}; the simulator made {made}"
+        )
+    return (
+        f"; each of {n} connection(s) received all {made} events, kept once "
+        f"(first copies by connection: {', '.join(f'{f:,}' for f in firsts)})"
     )
 
 
@@ -211,57 +362,222 @@ def rate_label(rate: float) -> str:
     return "max" if rate >= MAX_RATE else f"{rate:,.0f}"
 
 
-def report(rows: list[tuple[float, BareResult, RecorderResult]]) -> None:
-    print("| asked ev/s | bare client ev/s | recorder events committed/s | fills committed/s "
-          "| rows committed/s | recorder / bare | flow made ev/s, recorder run "
-          "| recorder's buffer max rows | sim's queue to the recorder max |")  # fmt: skip
-    print("| ---: " * 9 + "|")
-    for rate, bare, rec in rows:
-        print(
-            f"| {rate_label(rate)} | {bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
-            f"| {rec.fills_per_s:,.0f} | {rec.events_per_s + rec.fills_per_s:,.0f} "
-            f"| {rec.events_per_s / bare.received_per_s:.2f}x | {rec.made_per_s:,.0f} "
-            f"| {rec.max_buffered_rows:,} | {rec.max_socket_backlog:,} |"
-        )
+def run_order(counts: list[int], rate_index: int, round_: int) -> list[int]:
+    """The connection counts in the order run: reversed every other round and rate."""
+    return counts if (rate_index + round_) % 2 == 0 else counts[::-1]
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report(runs: list[RateRuns], counts: list[int]) -> None:
+    print("| asked ev/s | connections | round | bare client ev/s | recorder events committed/s "
+          "| fills committed/s | rows committed/s | recorder / bare "
+          "| flow made ev/s, recorder run | recorder's buffer max rows "
+          "| sim's queue to the recorder max | recording | connections dropped |")  # fmt: skip
+    print("| ---: " * 11 + "| --- | --- |")
+    for rr in runs:
+        for rec in rr.recorder:
+            print(
+                f"| {rate_label(rr.rate)} | {rec.connections} | {rec.round + 1} "
+                f"| {rr.bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
+                f"| {rec.fills_per_s:,.0f} | {rec.events_per_s + rec.fills_per_s:,.0f} "
+                f"| {rec.events_per_s / rr.bare.received_per_s:.2f}x | {rec.made_per_s:,.0f} "
+                f"| {rec.max_buffered_rows:,} | {rec.max_socket_backlog:,} "
+                f"| {'checked' if rec.recorded else 'FAILED'} | {'; '.join(rec.drops) or '-'} |"
+            )
     print()
-    print("| asked ev/s | event to receipt p50 / p99, bare | event to commit p50 / p99, "
-          "recorder | writer commits/s | CPU bare client / sim "
-          "| CPU recorder / sim / PostgreSQL |")  # fmt: skip
-    print("| ---: " * 6 + "|")
-    for rate, bare, rec in rows:
-        print(
-            f"| {rate_label(rate)} | {bare.latency_p50_ms:,.1f} / {bare.latency_p99_ms:,.1f} ms "
-            f"| {rec.latency_p50_ms:,.1f} / {rec.latency_p99_ms:,.1f} ms "
-            f"| {rec.flushes_per_s:,.0f} "
-            f"| {bare.cpu['client']:.2f} / {bare.cpu['sim']:.2f} "
-            f"| {rec.cpu['recorder']:.2f} / {rec.cpu['sim']:.2f} / {rec.cpu['postgres']:.2f} |"
-        )
+    print("| asked ev/s | connections | round | event to receipt p50 / p99, bare "
+          "| event to commit p50 / p99, recorder | writer commits/s "
+          "| copies received/s by connection | first copies by connection "
+          "| CPU bare client / sim | CPU recorder / sim / PostgreSQL "
+          "| CPU machine / others | load 1 min, start / end |")  # fmt: skip
+    print("| ---: " * 12 + "|")
+    for rr in runs:
+        bare = rr.bare
+        for rec in rr.recorder:
+            print(
+                f"| {rate_label(rr.rate)} | {rec.connections} | {rec.round + 1} "
+                f"| {bare.latency_p50_ms:,.1f} / {bare.latency_p99_ms:,.1f} ms "
+                f"| {rec.latency_p50_ms:,.1f} / {rec.latency_p99_ms:,.1f} ms "
+                f"| {rec.flushes_per_s:,.0f} "
+                f"| {' / '.join(f'{c:,.0f}' for c in rec.copies_per_s)} "
+                f"| {' / '.join(f'{s:.0%}' for s in rec.first_shares)} "
+                f"| {bare.cpu['client']:.2f} / {bare.cpu['sim']:.2f} "
+                f"| {rec.cpu['recorder']:.2f} / {rec.cpu['sim']:.2f} / {rec.cpu['postgres']:.2f} "
+                f"| {rec.cpu['machine']:.2f} / {rec.cpu['others']:.2f} "
+                f"| {rec.load[0]:.2f} / {rec.load[1]:.2f} |"
+            )
     print()
-    for rate, _, rec in rows:
-        print(f"checked at {rate_label(rate)}/s: {rec.verdict}")
-    behind = [rate for rate, bare, rec in rows
-              if rec.events_per_s < KEEPS_UP * bare.received_per_s]  # fmt: skip
+    if len(counts) > 1:
+        report_connections(runs, counts)
+    for rr in runs:
+        for rec in rr.recorder:
+            print(f"checked at {rate_label(rr.rate)}/s, {rec.connections} connection(s), "
+                  f"round {rec.round + 1}: {rec.verdict}")  # fmt: skip
+    behind = [
+        (rr.rate, rec.connections)
+        for rr in runs
+        for rec in rr.recorder
+        if rec.events_per_s < KEEPS_UP * rr.bare.received_per_s
+    ]
     if behind:
+        rate, n = behind[0]
         print(f"the recorder first committed < {KEEPS_UP:.0%} of the bare client's rate at "
-              f"{rate_label(behind[0])}/s asked")  # fmt: skip
+              f"{rate_label(rate)}/s asked ({n} connection(s))")  # fmt: skip
     else:
         print(f"the recorder committed >= {KEEPS_UP:.0%} of the bare client's rate at every step")
 
 
-async def main_async(args: argparse.Namespace) -> None:
+def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
+    """What each connection count costs against the first one: means over the rounds, the
+    ratio of the means, and in brackets the ratio within each round."""
+    base = counts[0]
+    print(f"What each stream connection costs (mean of the rounds; vs {base}: ratio of the "
+          "means, in brackets each round's own)")  # fmt: skip
+    print()
+    print("| asked ev/s | connections | events committed/s | copies received/s "
+          "| recorder CPU, cores | recorder CPU per 1,000 ev/s "
+          f"| recorder vs {base} | sim CPU, cores | sim vs {base} "
+          "| PostgreSQL CPU, cores | others' CPU, cores | recordings checked |")  # fmt: skip
+    print("| ---: " * 12 + "|")
+    for rr in runs:
+        base_runs = rr.of(base)
+        for n in counts:
+            these = rr.of(n)
+            events = mean(r.events_per_s for r in these)
+            cpu = mean(r.cpu["recorder"] for r in these)
+            print(
+                f"| {rate_label(rr.rate)} | {n} | {events:,.0f} "
+                f"| {mean(sum(r.copies_per_s) for r in these):,.0f} | {cpu:.3f} "
+                f"| {cpu / events * 1000:.3f} "
+                f"| {versus(these, base_runs, 'recorder')} "
+                f"| {mean(r.cpu['sim'] for r in these):.3f} | {versus(these, base_runs, 'sim')} "
+                f"| {mean(r.cpu['postgres'] for r in these):.3f} "
+                f"| {mean(r.cpu['others'] for r in these):.2f} "
+                f"| {sum(r.recorded for r in these)} of {len(these)} |"
+            )
+    print()
+    for rr in runs:
+        base_runs = rr.of(base)
+        for n in counts[1:]:
+            these = rr.of(n)
+            extra_copies = mean(sum(r.copies_per_s) for r in these) - mean(
+                sum(r.copies_per_s) for r in base_runs
+            )
+            behind = [r for r in these + base_runs if r.events_per_s < KEEPS_UP * r.made_per_s]
+            if behind:
+                # A process that cannot keep up spends what CPU it gets: no cost to read.
+                print(f"at {rate_label(rr.rate)}/s: no cost per copy, the recorder fell behind "
+                      f"the flow in {len(behind)} of {len(these + base_runs)} runs")  # fmt: skip
+                continue
+            for process in ("recorder", "sim"):
+                extra = mean(r.cpu[process] for r in these) - mean(
+                    r.cpu[process] for r in base_runs
+                )
+                per_copy = (f"{extra / extra_copies * 1e6:,.1f} µs per extra copy received"
+                            if extra_copies > 0 else "no extra copies")  # fmt: skip
+                print(f"at {rate_label(rr.rate)}/s, {n} connections instead of {base}: "
+                      f"{process} {extra:+.3f} cores, {per_copy}")  # fmt: skip
+    print()
+
+
+def versus(these: list[RecorderResult], base: list[RecorderResult], process: str) -> str:
+    overall = mean(r.cpu[process] for r in these) / mean(r.cpu[process] for r in base)
+    rounds = [
+        f"{r.cpu[process] / b.cpu[process]:.2f}"
+        for r, b in zip(these, base, strict=False)
+        if r.round == b.round
+    ]
+    return f"{overall:.2f}x ({', '.join(rounds)})"
+
+
+# --- the profiles ---------------------------------------------------------------------------
+
+
+def report_profiles(runs: list[RateRuns], counts: list[int], seconds: float) -> None:
+    """Per rate, the functions whose CPU grows most from the first connection count to each
+    other one (the event loop's trunk left out), with callees and on their own."""
+    base = counts[0]
+    for rr in runs:
+        profiles = {
+            n: _profile.mean_profile(
+                [_profile.read(r.profile, seconds) for r in rr.of(n) if r.profile is not None]
+            )
+            for n in counts
+            if any(r.profile is not None for r in rr.of(n))
+        }
+        if base not in profiles:
+            continue
+        was = profiles[base]
+        for n in counts[1:]:
+            now = profiles[n]
+            events = mean(r.events_per_s for r in rr.of(n))
+            trunk = was.trunk() | now.trunk()
+            growth = sorted(
+                (set(now.inclusive) | set(was.inclusive)) - trunk,
+                key=lambda name: now.inclusive[name] - was.inclusive[name],
+                reverse=True,
+            )[:PROFILE_TOP]
+            print(f"profile at {rate_label(rr.rate)}/s, {base} -> {n} connections: the "
+                  "functions whose CPU grows most, callees included (own: in the function "
+                  "itself); cores, and µs per committed event")  # fmt: skip
+            print()
+            print(f"| function | cores, {base} | cores, {n} | more, cores | more, µs per event "
+                  f"| own cores, {base} / {n} |")  # fmt: skip
+            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            print(f"| (all samples) | {was.total:.3f} | {now.total:.3f} "
+                  f"| {now.total - was.total:+.3f} "
+                  f"| {(now.total - was.total) / events * 1e6:+.1f} | |")  # fmt: skip
+            for name in growth:
+                more = now.inclusive[name] - was.inclusive[name]
+                print(
+                    f"| `{name}` | {was.inclusive[name]:.3f} | {now.inclusive[name]:.3f} "
+                    f"| {more:+.3f} | {more / events * 1e6:+.1f} "
+                    f"| {was.own[name]:.3f} / {now.own[name]:.3f} |"
+                )
+            print()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    """Run and report; 1 if a recording failed its check, else 0."""
     pairs = args.pairs.split(",")
-    rows: list[tuple[float, BareResult, RecorderResult]] = []
-    with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
-        for rate in parse_rates(args.rates):
+    counts = [int(n) for n in args.connections.split(",")]
+    profile_dir: Path | None = args.profile
+    runs: list[RateRuns] = []
+    print(f"load average at the start: {load_average()}", flush=True)
+    with (
+        postgres_server() as pg,
+        tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp,
+    ):
+        work_dir = args.work_dir or Path(tmp)
+        for i, rate in enumerate(parse_rates(args.rates)):
             bare = await bare_client(rate, pairs, args.seconds)
             print(f"asked {rate_label(rate)}/s: bare client {bare.received_per_s:,.0f} ev/s",
                   flush=True)  # fmt: skip
-            rec = await recorder_run(pg, rate, pairs, args.seconds, Path(tmp))
-            print(f"asked {rate_label(rate)}/s: recorder committed {rec.events_per_s:,.0f} "
-                  f"events/s + {rec.fills_per_s:,.0f} fills/s", flush=True)  # fmt: skip
-            rows.append((rate, bare, rec))
+            rr = RateRuns(rate, bare)
+            runs.append(rr)
+            for round_ in range(args.rounds):
+                for n in run_order(counts, i, round_):
+                    rec = await recorder_run(
+                        pg, rate, pairs, args.seconds, work_dir, n, round_, profile_dir
+                    )
+                    rr.recorder.append(rec)
+                    print(f"asked {rate_label(rate)}/s, {n} connection(s), round {round_ + 1}: "
+                          f"recorder committed {rec.events_per_s:,.0f} events/s + "
+                          f"{rec.fills_per_s:,.0f} fills/s, its CPU {rec.cpu['recorder']:.3f}, "
+                          f"the simulator's {rec.cpu['sim']:.3f}, others' "
+                          f"{rec.cpu['others']:.2f} cores", flush=True)  # fmt: skip
+    print(f"load average at the end: {load_average()}")
     print()
-    report(rows)
+    report(runs, counts)
+    if profile_dir is not None:
+        print()
+        report_profiles(runs, counts, math.ceil(args.seconds))
+    failed = [rec for rr in runs for rec in rr.recorder if not rec.recorded]
+    if failed:
+        print(f"{len(failed)} recorder run(s) FAILED their check (see above)")
+    return 1 if failed else 0
 
 
 def main() -> int:
@@ -269,8 +585,27 @@ def main() -> int:
     parser.add_argument("--rates", default="1000,2000,3000,5000,10000,max")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     parser.add_argument("--pairs", default="BTC_USD,ETH_USD")
-    asyncio.run(main_async(parser.parse_args()))
-    return 0
+    parser.add_argument(
+        "--connections", default="1,2",
+        help="exchange.stream_connections of each recorder run, comma-separated",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=2,
+        help="recorder runs per connection count and rate, the order alternating",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", metavar="DIR", type=Path,
+        help="sample each recorder run with py-spy, keep the stacks in DIR",
+    )  # fmt: skip
+    parser.add_argument(
+        "--work-dir", metavar="DIR", type=Path,
+        help="keep each recorder run's config and log here (default: a temporary directory)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
