@@ -2,8 +2,8 @@
 function.
 
 py-spy (`.venv/bin/pip install py-spy`; not a dependency of the project) reads the target's
-memory from outside, pausing it for each sample so that the stacks it reads are consistent
-(`--nonblocking` saw too little of a busy event loop); its own CPU is spent in its own
+memory from outside, pausing it for each sample (its default; `--nonblocking` would not
+pause it but may read a stack half-way through a change). Its own CPU is spent in its own
 process, which on a small machine still competes with the one measured.
 """
 

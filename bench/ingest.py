@@ -4,7 +4,7 @@ and what each redundant stream connection costs.
 
     .venv/bin/python bench/ingest.py [--rates 1000,2000,3000,5000,10000,max] [--seconds 10]
                                      [--pairs BTC_USD,ETH_USD] [--connections 1,2]
-                                     [--rounds 2] [--profile DIR]
+                                     [--rounds 2] [--profile DIR] [--work-dir DIR]
 
 For each asked rate of the simulator's order flow, runs side by side, each against a fresh
 `recorder sim` process (no history, flow paused until the subscriber is ready):
@@ -41,8 +41,10 @@ Each recorder run ends with the flow paused, the simulator drained and the datab
 against the simulator (every event, fill and trade stored once; book_at equal to the
 engine's book), every connection's counter of events received equal to the events made
 (each was sent on every connection) and the counters of first copies adding up to them
-(each was kept once), and with SIGTERM (exit code 0), so no figure comes from a broken
-recording.
+(each was kept once), and with SIGTERM (exit code 0). A run that fails this check is
+reported as FAILED beside its figures, with the stream connections it lost (from its log),
+and the bench exits 1, so that a broken recording's figures are never taken for a good
+one's.
 
 --profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
 .venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
@@ -96,7 +98,8 @@ MAX_RATE = 1_000_000.0
 WARMUP_S = 2.0
 SAMPLE_EVERY_S = 0.25
 KEEPS_UP = 0.95
-"""The recorder keeps up while it commits at least this share of what the bare client got."""
+"""The recorder keeps up while it commits at least this share of what the bare client got
+(or of what the simulator's flow made while it ran)."""
 PROFILE_TOP = 20
 
 
