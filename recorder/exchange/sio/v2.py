@@ -21,9 +21,13 @@ The wire, as socket.io 2.x servers speak it:
 - The server joins the client to the default namespace unasked: `40` follows. (socket.io
   3+/Engine.IO v4 waits for the client's `40` instead.)
 - Heartbeats are the client's: it sends `2` (ping) every pingInterval and the server
-  answers `3` (pong); a pong that does not come within pingTimeout means the connection is
-  dead. The server, for its part, closes a connection that sent nothing for pingInterval +
-  pingTimeout. (Engine.IO v4 reversed the direction: the server pings, the client pongs.)
+  answers `3` (pong). As in socket.io's own client (engine.io-client 3), any packet counts
+  as a sign of life, not only the pong: the connection is dead when nothing at all came
+  within pingTimeout of a ping. A recorder reading behind its socket reads the pong late,
+  behind what the server sent before it; the packets before it are read meanwhile. The
+  server, for its part, closes a connection that sent nothing for pingInterval +
+  pingTimeout, so the reader yields to the heartbeat every `READ_BATCH` messages.
+  (Engine.IO v4 reversed the direction: the server pings, the client pongs.)
 - Messages are `4` + a socket.io packet: `42["book_BTC_USD",{...}]` is an event, `41` the
   server ending the namespace, `44` an error; `1` closes the Engine.IO connection.
 
@@ -61,6 +65,12 @@ OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0123456"
 SIO_CONNECT, SIO_DISCONNECT, SIO_EVENT, SIO_ACK, SIO_ERROR = "01234"
 DEFAULT_NAMESPACE = (None, "/")
 
+READ_BATCH = 100
+"""Messages read in a row before the reader lets the other tasks (the heartbeat) run.
+
+aiohttp hands over what is buffered without suspending, up to 256 KiB at a time: a busy
+recorder would otherwise hold the event loop for seconds in a burst."""
+
 
 class SocketIO2Connection:
     """One Engine.IO v3 websocket connection to a socket.io 1.x/2.x server."""
@@ -87,7 +97,8 @@ class SocketIO2Connection:
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pong = asyncio.Event()
+        self._heard = asyncio.Event()
+        """Set by every message read; cleared by each ping sent."""
 
     # --- connecting --------------------------------------------------------------------------
 
@@ -180,7 +191,12 @@ class SocketIO2Connection:
         assert self._ws is not None
         reason = "transport close"
         try:
+            read = 0
             async for message in self._ws:
+                self._heard.set()
+                read += 1
+                if read % READ_BATCH == 0:
+                    await asyncio.sleep(0)
                 if message.type is aiohttp.WSMsgType.TEXT:
                     text: str = message.data
                     if text[:1] == PING:  # not a v3 server's habit; answering costs nothing
@@ -203,11 +219,9 @@ class SocketIO2Connection:
         kind, body = text[:1], text[1:]
         if kind == MESSAGE:
             return self._socketio_packet(body)
-        if kind == PONG:
-            self._pong.set()
-        elif kind == CLOSE:
+        if kind == CLOSE:
             return "server disconnect"
-        elif kind not in (OPEN, PING, UPGRADE, NOOP):
+        if kind not in (OPEN, PING, PONG, UPGRADE, NOOP):
             self._on_event(Received(None, [], text, f"unknown Engine.IO packet {_short(text)}"))
         return None
 
@@ -234,7 +248,7 @@ class SocketIO2Connection:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.ping_interval_s)
-            self._pong.clear()
+            self._heard.clear()
             try:
                 assert self._ws is not None
                 await self._ws.send_str(PING)
@@ -242,7 +256,7 @@ class SocketIO2Connection:
                 resolve(self.closed, f"transport error: {exc}")
                 return
             try:
-                await asyncio.wait_for(self._pong.wait(), self.ping_timeout_s)
+                await asyncio.wait_for(self._heard.wait(), self.ping_timeout_s)
             except TimeoutError:
                 resolve(self.closed, "ping timeout")
                 return

@@ -9,7 +9,8 @@ module fits it to `Connection` and keeps three things ours:
   so we hand it a session we own and close it in `close()`, whatever happened;
 - cancellation and timeouts: `connect()` is bounded by `timeout_s` as a whole (the
   library's websocket connect has no timeout of its own), and `close()` ends the
-  library's background tasks even when its own disconnect cannot run.
+  library's background tasks even when its own disconnect cannot run;
+- patience with a reader that lags behind its socket (`_LagTolerantEngineIO`).
 
 Long-polling first, then the upgrade to a websocket, is the library's default and works
 through proxies that refuse websockets; `websocket_only` skips polling for servers that
@@ -23,6 +24,7 @@ import contextlib
 from typing import Any, Final
 
 import aiohttp
+import engineio  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
 
 from recorder.exchange.sio.connection import (
@@ -52,6 +54,44 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+class _LagTolerantEngineIO(engineio.AsyncClient):  # type: ignore[misc]
+    """python-engineio's client, giving up on a lagging connection no sooner than the server.
+
+    Once subscribed, the client's only packet to send is its pong to the server's ping,
+    queued when the ping is read. The library ends a connection that queued nothing for
+    max(pingInterval, pingTimeout) + 5 s: with socket.io's defaults (25 s, 20 s), a ping
+    read more than 5 s late. While the recorder reads behind its socket (a burst, a full
+    core), every ping waits behind what the server sent before it, so every connection
+    would drop at once, although the server itself waits pingTimeout for the pong.
+    `tests/exchange/test_slow_reader.py` shows it against a Node socket.io 4 server.
+
+    The library reads the server's pingTimeout back from `ping_timeout` for its timeouts
+    only; here that reads pingInterval + pingTimeout. The write side then waits
+    pingInterval + pingTimeout + 5 s: a ping may be read up to pingTimeout + 5 s late, more
+    than the server allows. The read side (no packet at all) waits 2 x pingInterval +
+    pingTimeout (70 s with the defaults, 45 s before), since a ping may also arrive that late.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._server_ping_timeout: float | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def ping_timeout(self) -> float | None:
+        if self._server_ping_timeout is None or self.ping_interval is None:
+            return self._server_ping_timeout
+        return float(self.ping_interval) + self._server_ping_timeout
+
+    @ping_timeout.setter
+    def ping_timeout(self, seconds: float | None) -> None:
+        self._server_ping_timeout = seconds
+
+
+class _Client(socketio.AsyncClient):  # type: ignore[misc]
+    def _engineio_client_class(self) -> type[engineio.AsyncClient]:
+        return _LagTolerantEngineIO
+
+
 class SocketIO4Connection:
     """One python-socketio client connection to a socket.io 3.x/4.x server."""
 
@@ -75,13 +115,13 @@ class SocketIO4Connection:
         self._transports = ["websocket"] if websocket_only else None
         self.closed: asyncio.Future[str] = future_reason()
         self._http: aiohttp.ClientSession | None = None
-        self._client: socketio.AsyncClient | None = None
+        self._client: _Client | None = None
 
     async def connect(self) -> None:
         self._http = aiohttp.ClientSession()
         # handle_sigint=False: the library would otherwise take over SIGINT (and disconnect
         # by itself); stopping is the daemon's business, which drains before it disconnects.
-        client = self._client = socketio.AsyncClient(
+        client = self._client = _Client(
             reconnection=False,
             serializer=ExactPacket,
             logger=False,
