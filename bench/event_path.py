@@ -48,6 +48,8 @@ from recorder.sources.book import BookRecorder
 
 PAIRS = ("BTC_USD", "ETH_USD")
 BOOK_ORDERS = 200
+CONNECTED = '40{"sid":"event-path"}'
+"""The server's socket.io CONNECT packet (in an Engine.IO message), before any event."""
 
 
 class Market:
@@ -102,17 +104,18 @@ class _Frames:
 
 
 async def read_all(client: socketio.AsyncClient, texts: list[str]) -> None:
-    """Run python-engineio's websocket read loop over `texts` as a connected client's."""
+    """Run python-engineio's websocket read loop over `texts`, after the namespace's CONNECT,
+    as an Engine.IO client's that has just connected."""
     eio = client.eio
-    eio.ws = _Frames(texts)
     eio.state = "connected"
     eio.ping_interval, eio.ping_timeout = 25, 20
     eio.queue = asyncio.Queue()
     written = asyncio.get_running_loop().create_future()
     written.set_result(None)
     eio.write_loop_task = written
-    client.namespaces = {"/": "sid"}
     client.connected = True
+    client._connect_event = asyncio.Event()
+    eio.ws = _Frames([CONNECTED, *texts])
     await eio._read_loop_websocket()
 
 

@@ -36,7 +36,11 @@ from recorder.exchange.sio.connection import (
     future_reason,
     resolve,
 )
-from recorder.exchange.sio.packets import ExactPacket, Received, _ExactJson
+from recorder.exchange.sio.packets import (
+    ExactPacket,
+    Received,
+    _ExactJson,
+)
 from recorder.logs import get_logger
 
 log = get_logger(__name__)
