@@ -9,8 +9,41 @@ from __future__ import annotations
 import platform
 from contextlib import suppress
 from importlib.metadata import PackageNotFoundError, version
+from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once.
+
+    `metric.labels(...)` validates its values and takes a lock on every call, some
+    microseconds; the stream asks for the same few children for every event
+    (docs/benchmarks.md, "The event path, lean"). `forget_pair` drops a pair's children
+    here as it removes them from the metric, so that a later event of the pair makes its
+    series anew.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+        _CHILDREN.append(self)
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+    def forget(self, value: str) -> None:
+        """Drop the children labelled `value` (in any label)."""
+        for values in [v for v in self._children if value in v]:
+            del self._children[values]
+
+
+_CHILDREN: list[Children[Counter] | Children[Gauge] | Children[Histogram]] = []
 
 socket_connected = Gauge(
     "recorder_socket_connected", "1 while at least one socket.io stream connection is up, else 0"
@@ -201,6 +234,8 @@ def forget_pair(pair: str) -> None:
     for gauge, labels in series:
         with suppress(KeyError):  # never set for this pair
             gauge.remove(*labels)
+    for children in _CHILDREN:
+        children.forget(pair)
 
 
 # --- the writer's spool and its own errors; documented in docs/operations.md -----------------

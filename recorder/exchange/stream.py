@@ -51,6 +51,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from prometheus_client import Counter
+
 from recorder import metrics
 from recorder.config import ExchangeConfig
 from recorder.exchange.arbiter import NOT_A_COPY, Arbiter
@@ -79,6 +81,9 @@ PROTOCOLS = ("auto", *GENERATIONS)
 UNSUBSCRIBE_EVENT = "unsubscribe"
 """socket.io's usual name; the docs name only `subscribe` (an unknown event is ignored)."""
 MIN_ATTEMPT_SPACING_S = 1.0
+
+_SOCKET_EVENTS = metrics.Children(metrics.socket_events)
+_LAST_EVENT_AT = metrics.Children(metrics.last_event_timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +128,14 @@ class _Link:
     connects: int = 0
     received: int = 0
     """Payloads received on the current connection."""
+    events: Counter = field(init=False)
+    """`recorder_stream_events_total` of this connection (one lookup, not one per event)."""
+    first_events: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         self.label = str(self.index)
+        self.events = metrics.stream_events.labels(self.label)
+        self.first_events = metrics.stream_first_events.labels(self.label)
 
 
 class BookStream:
@@ -433,14 +443,14 @@ class BookStream:
         if not self._arbiter.first(identity, others=others):
             return
         self._arbiter.first(got.text, others=others, value=(identity, event.ts))
-        metrics.stream_first_events.labels(link.label).inc()
-        metrics.socket_events.labels(pair=event.pair, kind=event.kind).inc()
-        metrics.last_event_timestamp.labels(pair=event.pair).set(received_at.timestamp())
+        link.first_events.inc()
+        _SOCKET_EVENTS(event.pair, event.kind).inc()
+        _LAST_EVENT_AT(event.pair).set(received_at.timestamp())
         self.items.put_nowait(item)
 
     def _heard(self, link: _Link, pair: str, ts: datetime) -> None:
         """`link` delivered an event of `pair` (the first copy or not)."""
-        metrics.stream_events.labels(link.label).inc()
+        link.events.inc()
         if self.silence is not None:
             self.silence.heard(link.index, pair, ts)
 

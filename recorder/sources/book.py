@@ -50,6 +50,9 @@ log = get_logger(__name__)
 
 SETTLE_S = 1.0
 
+_EVENT_LAG = metrics.Children(metrics.event_lag)
+_CANCEL_READING = metrics.Children(metrics.cancel_reading)
+
 
 @dataclass
 class PairBook:
@@ -125,7 +128,7 @@ class BookRecorder:
         if isinstance(item, BookUpdate):
             self._writer.put(item.event)
             self._writer.put_many(item.fills)
-            metrics.event_lag.labels(item.event.pair).observe(
+            _EVENT_LAG(item.event.pair).observe(
                 max(0.0, (item.event.received_at - item.event.ts).total_seconds())
             )
             self._apply(item)
@@ -166,7 +169,7 @@ class BookRecorder:
             return
         if event.kind == "cancel":
             applied = book.model.cancel(event)
-            metrics.cancel_reading.labels(event.pair, applied.outcome).inc()
+            _CANCEL_READING(event.pair, applied.outcome).inc()
             self._announce_reading(event.pair, book)
         else:
             book.model.apply(event, update.fills)

@@ -63,6 +63,11 @@ class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
     json = _ExactJson()
 
     def decode(self, encoded_packet: Any) -> int:
+        if isinstance(encoded_packet, str) and encoded_packet[:2] == PLAIN_EVENT:
+            # The packet of every book event: no namespace, no ack id, no attachments.
+            self.packet_type, self.namespace, self.id = sio_packet.EVENT, None, None
+            self.data = plain_event(encoded_packet)
+            return 0
         self.json = _ExactJson()  # per packet: it remembers the text it decoded
         try:
             attachments: int = super().decode(encoded_packet)
@@ -74,16 +79,36 @@ class ExactPacket(sio_packet.Packet):  # type: ignore[misc]
             self.data = [UNDECODABLE, Received(None, [], text, f"undecodable packet: {exc}")]
             return 0
         if self.packet_type == sio_packet.EVENT:
-            data = self.data if isinstance(self.data, list) else [self.data]
-            text = self.json.text or ""
-            first = data[0] if data else None
-            # An event named like one of the library's own (`disconnect`, `connect`) would
-            # run that handler: a server's `2["disconnect"]` would end a healthy session
-            # unrecorded. Such a name reaches the catch-all handler, which keeps it raw.
-            usable = isinstance(first, str) and first not in RESERVED_EVENTS
-            name = first if usable else UNDECODABLE
-            self.data = [name, Received(first, data[1:], text)]
+            self.data = _event(self.data, self.json.text or "")
         return attachments
+
+
+PLAIN_EVENT = "2["
+"""How the socket.io packet of an event without namespace, ack id or attachments begins."""
+
+
+def plain_event(packet: str) -> list[Any]:
+    """A `2[...]` packet's data as the catch-all handler takes it: `[name, Received]`.
+
+    `name` is `UNDECODABLE` for a packet that cannot be decoded (`Received.error` says why)
+    or whose event name is no usable one.
+    """
+    text = packet[1:]
+    try:
+        data = load_json(text)
+    except Exception as exc:
+        return [UNDECODABLE, Received(None, [], text, f"undecodable packet: {exc}")]
+    return _event(data, text)
+
+
+def _event(data: Any, text: str) -> list[Any]:
+    data = data if isinstance(data, list) else [data]
+    first = data[0] if data else None
+    # An event named like one of the library's own (`disconnect`, `connect`) would run
+    # that handler: a server's `2["disconnect"]` would end a healthy session unrecorded.
+    # Such a name reaches the catch-all handler, which keeps it raw.
+    usable = isinstance(first, str) and first not in RESERVED_EVENTS
+    return [first if usable else UNDECODABLE, Received(first, data[1:], text)]
 
 
 def event_text(event: str, data: Any) -> str:

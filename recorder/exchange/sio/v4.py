@@ -36,7 +36,11 @@ from recorder.exchange.sio.connection import (
     future_reason,
     resolve,
 )
-from recorder.exchange.sio.packets import ExactPacket, Received, _ExactJson
+from recorder.exchange.sio.packets import (
+    ExactPacket,
+    Received,
+    _ExactJson,
+)
 from recorder.logs import get_logger
 
 log = get_logger(__name__)
@@ -117,11 +121,13 @@ class SocketIO4Connection:
         self._http: aiohttp.ClientSession | None = None
         self._client: _Client | None = None
 
-    async def connect(self) -> None:
-        self._http = aiohttp.ClientSession()
+    def new_client(self) -> _Client:
+        """The python-socketio client of this connection, its handlers registered (not yet
+        connected; `bench/event_path.py` feeds one packet texts without a socket)."""
+        self._http = self._http or aiohttp.ClientSession()
         # handle_sigint=False: the library would otherwise take over SIGINT (and disconnect
         # by itself); stopping is the daemon's business, which drains before it disconnects.
-        client = self._client = _Client(
+        client = _Client(
             reconnection=False,
             serializer=ExactPacket,
             logger=False,
@@ -149,6 +155,10 @@ class SocketIO4Connection:
         client.on("connect", on_connect)
         client.on("disconnect", on_disconnect)
         client.on("*", on_event)
+        return client
+
+    async def connect(self) -> None:
+        client = self._client = self.new_client()
         try:
             try:
                 async with asyncio.timeout(self._timeout_s):
