@@ -5,6 +5,7 @@ and what each redundant stream connection costs.
     .venv/bin/python bench/ingest.py [--rates 1000,2000,3000,5000,10000,max] [--seconds 10]
                                      [--pairs BTC_USD,ETH_USD] [--connections 1,2]
                                      [--rounds 2] [--profile DIR] [--work-dir DIR]
+                                     [--source sim|node] [--max-events 300000]
 
 For each asked rate of the simulator's order flow, runs side by side, each against a fresh
 `recorder sim` process (no history, flow paused until the subscriber is ready):
@@ -45,6 +46,24 @@ engine's book), every connection's counter of events received equal to the event
 reported as FAILED beside its figures, with the stream connections it lost (from its log),
 and the bench exits 1, so that a broken recording's figures are never taken for a good
 one's.
+
+--source node: the simulator's python-socketio side tops out below what a bare client
+takes, so against it the ratio measures the simulator. With this, each run's simulator
+(no flow of its own) makes the run's events ahead with its engine (POST /admin/ahead), so
+its REST answers, tape and book stay the truth the recording is checked against, and
+bench/node_source.js, a Node socket.io 4 server, sends them (the packet texts unparsed, so
+every number keeps its digits), flat out as fast as its subscribers take them, or paced at
+the asked rate with each event dated when it is due (so latencies mean what they do with
+the simulator). Flat out, an event is dated when made: no latency is shown. The events made
+ahead: paced, the rate times the warm-up and window plus 2 s; flat out, --max-events for the
+bare client (its window ends early when they are all in), and for the recorder what the
+bare client took in the warm-up and window (then 1.5 times the fastest recorder run's pace),
+so that it does not spend minutes on a backlog after its window. The recorder's periodic
+snapshots are off (made ahead, the engine's book is ahead of the stream); its first one is
+taken before the events are made. First, the source's own ceiling: what it sends to 1 (and
+to as many as --connections' largest) raw WebSocket readers (bench/raw_reader.js), events
+cycled. A last table sets each recorder run beside the bare client: rates, CPU per 1,000
+events/s, latencies.
 
 --profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
 .venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
