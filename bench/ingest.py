@@ -5,6 +5,7 @@ and what each redundant stream connection costs.
     .venv/bin/python bench/ingest.py [--rates 1000,2000,3000,5000,10000,max] [--seconds 10]
                                      [--pairs BTC_USD,ETH_USD] [--connections 1,2]
                                      [--rounds 2] [--profile DIR] [--work-dir DIR]
+                                     [--source sim|node] [--max-events 300000]
 
 For each asked rate of the simulator's order flow, runs side by side, each against a fresh
 `recorder sim` process (no history, flow paused until the subscriber is ready):
@@ -46,6 +47,24 @@ reported as FAILED beside its figures, with the stream connections it lost (from
 and the bench exits 1, so that a broken recording's figures are never taken for a good
 one's.
 
+--source node: the simulator's python-socketio side tops out below what a bare client
+takes, so against it the ratio measures the simulator. With this, each run's simulator
+(no flow of its own) makes the run's events ahead with its engine (POST /admin/ahead), so
+its REST answers, tape and book stay the truth the recording is checked against, and
+bench/node_source.js, a Node socket.io 4 server, sends them (the packet texts unparsed, so
+every number keeps its digits), flat out as fast as its subscribers take them, or paced at
+the asked rate with each event dated when it is due (so latencies mean what they do with
+the simulator). Flat out, an event is dated when made: no latency is shown. The events made
+ahead: paced, the rate times the warm-up and window plus 2 s; flat out, --max-events for the
+bare client (its window ends early when they are all in), and for the recorder what the
+bare client took in the warm-up and window (then 1.5 times the fastest recorder run's pace),
+so that it does not spend minutes on a backlog after its window. The recorder's periodic
+snapshots are off (made ahead, the engine's book is ahead of the stream); its first one is
+taken before the events are made. First, the source's own ceiling: what it sends to 1 (and
+to as many as --connections' largest) raw WebSocket readers (bench/raw_reader.js), events
+cycled. A last table sets each recorder run beside the bare client: rates, CPU per 1,000
+events/s, latencies.
+
 --profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
 .venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
 functions whose CPU grows most from the first connection count to the others. py-spy
@@ -62,7 +81,8 @@ import os
 import sys
 import tempfile
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +94,7 @@ import socketio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _profile
+from _node_source import MAKE_RATE_FLOOR, NodeSource, node_source, raw_reader
 from _recorder_procs import (
     Postgres,
     RecorderProcess,
@@ -110,7 +131,8 @@ class BareResult:
     latency_p50_ms: float
     latency_p99_ms: float
     cpu: dict[str, float]
-    """CPU seconds per second: "client" (this process) and "sim"."""
+    """CPU seconds per second: "client" (this process), "sim" and "source" (the simulator
+    and, with --source node, the Node server sending)."""
 
 
 @dataclass
@@ -123,8 +145,9 @@ class RecorderResult:
     latency_p50_ms: float
     latency_p99_ms: float
     cpu: dict[str, float]
-    """CPU seconds per second: "recorder", "sim", "postgres", "bench" (this process),
-    "machine" (every core's busy time) and "others" (the machine less the four)."""
+    """CPU seconds per second: "recorder", "sim", "source" (the simulator and, with
+    --source node, the Node server sending), "postgres", "bench" (this process), "machine"
+    (every core's busy time) and "others" (the machine less the processes named)."""
     copies_per_s: list[float]
     """Book events received per second by each connection, copies of events another
     connection brought first included (`recorder_stream_events_total{connection}`)."""
@@ -154,49 +177,172 @@ class RateRuns:
                       key=lambda r: r.round)  # fmt: skip
 
 
-async def bare_client(rate: float, pairs: list[str], seconds: float) -> BareResult:
+class Feed:
+    """Where a run's book events come from: the simulator's own socket.io side ("sim"), or
+    the simulator's engine making them ahead and bench/node_source.js sending them ("node").
+    Either way the simulator serves REST and holds the truth the recording is checked
+    against."""
+
+    def __init__(self, sim: SimProcess, rate: float, node: NodeSource | None, events: int) -> None:
+        self.sim = sim
+        self.rate = rate
+        self.node = node
+        self.events = events
+        """node: how many events are made ahead (the run's whole flow)."""
+        self.schedule: tuple[float, float] | None = None
+
+    @property
+    def socket_url(self) -> str:
+        return self.node.url if self.node else self.sim.url
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"sim": self.sim.pid, **({"source": self.node.pid} if self.node else {})}
+
+    @property
+    def dated_when_sent(self) -> bool:
+        """An event's `date` is when it was sent (latencies mean something): always from the
+        simulator; from the node source only when paced (flat out, when it was made)."""
+        return self.node is None or self.rate < MAX_RATE
+
+    async def ready(self, http: aiohttp.ClientSession, sockets: int) -> None:
+        """After the subscriber(s) asked for every channel: until the source has them."""
+        if self.node is not None:
+            await self.node.wait_subscribed(http, sockets, [f"book_{p}" for p in self.sim.pairs])
+        else:
+            # Subscriptions reach the simulator a moment after the connect; the simulator
+            # in its own process says nothing of them to wait on.
+            await asyncio.sleep(0.5)
+
+    async def begin(self, http: aiohttp.ClientSession) -> None:
+        if self.node is None:
+            await self.sim.admin(http, "resume")
+            return
+        if self.rate < MAX_RATE:
+            # Dated by their schedule, which begins once the making is sure to be done.
+            lead_s = 2.0 + self.events / MAKE_RATE_FLOOR
+            self.schedule = (time.time() + lead_s, self.rate)
+        await self.node.load(http, self.sim, self.events, self.schedule)
+        await self.node.start(http, self.schedule)
+        if self.schedule is not None:
+            await asyncio.sleep(max(0.0, self.schedule[0] - time.time()))
+
+    async def progress(self, http: aiohttp.ClientSession) -> tuple[int, int]:
+        """Events made (sim) or sent (node) so far, and the longest queue to a subscriber."""
+        if self.node is None:
+            state = await self.sim.admin(http, "state")
+            return int(state["event_count"]), int(state["socket_backlog"])
+        state = await self.node.state(http)
+        return int(state["sent"]), max((s["queued"] for s in state["sockets"]), default=0)
+
+    async def end(self, http: aiohttp.ClientSession) -> int:
+        """Stop the flow, wait until every event left for the sockets; how many were sent."""
+        if self.node is None:
+            await self.sim.pause_and_drain(http)
+            return int((await self.sim.admin(http, "state"))["emitted_count"])
+        await self.node.wait_done(http)
+        state = await self.node.state(http)
+        if state["late_ms"] > 50 and self.schedule is not None:
+            raise RuntimeError(f"the node source fell {state['late_ms']:.0f} ms behind its pace")
+        return int(state["sent"])
+
+
+@contextmanager
+def feed(kind: str, rate: float, pairs: list[str], events: int = 0) -> Iterator[Feed]:
+    if kind == "sim":
+        with sim_process(rate, pairs) as sim:
+            yield Feed(sim, rate, None, 0)
+        return
+    # The simulator's own flow stays off: the source sends what its engine makes ahead.
+    with sim_process(0, pairs) as sim, node_source() as node:
+        yield Feed(sim, rate, node, events)
+
+
+async def bare_client(
+    rate: float, pairs: list[str], seconds: float, source: str = "sim", events: int = 0
+) -> BareResult:
     received = 0
     window: list[float] | None = None  # receipt minus `date`, seconds, inside the window
+    every_event_in = asyncio.Event()
 
     def on_event(payload: object) -> None:
         nonlocal received
         received += 1
         if window is not None and isinstance(payload, dict):
             window.append(time.time() - float(payload["date"]))
+        if received == events:
+            every_event_in.set()
 
-    with sim_process(rate, pairs) as sim:
+    with feed(source, rate, pairs, events) as source_:
         client = socketio.AsyncClient(reconnection=False)
         for pair in pairs:
             client.on(f"book_{pair}", on_event)
-        await client.connect(sim.url, transports=["websocket"])
+        await client.connect(source_.socket_url, transports=["websocket"])
         for pair in pairs:
             await client.call("subscribe", f"book_{pair}")
-        pids = {"client": os.getpid(), "sim": sim.pid}
+        pids = {"client": os.getpid(), **source_.pids}
         async with aiohttp.ClientSession() as http:
-            await sim.admin(http, "resume")
+            await source_.ready(http, 1)
+            await source_.begin(http)
             await asyncio.sleep(WARMUP_S)
-            start = await sim.admin(http, "state")
+            start_made, _ = await source_.progress(http)
             start_count, start_s, start_cpu, window = received, time.monotonic(), cpu_now(pids), []
-            await asyncio.sleep(seconds)
+            # The node source has so many events: the window ends early when they are in.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(every_event_in.wait(), seconds)
             latencies, window = window, None
             count, elapsed_s = received - start_count, time.monotonic() - start_s
             cpu = cpu_shares(start_cpu, cpu_now(pids), elapsed_s)
-            end = await sim.admin(http, "state")
-            await sim.pause_and_drain(http)
-            state = await sim.admin(http, "state")
+            end_made, _ = await source_.progress(http)
+            sent = await source_.end(http)
+            # What left the source may still be in the kernel's socket buffers (megabytes
+            # on loopback): wait for it, then for any surplus.
+            with suppress(AssertionError):  # reported below with the counts
+                await eventually(lambda: received >= sent, timeout_s=60,
+                                 what="every event sent at the bare client")  # fmt: skip
             await asyncio.sleep(0.5)
-            if received != state["emitted_count"]:
-                raise RuntimeError(f"bare client got {received} of {state['emitted_count']}")
+            if received != sent:
+                raise RuntimeError(f"bare client got {received} of {sent}")
+            dated = source_.dated_when_sent
         await client.disconnect()
+    cpu["source"] = cpu["sim"] + cpu.get("source", 0.0)
     return BareResult(
-        made_per_s=(end["event_count"] - start["event_count"]) / elapsed_s,
+        made_per_s=(end_made - start_made) / elapsed_s,
         received_per_s=count / elapsed_s,
-        latency_p50_ms=percentile(latencies, 0.50) * 1000,
-        latency_p99_ms=percentile(latencies, 0.99) * 1000,
+        latency_p50_ms=percentile(latencies, 0.50) * 1000 if dated else math.nan,
+        latency_p99_ms=percentile(latencies, 0.99) * 1000 if dated else math.nan,
         cpu=cpu,
     )
 
 
+CEILING_EVENTS = 50_000
+"""Events the simulator makes for measuring the node source; sent over and over."""
+
+
+async def source_ceiling(pairs: list[str], seconds: float, readers: int) -> tuple[float, float]:
+    """Events per second the node source sends each of `readers` raw readers (the slowest
+    one's), and the cores the source takes meanwhile: its own ceiling, nobody slow."""
+    channels = [f"book_{p}" for p in pairs]
+    with sim_process(0, pairs) as sim, node_source() as node:
+        async with aiohttp.ClientSession() as http:
+            await node.load(http, sim, CEILING_EVENTS)
+            with ExitStack() as stack:
+                taking = [stack.enter_context(raw_reader(node.url, channels))
+                          for _ in range(readers)]  # fmt: skip
+                await node.wait_subscribed(http, readers, channels)
+                await node.start(http, repeat=True)
+                await asyncio.sleep(WARMUP_S)
+                start = [await r.events() for r in taking]
+                start_s, start_cpu = time.monotonic(), cpu_now({"source": node.pid})
+                await asyncio.sleep(seconds)
+                end = [await r.events() for r in taking]
+                elapsed_s = time.monotonic() - start_s
+                cpu = cpu_shares(start_cpu, cpu_now({"source": node.pid}), elapsed_s)
+                await node.stop(http)
+    return min(b - a for a, b in zip(start, end, strict=True)) / elapsed_s, cpu["source"]
+
+
+COMMITTED_EVENTS = 'recorder_rows_written_total{table="book_events"}'
 COMMIT_LATENCY = """
     SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY committed_at - ts),
            percentile_disc(0.99) WITHIN GROUP (ORDER BY committed_at - ts)
@@ -217,46 +363,61 @@ async def recorder_run(
     connections: int,
     round_: int,
     profile_dir: Path | None,
+    source: str = "sim",
+    events: int = 0,
 ) -> RecorderResult:
     label = f"{'max' if rate >= MAX_RATE else f'{rate:.0f}'}_{connections}c_r{round_}"
     with (
         fresh_database(pg.dsn, f"ingest_{label}") as dsn,
-        sim_process(rate, pairs) as sim,
+        feed(source, rate, pairs, events) as source_,
         recorder_process(
-            work_dir / label, sim, dsn, {"stream_connections": connections}
+            work_dir / label,
+            source_.sim,
+            dsn,
+            {"stream_connections": connections, "socket_url": source_.socket_url},
+            # Made ahead, the engine's book runs ahead of the node source's stream: a
+            # snapshot while it sends would not match the events dated after it.
+            **({"snapshot_interval_s": 3600} if source_.node else {}),
         ) as recorder,
     ):
+        sim = source_.sim
         recorder.migrate()
         execute(dsn, "ALTER TABLE book_events "
                      "ADD COLUMN committed_at timestamptz DEFAULT clock_timestamp()")  # fmt: skip
         recorder.start()
-        pids = {"recorder": recorder.pid, "sim": sim.pid, "bench": os.getpid()}
+        pids = {"recorder": recorder.pid, "bench": os.getpid(), **source_.pids}
         async with aiohttp.ClientSession() as http:
             await recorder.wait_recording(http, dsn)
+            await source_.ready(http, connections)
             metrics_url = await recorder.serving_metrics()
-            await sim.admin(http, "resume")
+            await source_.begin(http)
             await asyncio.sleep(WARMUP_S)
             profile = profile_dir / f"recorder_{label}.txt" if profile_dir else None
             profiler = _profile.start(recorder.pid, seconds, profile) if profile else None
-            start_state = await sim.admin(http, "state")
+            start_made, _ = await source_.progress(http)
             start_metrics = await scrape(http, metrics_url)
             start_s, start_wall_s = time.monotonic(), time.time()
             start_cpu = cpu_now(pids, pg.postmaster_pid())
             start_busy, start_load = machine_busy_seconds(), load_average()
             max_backlog = max_buffered = 0
-            state, metrics = start_state, start_metrics
+            made, metrics = start_made, start_metrics
             while time.monotonic() - start_s < seconds:
                 await asyncio.sleep(SAMPLE_EVERY_S)
-                state = await sim.admin(http, "state")
+                made, backlog = await source_.progress(http)
                 metrics = await scrape(http, metrics_url)
-                max_backlog = max(max_backlog, int(state["socket_backlog"]))
+                max_backlog = max(max_backlog, backlog)
                 max_buffered = max(max_buffered, int(metrics["recorder_write_buffer_rows"]))
+                if source_.node and metrics[COMMITTED_EVENTS] >= events:
+                    break  # the node source's events are all in: the window ends with them
             elapsed_s, end_wall_s = time.monotonic() - start_s, time.time()
             cpu = cpu_shares(start_cpu, cpu_now(pids, pg.postmaster_pid()), elapsed_s)
             cpu["machine"] = (machine_busy_seconds() - start_busy) / elapsed_s
             cpu["others"] = cpu["machine"] - sum(
-                cpu[name] for name in ("recorder", "sim", "postgres", "bench")
+                cpu[name]
+                for name in ("recorder", "sim", "postgres", "bench", "source")
+                if name in cpu
             )
+            cpu["source"] = cpu["sim"] + cpu.get("source", 0.0)
             end_load = load_average()
             if profiler is not None:
                 await asyncio.to_thread(profiler.wait)
@@ -275,7 +436,7 @@ async def recorder_run(
                 for c in range(connections)
             ]
             try:
-                await sim.pause_and_drain(http)
+                await source_.end(http)
                 verdict = await check_recording(http, sim, dsn)
                 verdict += await check_connections(http, sim, recorder, metrics_url)
                 recorded = True
@@ -283,6 +444,8 @@ async def recorder_run(
                 # Reported with the run's figures, and the bench exits 1 at its end.
                 verdict, recorded = f"FAILED: {exc}", False
             p50, p99 = query(dsn, COMMIT_LATENCY, start_wall_s, end_wall_s)[0]
+            if not source_.dated_when_sent:
+                p50 = p99 = None
             drops = connection_drops(recorder)  # before stopping it, which ends them all
             exit_code = recorder.stop()
             if exit_code != 0:
@@ -290,11 +453,11 @@ async def recorder_run(
     return RecorderResult(
         connections=connections,
         round=round_,
-        made_per_s=(state["event_count"] - start_state["event_count"]) / elapsed_s,
+        made_per_s=(made - start_made) / elapsed_s,
         events_per_s=committed_per_s("book_events"),
         fills_per_s=committed_per_s("book_fills"),
-        latency_p50_ms=p50.total_seconds() * 1000,
-        latency_p99_ms=p99.total_seconds() * 1000,
+        latency_p50_ms=p50.total_seconds() * 1000 if p50 is not None else math.nan,
+        latency_p99_ms=p99.total_seconds() * 1000 if p99 is not None else math.nan,
         cpu=cpu,
         copies_per_s=copies,
         first_shares=[f / sum(firsts) if sum(firsts) else 0.0 for f in firsts],
@@ -357,6 +520,17 @@ async def check_connections(
     )
 
 
+def flow_events(args: argparse.Namespace, rate: float, flat_out: int) -> int:
+    """With --source node: how many events to make ahead for a run (0 with the simulator,
+    whose flow runs on). Paced: the warm-up and window at that rate and 2 s more; flat
+    out: `flat_out`, at most --max-events."""
+    if args.source != "node":
+        return 0
+    if rate < MAX_RATE:
+        return math.ceil(rate * (WARMUP_S + args.seconds + 2))
+    return min(args.max_events, flat_out)
+
+
 def parse_rates(text: str) -> list[float]:
     return [MAX_RATE if r.strip() == "max" else float(r) for r in text.split(",") if r.strip()]
 
@@ -393,7 +567,7 @@ def report(runs: list[RateRuns], counts: list[int]) -> None:
     print("| asked ev/s | connections | round | event to receipt p50 / p99, bare "
           "| event to commit p50 / p99, recorder | writer commits/s "
           "| copies received/s by connection | first copies by connection "
-          "| CPU bare client / sim | CPU recorder / sim / PostgreSQL "
+          "| CPU bare client / source | CPU recorder / source / PostgreSQL "
           "| CPU machine / others | load 1 min, start / end |")  # fmt: skip
     print("| ---: " * 12 + "|")
     for rr in runs:
@@ -406,8 +580,9 @@ def report(runs: list[RateRuns], counts: list[int]) -> None:
                 f"| {rec.flushes_per_s:,.0f} "
                 f"| {' / '.join(f'{c:,.0f}' for c in rec.copies_per_s)} "
                 f"| {' / '.join(f'{s:.0%}' for s in rec.first_shares)} "
-                f"| {bare.cpu['client']:.2f} / {bare.cpu['sim']:.2f} "
-                f"| {rec.cpu['recorder']:.2f} / {rec.cpu['sim']:.2f} / {rec.cpu['postgres']:.2f} "
+                f"| {bare.cpu['client']:.2f} / {bare.cpu['source']:.2f} "
+                f"| {rec.cpu['recorder']:.2f} / {rec.cpu['source']:.2f} "
+                f"/ {rec.cpu['postgres']:.2f} "
                 f"| {rec.cpu['machine']:.2f} / {rec.cpu['others']:.2f} "
                 f"| {rec.load[0]:.2f} / {rec.load[1]:.2f} |"
             )
@@ -430,6 +605,34 @@ def report(runs: list[RateRuns], counts: list[int]) -> None:
               f"{rate_label(rate)}/s asked ({n} connection(s))")  # fmt: skip
     else:
         print(f"the recorder committed >= {KEEPS_UP:.0%} of the bare client's rate at every step")
+
+
+def report_per_event(runs: list[RateRuns], ceilings: dict[int, tuple[float, float]]) -> None:
+    """Each recorder run beside the bare client: rate, CPU per 1,000 events/s, latency."""
+    for readers, (per_s, cores) in sorted(ceilings.items()):
+        print(f"the source's ceiling: {per_s:,.0f} ev/s to each of {readers} raw reader(s), "
+              f"the source taking {cores:.2f} cores")  # fmt: skip
+    print()
+    print("| asked ev/s | connections | round | bare client ev/s | recorder ev/s "
+          "| recorder / bare | CPU per 1,000 ev/s, bare client | CPU per 1,000 ev/s, recorder "
+          "| recorder / bare, CPU per event | event to receipt p50 / p99, bare "
+          "| event to commit p50 / p99, recorder | recording |")  # fmt: skip
+    print("| ---: " * 11 + "| --- |")
+    for rr in runs:
+        bare = rr.bare
+        bare_cpu = bare.cpu["client"] / bare.received_per_s * 1000
+        for rec in rr.recorder:
+            rec_cpu = rec.cpu["recorder"] / rec.events_per_s * 1000
+            print(
+                f"| {rate_label(rr.rate)} | {rec.connections} | {rec.round + 1} "
+                f"| {bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
+                f"| {rec.events_per_s / bare.received_per_s:.2f}x "
+                f"| {bare_cpu:.3f} | {rec_cpu:.3f} | {rec_cpu / bare_cpu:.2f}x "
+                f"| {bare.latency_p50_ms:,.1f} / {bare.latency_p99_ms:,.1f} ms "
+                f"| {rec.latency_p50_ms:,.1f} / {rec.latency_p99_ms:,.1f} ms "
+                f"| {'checked' if rec.recorded else 'FAILED'} |"
+            )
+    print()
 
 
 def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
@@ -554,26 +757,41 @@ async def main_async(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp,
     ):
         work_dir = args.work_dir or Path(tmp)
+        ceilings: dict[int, tuple[float, float]] = {}
+        if args.source == "node":
+            for readers in sorted({1, max(counts)}):
+                ceilings[readers] = await source_ceiling(pairs, args.seconds, readers)
+                print(f"node source to {readers} raw reader(s): "
+                      f"{ceilings[readers][0]:,.0f} ev/s each", flush=True)  # fmt: skip
         for i, rate in enumerate(parse_rates(args.rates)):
-            bare = await bare_client(rate, pairs, args.seconds)
+            events = flow_events(args, rate, args.max_events)
+            bare = await bare_client(rate, pairs, args.seconds, args.source, events)
             print(f"asked {rate_label(rate)}/s: bare client {bare.received_per_s:,.0f} ev/s",
                   flush=True)  # fmt: skip
             rr = RateRuns(rate, bare)
             runs.append(rr)
             for round_ in range(args.rounds):
                 for n in run_order(counts, i, round_):
+                    # Flat out, the recorder takes no more than the bare client: as many
+                    # events as it could take in the window, fewer once a run has shown
+                    # its pace, so that it does not work through a backlog for minutes.
+                    fastest = max((r.events_per_s for r in rr.recorder), default=math.inf)
+                    hint = min(bare.received_per_s, 1.5 * fastest)
+                    events = flow_events(args, rate, math.ceil(hint * (WARMUP_S + args.seconds)))
                     rec = await recorder_run(
-                        pg, rate, pairs, args.seconds, work_dir, n, round_, profile_dir
-                    )
+                        pg, rate, pairs, args.seconds, work_dir, n, round_, profile_dir,
+                        args.source, events,
+                    )  # fmt: skip
                     rr.recorder.append(rec)
                     print(f"asked {rate_label(rate)}/s, {n} connection(s), round {round_ + 1}: "
                           f"recorder committed {rec.events_per_s:,.0f} events/s + "
                           f"{rec.fills_per_s:,.0f} fills/s, its CPU {rec.cpu['recorder']:.3f}, "
-                          f"the simulator's {rec.cpu['sim']:.3f}, others' "
+                          f"the source's {rec.cpu['source']:.3f}, others' "
                           f"{rec.cpu['others']:.2f} cores", flush=True)  # fmt: skip
     print(f"load average at the end: {load_average()}")
     print()
     report(runs, counts)
+    report_per_event(runs, ceilings)
     if profile_dir is not None:
         print()
         report_profiles(runs, counts, math.ceil(args.seconds))
@@ -588,6 +806,15 @@ def main() -> int:
     parser.add_argument("--rates", default="1000,2000,3000,5000,10000,max")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     parser.add_argument("--pairs", default="BTC_USD,ETH_USD")
+    parser.add_argument(
+        "--source", choices=("sim", "node"), default="sim",
+        help="what sends the events: the simulator's own socket.io side, or a Node "
+        "socket.io 4 server sending what the simulator's engine made ahead",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-events", type=int, default=300_000,
+        help="--source node, flat out: the most events made ahead for one run",
+    )  # fmt: skip
     parser.add_argument(
         "--connections", default="1,2",
         help="exchange.stream_connections of each recorder run, comma-separated",

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from recorder.config import is_candle_type
 from recorder.records import is_listed_pair_name
 from recorder.sim import wire
 from recorder.sim.accounts import Account
+from recorder.sim.ahead import Schedule
 from recorder.sim.auth import AuthError, verify
 from recorder.sim.engine import SIDES, Fill, OrderRejected, UnknownOrder
 from recorder.sim.flow import CURRENCY_SIGNS
@@ -78,6 +80,7 @@ class RestApi:
             ("POST", "/admin/burst", self.admin_burst),
             ("GET", "/admin/book/{pair}", self.admin_book),
             ("POST", "/admin/pairs", self.admin_list_pair),
+            ("POST", "/admin/ahead", self.admin_ahead),
         ]
         for kind, routes in (("public", public), ("private", private), ("admin", admin)):
             for method, path, handler in routes:
@@ -387,6 +390,35 @@ class RestApi:
             raise BadRequest("malformed and unknown must be integers >= 0")
         await self.sim.burst(counts[0], counts[1])
         return ok({"malformed": counts[0], "unknown": counts[1]})
+
+    async def admin_ahead(self, request: web.Request) -> web.StreamResponse:
+        """`{"events": N}`, optionally with `"start_s"` and `"rate_per_s"` (a `Schedule`):
+        N book events made now and not emitted, answered as text, one `ahead_line` each."""
+        body = await admin_json(request)
+        count = body.get("events")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise BadRequest("events must be an integer >= 1")
+        timing = [body.get("start_s"), body.get("rate_per_s")]
+        schedule = None
+        if timing != [None, None]:
+            if any(isinstance(v, bool) or not isinstance(v, int | float) for v in timing):
+                raise BadRequest("start_s and rate_per_s must be numbers, both or neither")
+            try:
+                schedule = Schedule(float(timing[0]), float(timing[1]))  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        async with aclosing(self.sim.make_ahead(count, schedule)) as batches:
+            try:
+                first = await anext(batches)  # the checks run here, before any answer
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+            await response.prepare(request)
+            await response.write(first.encode())
+            async for lines in batches:
+                await response.write(lines.encode())
+        await response.write_eof()
+        return response
 
     async def admin_book(self, request: web.Request) -> web.Response:
         book = self.sim.engine.books.get(request.match_info["pair"])

@@ -46,7 +46,9 @@ What it serves (the exchange's API docs' endpoints and JSON shapes):
   {"seconds": N}`, `POST /admin/pause`, `POST /admin/resume`, `POST /admin/burst
   {"malformed": N, "unknown": N}`, `POST /admin/pairs {"name": "LTC_USD"}` (list a new
   pair while running), `GET /admin/book/<pair>` (the exact ungrouped book and
-  the engine's event count).
+  the engine's event count), `POST /admin/ahead {"events": N}` (N events made at once and
+  answered as socket.io packet texts instead of emitted, for a faster server to send;
+  `recorder.sim.ahead`).
 
 Every book event goes through one outbox and one emitter task, so sockets see events in the
 engine's order. The order flow waits while the outbox is long, so a slow network slows the
@@ -59,9 +61,10 @@ import asyncio
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 import socketio  # type: ignore[import-untyped]
@@ -71,6 +74,7 @@ from recorder.book import READINGS, Reading
 from recorder.logs import get_logger
 from recorder.sim import wire
 from recorder.sim.accounts import Accounts
+from recorder.sim.ahead import Schedule, ahead_line, packet_text
 from recorder.sim.auth import SIGN_ENCODINGS, SignEncoding
 from recorder.sim.candles import Charts
 from recorder.sim.deliveries import DeliveryLog, Garbage
@@ -158,6 +162,10 @@ class Simulator:
         self.private_limit = SlidingWindow(settings.private_calls_per_s)
         self.emitted_count = 0
         self._enqueued_count = 0
+        self.handed_out_count = 0
+        """Book events made ahead and handed out as packets (`make_ahead`), never emitted."""
+        self._ahead: list[Event] | None = None
+        """While making ahead: where the engine's events go instead of the outbox."""
         self.base_url = ""
         self._outbox: deque[tuple[str, dict[str, Any], Event]] = deque()
         self.deliveries = DeliveryLog() if settings.record_deliveries else None
@@ -362,6 +370,46 @@ class Simulator:
         if self.deliveries is not None:
             self.deliveries.sent(item, self.subscribers(room))
 
+    async def make_ahead(
+        self, count: int, schedule: Schedule | None = None
+    ) -> AsyncGenerator[str, None]:
+        """Make `count` book events with the order flow now and emit none of them: yield
+        them as `ahead.ahead_line`s (room, packet text), in the engine's order, a batch at a
+        time; REST and the sockets are served between batches (dated by the wall clock
+        then). Dated by `schedule` if given, else when made. The live flow must be stopped
+        (paused, or no rate), so that every event it makes is either emitted or handed out.
+        """
+        if count < 0:
+            raise ValueError(f"count: at least 0, not {count}")
+        if self.settings.rate_per_s > 0 and not self.faults.paused:
+            raise ValueError("making events ahead needs the order flow paused")
+        if self._ahead is not None:
+            raise ValueError("already making events ahead")
+        made: list[Event] = []
+        self._ahead = made
+        live_clock = self.engine.clock
+        try:
+            index = 0
+            while index < count:
+                for _ in range(min(MAX_BATCH, count - index)):
+                    if schedule is not None:
+                        self.engine.clock = _fixed_clock(schedule.date(index))
+                    self.flow.step()
+                    index += 1
+                self.engine.clock = live_clock
+                lines = [self._ahead_line(event) for event in made]
+                self.handed_out_count += len(made)
+                made.clear()
+                yield "".join(lines)
+        finally:
+            self.engine.clock = live_clock
+            self._ahead = None
+
+    def _ahead_line(self, event: Event) -> str:
+        channel = f"book_{event.pair}"
+        payload = wire.book_payload(event, self.settings.cancel_id)
+        return ahead_line(channel, packet_text(*self.book_emission(channel, payload)))
+
     # --- order flow and emission ------------------------------------------------------------
 
     def _chart_trades(self, event: Event) -> None:
@@ -370,6 +418,9 @@ class Simulator:
                 self.charts.add(trade)
 
     def _enqueue(self, event: Event) -> None:
+        if self._ahead is not None:
+            self._ahead.append(event)
+            return
         payload = (
             wire.cancel_payload(event, self.settings.cancel_id)
             if isinstance(event, Cancel)
@@ -491,12 +542,17 @@ class Simulator:
             "faults": self.faults.state(time.monotonic()),
             "event_count": self.engine.event_count,
             "emitted_count": self.emitted_count,
+            "handed_out_count": self.handed_out_count,
             "outbox": len(self._outbox),
             "socket_backlog": self.socket_backlog(),
             "sockets": len(self._sids),
             "trades": len(self.engine.trades),
             "pairs": list(self.engine.books),
         }
+
+
+def _fixed_clock(value: Decimal) -> Callable[[], Decimal]:
+    return lambda: value
 
 
 @asynccontextmanager
