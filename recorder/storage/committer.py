@@ -92,6 +92,11 @@ class Committer:
             log.warning("the database refused a batch; writing it row by row", error=str(exc))
             return await self._insert_one_by_one(conn, batch)
 
+    @property
+    def merging(self) -> frozenset[str]:
+        """The tables whose next batch merges (through staging) instead of a straight COPY."""
+        return frozenset(spec.name for spec in self._merging)
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
