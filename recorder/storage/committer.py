@@ -76,6 +76,10 @@ class Committer:
         # Tables whose last batch met rows already stored: they merge until a batch merges
         # with nothing already there. A hint only: a rolled-back batch may leave it stale.
         self._merging: set[TableSpec] = set()
+        # The staging tables this connection has, made when a table first merges: most
+        # tables never do, and making all fifteen cost more than a whole batch.
+        self._staged: set[TableSpec] = set()
+        self._staging: set[TableSpec] = set()  # made by the batch in progress
 
     async def commit(self, batch: list[Record], *, isolate: bool = False) -> Committed:
         """Commit `batch`, row by row if `isolate`.
@@ -107,6 +111,7 @@ class Committer:
         self, conn: psycopg.AsyncConnection[Any], groups: dict[TableSpec, list[Row]]
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
+        self._staging = set()
         try:
             async with conn.transaction(), conn.cursor() as cursor:
                 for spec, rows in groups.items():
@@ -114,6 +119,8 @@ class Committer:
                     counts[spec.name] = await self._write_table(conn, cursor, spec, rows)
         except UNAVAILABLE as exc:
             raise DatabaseUnavailable from exc
+        # Only now: a staging table made by a batch that rolled back is gone with it.
+        self._staged |= self._staging
         return counts
 
     async def _write_table(
@@ -137,6 +144,9 @@ class Committer:
     async def _merge(
         self, cursor: psycopg.AsyncCursor[Any], spec: TableSpec, rows: list[Row]
     ) -> int:
+        if spec not in self._staged:
+            await cursor.execute(spec.create_stage_sql())
+            self._staging.add(spec)
         await _copy(cursor, spec.copy_sql(), spec, rows)
         await cursor.execute(spec.merge_sql())
         stored = max(cursor.rowcount, 0)
@@ -195,13 +205,11 @@ class Committer:
             ).fetchone()
             if row is not None and row[0]:
                 await conn.execute(f"SET ROLE {WRITER_ROLE}")
-            # Outside any transaction, so that a rolled-back batch cannot take them away.
-            for spec in SPECS.values():
-                await conn.execute(spec.create_stage_sql())
         except Exception as exc:
             await conn.close()
             raise DatabaseUnavailable from exc
         self._conn = conn
+        self._staged = set()
         return conn
 
 

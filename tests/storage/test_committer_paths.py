@@ -205,3 +205,16 @@ async def test_a_connection_lost_mid_copy_leaves_nothing_and_the_retry_stores_al
     await committer.close()
     assert (await committer.commit(batch)).rows == {"trades": 2000}
     assert stored(dsn, TRADES) == as_rows(batch)
+
+
+async def test_a_staging_table_made_by_a_rolled_back_batch_is_made_again(
+    dsn: str, committer: Committer
+) -> None:
+    trades = [trade(tid) for tid in range(1, 51)]
+    await committer.commit(trades)
+    broken = replace(book_event(1), price=object())
+    with pytest.raises(Exception, match=r"object"):
+        await committer.commit([*trades, broken])  # merged trades first: its staging is made
+    # Same connection: the staging table went with the rollback and is made once more.
+    assert (await committer.commit([*trades, trade(51)])).rows == {"trades": 1}
+    assert stored(dsn, TRADES) == as_rows([*trades, trade(51)])
