@@ -1,13 +1,19 @@
 """Writer benchmark: the recorder's writer against the usual ways of putting rows in Postgres.
 
-    .venv/bin/python bench/writer.py [--rows 100000] [--batch 5000] [--dsn DSN]
+    .venv/bin/python bench/writer.py [--rows 100000] [--batch 5000] [--repeat 3] [--dsn DSN]
+    .venv/bin/python bench/writer.py --profile     # where the writer's time goes (cProfile)
 
 Every method writes the same trades (exact decimals, 7 columns) into an emptied `trades`
-table, batch by batch as a recorder would, and commits each batch. Reported: rows/s and the
-ratio to the recorder's writer, measured side by side in one run. Without --dsn an embedded
-PostgreSQL is started in a temporary directory. Methods:
+table, batch by batch as a recorder would, and commits each batch. Reported: the median
+rows/s of `--repeat` rounds (the methods take turns within each round, so a load that comes
+and goes hits them alike) and the ratio to the recorder's writer, measured side by side in
+one run, then the writer against the two marks it is held to: raw COPY and the multi-row
+INSERT. Without --dsn an embedded PostgreSQL is started in a temporary directory. Methods:
 
-  recorder writer        Writer.put() + flush: binary COPY to staging, INSERT ON CONFLICT
+  recorder writer        Writer.put() + flush: binary COPY straight into the table (the
+                         table is empty, so no key is there: the usual case)
+  writer, replay         the same rows again into the full table: every COPY is refused
+                         and the writer merges (binary COPY to staging, INSERT ON CONFLICT)
   unnest statement       INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT: one round trip
   COPY staging + INSERT  binary COPY into a temp table, INSERT ... ON CONFLICT DO NOTHING
   raw COPY               binary COPY straight into the table (no idempotency: the ceiling)
@@ -20,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -142,9 +151,13 @@ def recorder_writer(dsn: str, trades: list[Trade], size: int, spool: Path) -> No
     asyncio.run(run())
 
 
-def measure(dsn: str, label: str, write: Callable[[], None], expected: int) -> float:
+def measure(
+    dsn: str, label: str, write: Callable[[], None], expected: int, *, keep: bool = False
+) -> float:
+    """Rows/s of `write`; `keep` leaves the table as it is (a replay onto stored rows)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE trades")
+        if not keep:
+            conn.execute("TRUNCATE trades")
         conn.execute("CHECKPOINT")
     started = time.perf_counter()
     write()
@@ -156,12 +169,39 @@ def measure(dsn: str, label: str, write: Callable[[], None], expected: int) -> f
     return expected / elapsed
 
 
+def profile_writer(dsn: str, trades: list[Trade], size: int, spool: Path) -> None:
+    """Split the writer's time between PostgreSQL (the loop waiting on its socket) and
+    Python (records to rows, de-dup, encoding, the writer's own bookkeeping)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE trades")
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    recorder_writer(dsn, trades, size, spool)
+    profiler.disable()
+    elapsed = time.perf_counter() - started
+    stats = pstats.Stats(profiler)
+    entries = stats.stats  # type: ignore[attr-defined]
+    waiting = sum(tt for (_, _, name), (_, _, tt, _, _) in entries.items() if "poll" in name)
+    encoding = sum(
+        ct for (path, _, name), (_, _, _, ct, _) in entries.items()
+        if name == "write_row" and path.endswith("_copy_base.py")
+    )  # fmt: skip
+    print(f"{len(trades)} trades through the writer under cProfile: {elapsed:.2f} s")
+    print(f"  waiting for PostgreSQL (COPY, commit)   {waiting:6.2f} s")
+    print(f"  encoding rows (psycopg binary COPY, C)  {encoding:6.2f} s")
+    print(f"  the rest of Python (put, grouping, ...) {elapsed - waiting - encoding:6.2f} s")
+    stats.sort_stats("tottime").print_stats(12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--per-event-rows", type=int, default=5000)
     parser.add_argument("--dsn", default="")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="profile the writer instead")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-writer-"))
@@ -175,6 +215,9 @@ def main() -> None:
     try:
         migrate(dsn)
         trades = make_trades(args.rows)
+        if args.profile:
+            profile_writer(dsn, trades, args.batch, workdir / "spool")
+            return
         rows = rows_of(trades)
         few = rows[: args.per_event_rows]
 
@@ -186,22 +229,39 @@ def main() -> None:
 
             return go
 
-        methods: list[tuple[str, Callable[[], None], int]] = [
-            ("recorder writer",
-             lambda: recorder_writer(dsn, trades, args.batch, workdir / "spool"), len(rows)),
-            ("unnest statement", sync(unnest_statement, rows), len(rows)),
-            ("COPY staging + INSERT", sync(copy_staging, rows), len(rows)),
-            ("raw COPY (no idempotency)", sync(raw_copy, rows), len(rows)),
-            ("executemany", sync(executemany, rows), len(rows)),
-            ("multi-row string INSERT", sync(multirow_string, rows), len(rows)),
-            ("INSERT per event", sync(insert_per_event, few), len(few)),
+        def writer() -> None:
+            recorder_writer(dsn, trades, args.batch, workdir / "spool")
+
+        # (label, write, rows expected afterwards, onto the rows already stored)
+        methods: list[tuple[str, Callable[[], None], int, bool]] = [
+            ("recorder writer", writer, len(rows), False),
+            ("writer, replay", writer, len(rows), True),  # right after the writer's run
+            ("unnest statement", sync(unnest_statement, rows), len(rows), False),
+            ("COPY staging + INSERT", sync(copy_staging, rows), len(rows), False),
+            ("raw COPY (no idempotency)", sync(raw_copy, rows), len(rows), False),
+            ("executemany", sync(executemany, rows), len(rows), False),
+            ("multi-row string INSERT", sync(multirow_string, rows), len(rows), False),
+            ("INSERT per event", sync(insert_per_event, few), len(few), False),
         ]  # fmt: skip
-        results = [(label, measure(dsn, label, write, n)) for label, write, n in methods]
+        rates: dict[str, list[float]] = {label: [] for label, *_ in methods}
+        for _ in range(args.repeat):
+            for label, write, expected, keep in methods:
+                rates[label].append(measure(dsn, label, write, expected, keep=keep))
+        results = [(label, statistics.median(rates[label])) for label, *_ in methods]
         baseline = results[0][1]
-        print(f"{args.rows} trades, batches of {args.batch} (INSERT per event: {len(few)} rows)")
-        print(f"{'method':<28} {'rows/s':>10} {'vs writer':>10}")
+        print(
+            f"{args.rows} trades, batches of {args.batch} (INSERT per event: {len(few)} rows), "
+            f"median of {args.repeat} rounds"
+        )
+        print(f"{'method':<28} {'rows/s':>10} {'vs writer':>10}   rounds")
         for label, rate in results:
-            print(f"{label:<28} {rate:>10,.0f} {rate / baseline:>9.2f}x")
+            runs = " ".join(f"{r:,.0f}" for r in rates[label])
+            print(f"{label:<28} {rate:>10,.0f} {rate / baseline:>9.2f}x   {runs}")
+        median = dict(results)
+        print(
+            f"writer / raw COPY: {baseline / median['raw COPY (no idempotency)']:.2f}x; "
+            f"writer / multi-row INSERT: {baseline / median['multi-row string INSERT']:.2f}x"
+        )
     finally:
         if server is not None:
             server.cleanup()

@@ -1,13 +1,21 @@
 """One batch into the database, on the writer's connection: what a commit is, and what a
 value the database cannot store does.
 
-A batch is one transaction; for each table in it, a binary COPY into a session-private
-staging table, then `INSERT ... SELECT ... ON CONFLICT` from there. `bench/writer.py`
-measured this faster than the one-round-trip alternative (`INSERT ... SELECT * FROM
-unnest(<one array per column>)`): psycopg's binary COPY encodes rows in C, while array
-parameters go through Python; on a LAN the extra round trips cost well under a millisecond
-against tens of milliseconds per batch. Primary keys make every write idempotent, so a batch
-retried after an unclear failure cannot duplicate anything.
+A batch is one transaction. Each append-only table's rows are copied (binary COPY) straight
+into the table inside a savepoint: most batches hold no row already stored, and for those
+this is as fast as writing gets. When the COPY meets a key the table already holds (a
+replayed spool, a restart's overlap, a second recorder), PostgreSQL refuses it whole with a
+unique violation; the savepoint undoes it, and the batch takes the merging path: a binary
+COPY into a session-private staging table, then `INSERT ... SELECT ... ON CONFLICT`, which
+stores only what is new. That table keeps merging until a batch merges with nothing
+already stored, so a long replay pays for one refused COPY, not one per batch. Upserted
+tables always merge (their second observation is the usual case). Either way every write
+can be repeated without a second row: the key decides (docs/benchmarks.md, "Writer", has
+the figures behind this choice).
+
+`bench/writer.py` also measured the one-round-trip alternative (`INSERT ... SELECT * FROM
+unnest(<one array per column>)`) slower: psycopg's binary COPY encodes rows in C, while
+array parameters go through Python.
 
 A batch the database refuses (`REFUSED`: a value it cannot store) is written row by row, and
 each refused record is kept verbatim in `raw_messages`. Written row by row on request
@@ -19,10 +27,12 @@ in docs/reliability.md, "The writer and its spool".
 from __future__ import annotations
 
 import contextlib
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.errors import UniqueViolation
 
 from recorder import metrics
 from recorder.logs import get_logger
@@ -63,6 +73,13 @@ class Committer:
         self._dsn = dsn
         self._statement_timeout_s = statement_timeout_s
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        # Tables whose last batch met rows already stored: they merge until a batch merges
+        # with nothing already there. A hint only: a rolled-back batch may leave it stale.
+        self._merging: set[TableSpec] = set()
+        # The staging tables this connection has, made when a table first merges: most
+        # tables never do, and making all fifteen cost more than a whole batch.
+        self._staged: set[TableSpec] = set()
+        self._staging: set[TableSpec] = set()  # made by the batch in progress
 
     async def commit(self, batch: list[Record], *, isolate: bool = False) -> Committed:
         """Commit `batch`, row by row if `isolate`.
@@ -79,6 +96,11 @@ class Committer:
             log.warning("the database refused a batch; writing it row by row", error=str(exc))
             return await self._insert_one_by_one(conn, batch)
 
+    @property
+    def merging(self) -> frozenset[str]:
+        """The tables whose next batch merges (through staging) instead of a straight COPY."""
+        return frozenset(spec.name for spec in self._merging)
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -89,20 +111,48 @@ class Committer:
         self, conn: psycopg.AsyncConnection[Any], groups: dict[TableSpec, list[Row]]
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
+        self._staging = set()
         try:
             async with conn.transaction(), conn.cursor() as cursor:
                 for spec, rows in groups.items():
-                    integers = _INTEGER_COLUMNS[spec]
-                    async with cursor.copy(spec.copy_sql()) as copy:
-                        copy.set_types(spec.types)
-                        for row in rows:
-                            _check_integers(spec, row, integers)
-                            await copy.write_row(row)
-                    await cursor.execute(spec.merge_sql())
-                    counts[spec.name] = max(cursor.rowcount, 0)
+                    _check_integers(spec, rows)
+                    counts[spec.name] = await self._write_table(conn, cursor, spec, rows)
         except UNAVAILABLE as exc:
             raise DatabaseUnavailable from exc
+        # Only now: a staging table made by a batch that rolled back is gone with it.
+        self._staged |= self._staging
         return counts
+
+    async def _write_table(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        cursor: psycopg.AsyncCursor[Any],
+        spec: TableSpec,
+        rows: list[Row],
+    ) -> int:
+        """Store `rows` (one per key) in `spec`'s table; return how many were new or updated."""
+        if not spec.copies_straight_in or spec in self._merging:
+            return await self._merge(cursor, spec, rows)
+        try:
+            async with conn.transaction():  # a savepoint: a refused COPY undoes only itself
+                await _copy(cursor, spec.copy_straight_sql(), spec, rows)
+        except UniqueViolation:
+            self._merging.add(spec)
+            return await self._merge(cursor, spec, rows)
+        return len(rows)
+
+    async def _merge(
+        self, cursor: psycopg.AsyncCursor[Any], spec: TableSpec, rows: list[Row]
+    ) -> int:
+        if spec not in self._staged:
+            await cursor.execute(spec.create_stage_sql())
+            self._staging.add(spec)
+        await _copy(cursor, spec.copy_sql(), spec, rows)
+        await cursor.execute(spec.merge_sql())
+        stored = max(cursor.rowcount, 0)
+        if stored == len(rows):
+            self._merging.discard(spec)  # nothing was there: the next batch may go straight in
+        return stored
 
     async def _insert_one_by_one(
         self, conn: psycopg.AsyncConnection[Any], batch: list[Record]
@@ -155,13 +205,11 @@ class Committer:
             ).fetchone()
             if row is not None and row[0]:
                 await conn.execute(f"SET ROLE {WRITER_ROLE}")
-            # Outside any transaction, so that a rolled-back batch cannot take them away.
-            for spec in SPECS.values():
-                await conn.execute(spec.create_stage_sql())
         except Exception as exc:
             await conn.close()
             raise DatabaseUnavailable from exc
         self._conn = conn
+        self._staged = set()
         return conn
 
 
@@ -175,14 +223,29 @@ _INTEGER_COLUMNS: dict[TableSpec, list[tuple[int, int]]] = {
 }
 
 
-def _check_integers(spec: TableSpec, row: Row, columns: list[tuple[int, int]]) -> None:
+async def _copy(
+    cursor: psycopg.AsyncCursor[Any], sql: str, spec: TableSpec, rows: list[Row]
+) -> None:
+    async with cursor.copy(sql) as copy:
+        copy.set_types(spec.types)
+        for row in rows:
+            await copy.write_row(row)
+
+
+def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
     """Refuse an integer its column cannot hold, the same way whichever psycopg runs: its C
     implementation stores 2**31 in an `integer` column as -2147483648, and its pure Python
     one raises `struct.error` for any integer out of range. (A value that is no integer at
-    all is a bug of ours, left to psycopg to raise.)"""
-    for position, limit in columns:
-        value = row[position]
-        if isinstance(value, int) and not -limit <= value < limit:
+    all is a bug of ours, left to psycopg to raise.) One pass of min() and max() per column,
+    in C: a row at a time in Python cost more than encoding the row."""
+    for position, limit in _INTEGER_COLUMNS[spec]:
+        values = [value for value in map(operator.itemgetter(position), rows) if value is not None]
+        try:
+            in_range = not values or (-limit <= min(values) and max(values) < limit)
+        except TypeError:  # a value that is no integer: psycopg says which
+            continue
+        if not in_range:
+            value = next(v for v in values if isinstance(v, int) and not -limit <= v < limit)
             column = spec.columns[position][0]
             raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
 
@@ -190,19 +253,34 @@ def _check_integers(spec: TableSpec, row: Row, columns: list[tuple[int, int]]) -
 def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
     """Rows per table in arrival order, one row per key.
 
-    A statement may not upsert the same key twice, so duplicates are resolved here: the
-    first copy wins for append-only tables (the database would keep the first too), the
-    last for upserted ones (the newest observation).
+    A statement may not upsert the same key twice, and a COPY straight into the table would
+    be refused, so duplicates are resolved here: the first copy wins for append-only tables
+    (the database would keep the first too), the last for upserted ones (the newest
+    observation).
     """
-    groups: dict[TableSpec, dict[Row, Row]] = {}
+    by_type: dict[type[Record], list[Record]] = {}
     for record in batch:
-        spec = SPECS[type(record)]
-        rows = groups.setdefault(spec, {})
-        row = spec.to_row(record)
-        key = spec.key_of(row)
-        if spec.upserts or key not in rows:
-            rows[key] = row
-    return {spec: list(rows.values()) for spec, rows in groups.items()}
+        records = by_type.get(type(record))
+        if records is None:
+            records = by_type[type(record)] = []
+        records.append(record)
+    groups: dict[TableSpec, list[Row]] = {}
+    for record_type, records in by_type.items():
+        spec = SPECS[record_type]
+        rows = list(map(spec.to_row, records))
+        groups[spec] = _one_per_key(spec, rows)
+    return groups
+
+
+def _one_per_key(spec: TableSpec, rows: list[Row]) -> list[Row]:
+    keys = list(map(spec.row_key, rows))
+    if len(set(keys)) == len(keys):
+        return rows  # the usual case, found in C
+    unique: dict[Any, Row] = {}
+    for key, row in zip(keys, rows, strict=True):
+        if spec.upserts or key not in unique:
+            unique[key] = row
+    return list(unique.values())
 
 
 def refused_record(source: str, payload: str, reason: str) -> RawMessage:

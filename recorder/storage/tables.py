@@ -2,9 +2,10 @@
 
 Most tables are append-only facts: a second copy of a row (a replay after a crash, an
 overlap between a REST catch-up and the socket, two recorders) is dropped by
-`ON CONFLICT DO NOTHING`. A few hold a thing whose state changes (the open candle, a
-stream session that ends, a pair's metadata, an own order's status): those are upserted,
-and an upsert never moves a row back to an older observation.
+`ON CONFLICT DO NOTHING` (while a table's batches hold no such copy, they are copied
+straight into it: `recorder/storage/committer.py`). A few hold a thing whose state changes
+(the open candle, a stream session that ends, a pair's metadata, an own order's status):
+those are upserted, and an upsert never moves a row back to an older observation.
 """
 
 from __future__ import annotations
@@ -56,8 +57,23 @@ class TableSpec:
             f"(LIKE {self.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
 
+    @property
+    def copies_straight_in(self) -> bool:
+        """Whether a batch may be copied into the table itself, the key catching a replay.
+
+        Only an append-only table: a copy of a row it holds is the same fact, dropped by
+        falling back to `merge_sql`, whereas an upsert's second observation is the usual
+        case (a candle closing, a session ending) and is always merged.
+        """
+        return not self.upserts and bool(self.key)
+
     def copy_sql(self) -> str:
+        """A binary COPY into the staging table, for `merge_sql`."""
         return f"COPY {self.stage} ({self.column_names}) FROM STDIN (FORMAT BINARY)"
+
+    def copy_straight_sql(self) -> str:
+        """A binary COPY into the table: any row whose key is there fails the statement."""
+        return f"COPY {self.name} ({self.column_names}) FROM STDIN (FORMAT BINARY)"
 
     def merge_sql(self) -> str:
         """Move the staged batch into the table; the key decides what is new."""
@@ -78,12 +94,17 @@ class TableSpec:
         )
 
     def key_of(self, row: Row) -> Row:
+        key = self.row_key(row)
+        return key if isinstance(key, tuple) else (key,)
+
+    @property
+    def row_key(self) -> Callable[[Row], Any]:
+        """A row's key: a tuple for a key of several columns, else the one value (fast, in C)."""
         getter = _KEY_GETTERS.get(self.name)
         if getter is None:
             positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
             getter = _KEY_GETTERS[self.name] = operator.itemgetter(*positions)
-        key = getter(row)
-        return key if isinstance(key, tuple) else (key,)
+        return getter
 
 
 _KEY_GETTERS: dict[str, Callable[[Row], Any]] = {}

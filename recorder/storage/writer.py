@@ -97,6 +97,8 @@ class Writer:
         self._held_retry_at = 0.0
         metrics.db_up.set(0)
         metrics.spool_writable.set(1)
+        # Read at each scrape: counting it at each put() cost as much as encoding the row.
+        metrics.write_buffer_rows.set_function(lambda: self.buffered_rows)
         self._update_gauges()
 
     # -- what sources use -------------------------------------------------------------
@@ -116,7 +118,6 @@ class Writer:
         if not self._pending:
             self._oldest_at = time.monotonic()
         self._pending.append(record)
-        metrics.write_buffer_rows.inc()
         pending = len(self._pending)
         if pending == 1 or pending >= self._batch_rows or pending > self._max_buffer_rows:
             # An idle writer waits for a wake-up with no timer running: without this, a
@@ -518,7 +519,6 @@ class Writer:
         return future.result()
 
     def _update_gauges(self) -> None:
-        metrics.write_buffer_rows.set(self.buffered_rows)
         metrics.spool_rows.set(self._spool.rows)
         metrics.spool_bytes.set(self._spool.bytes)
         metrics.spool_held_rows.set(self._held.rows)
