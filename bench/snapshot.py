@@ -13,7 +13,8 @@ alternates), each path takes one ungrouped snapshot of the book into an emptied
   recorder   ExchangeClient.request (rate limit token, httpx, status checks, metrics)
              -> parse.parse_orderbook (exact Decimals, every field checked, records)
              -> Writer.put + put_many, until committed (batches of 5,000 rows: binary
-             COPY to staging, INSERT ... ON CONFLICT)
+             COPY straight into the table in a savepoint; through staging + INSERT ...
+             ON CONFLICT only when a key is already stored)
              The first two are the two calls `ExchangeClient.orderbook` makes, called one
              after the other here so that each can be timed.
   bare       httpx.Client.get -> json.loads(parse_float=Decimal) -> one transaction:

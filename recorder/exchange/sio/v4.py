@@ -10,7 +10,8 @@ module fits it to `Connection` and keeps three things ours:
 - cancellation and timeouts: `connect()` is bounded by `timeout_s` as a whole (the
   library's websocket connect has no timeout of its own), and `close()` ends the
   library's background tasks even when its own disconnect cannot run;
-- patience with a reader that lags behind its socket (`_LagTolerantEngineIO`).
+- patience with a reader that lags behind its socket, and book events handled in the
+  library's read loop rather than one task each (`_EngineIO`).
 
 Long-polling first, then the upgrade to a websocket, is the library's default and works
 through proxies that refuse websockets; `websocket_only` skips polling for servers that
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
 import engineio  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
+from engineio import packet as engineio_packet
 
 from recorder.exchange.sio.connection import (
     ConnectFailed,
@@ -37,9 +40,11 @@ from recorder.exchange.sio.connection import (
     resolve,
 )
 from recorder.exchange.sio.packets import (
+    PLAIN_EVENT,
     ExactPacket,
     Received,
     _ExactJson,
+    plain_event,
 )
 from recorder.logs import get_logger
 
@@ -58,9 +63,18 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-class _LagTolerantEngineIO(engineio.AsyncClient):  # type: ignore[misc]
-    """python-engineio's client, giving up on a lagging connection no sooner than the server.
+class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
+    """python-engineio's client, with two changes.
 
+    Book events in the read loop. The library runs every message as a task of its own
+    (python-socketio then decodes and dispatches it), which costs more than our handling of
+    a book event (docs/benchmarks.md, "The event path, lean"). Once the namespace is joined,
+    `on_plain_event` takes each `2[...]` packet (an event without namespace, ack id or
+    attachments: every book event) right in the read loop, in wire order. Every other
+    packet takes the library's way: a socket.io DISCONNECT, for one, ends in
+    `eio.disconnect()`, which waits for the read loop itself.
+
+    Patience with a lagging reader: it gives up on a connection no sooner than the server.
     Once subscribed, the client's only packet to send is its pong to the server's ping,
     queued when the ping is read. The library ends a connection that queued nothing for
     max(pingInterval, pingTimeout) + 5 s: with socket.io's defaults (25 s, 20 s), a ping
@@ -78,7 +92,25 @@ class _LagTolerantEngineIO(engineio.AsyncClient):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._server_ping_timeout: float | None = None
+        self.on_plain_event: Callable[[str], None] | None = None
+        """Set once the namespace is joined (before that, the library's order is kept)."""
         super().__init__(*args, **kwargs)
+
+    async def _receive_packet(self, pkt: Any) -> None:
+        handle = self.on_plain_event
+        text = pkt.data
+        if (
+            handle is None
+            or pkt.packet_type != engineio_packet.MESSAGE
+            or not isinstance(text, str)
+            or not text.startswith(PLAIN_EVENT)
+        ):
+            await super()._receive_packet(pkt)
+            return
+        try:
+            handle(text)
+        except Exception:  # as the library does for a handler: the connection goes on
+            log.exception("socket.io 4 event handler failed")
 
     @property
     def ping_timeout(self) -> float | None:
@@ -92,8 +124,10 @@ class _LagTolerantEngineIO(engineio.AsyncClient):  # type: ignore[misc]
 
 
 class _Client(socketio.AsyncClient):  # type: ignore[misc]
+    eio: _EngineIO
+
     def _engineio_client_class(self) -> type[engineio.AsyncClient]:
-        return _LagTolerantEngineIO
+        return _EngineIO
 
 
 class SocketIO4Connection:
@@ -138,15 +172,20 @@ class SocketIO4Connection:
         )
 
         async def on_connect(*_: Any) -> None:
-            # Called inside connect(), before any event of the session is handled.
+            # Called inside connect(), before any event of the session is handled. Events
+            # read before this ran are tasks, queued ahead of the read loop's next step.
             self._on_open()
+            client.eio.on_plain_event = on_plain_event
+
+        def on_plain_event(text: str) -> None:
+            self._on_event(plain_event(text)[1])
 
         async def on_disconnect(reason: Any = None) -> None:
             resolve(self.closed, str(reason) if reason is not None else "disconnected")
 
         async def on_event(event: Any, *args: Any) -> None:
-            # The library runs each message as its own task, in arrival order; no await
-            # here before the callback, so events reach it in wire order.
+            # Events of other shapes: the library runs each message as its own task, in
+            # arrival order; no await here before the callback, so they keep wire order.
             if len(args) == 1 and isinstance(args[0], Received):
                 self._on_event(args[0])
             else:  # not through our packet class; should not happen, but keep what came
