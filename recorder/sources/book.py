@@ -49,6 +49,11 @@ from recorder.ticker import Ticker
 log = get_logger(__name__)
 
 SETTLE_S = 1.0
+SUBSCRIBED_QUIET_S = 1.5
+"""How long a resync snapshot waits for a pair's first event before taking a quiet pair's
+subscription as live: the exchange documents no subscribe acknowledgement, and the stream
+subscribes right after a connection opens (a few emits), so this bounds the wait for a pair
+that simply does not trade."""
 
 _EVENT_LAG = metrics.Children(metrics.event_lag)
 _CANCEL_READING = metrics.Children(metrics.cancel_reading)
@@ -67,6 +72,10 @@ class PairBook:
     cancel_reading: CancelReading = field(default_factory=CancelReading)
     """Shared by every book of the pair over the run: the evidence outlives resyncs."""
     announced_reading: Reading | None = None
+    resynced_at: float = float("-inf")
+    """When the last resync began (`time.monotonic()`)."""
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    """An event of the pair has arrived since the last resync: its subscription is live."""
 
 
 class BookRecorder:
@@ -126,6 +135,9 @@ class BookRecorder:
 
     def handle(self, item: Connected | Disconnected | BookUpdate | RawMessage) -> None:
         if isinstance(item, BookUpdate):
+            pair_book = self.pairs.get(item.event.pair)
+            if pair_book is not None:
+                pair_book.live.set()
             self._writer.put(item.event)
             self._writer.put_many(item.fills)
             _EVENT_LAG(item.event.pair).observe(
@@ -158,6 +170,8 @@ class BookRecorder:
         for book in self.pairs.values():
             book.model = None
             book.check = None
+            book.resynced_at = time.monotonic()
+            book.live.clear()
             book.snapshots.wake("connect")
         if self._on_resync is not None:
             self._on_resync()
@@ -215,6 +229,8 @@ class BookRecorder:
     async def snapshot(self, pair: str, reason: str) -> None:
         """One snapshot: recorded, counted under `reason`, and compared with the rebuilt book."""
         book = self.follow(pair)
+        if reason == "connect":
+            await self._subscription_live(book)
         started = time.perf_counter()
         answer = await self._client.orderbook(pair, reason=reason)
         metrics.snapshot_duration.labels(pair).observe(time.perf_counter() - started)
@@ -237,6 +253,23 @@ class BookRecorder:
                 return
         # The stream only keeps a book it can trust: one built since the last connect.
         book.model = fresh if self._stream.connected else None
+
+    async def _subscription_live(self, book: PairBook) -> None:
+        """Wait until the pair's subscription since the last resync is live: its first event
+        arrived, or `SUBSCRIBED_QUIET_S` passed for a quiet pair.
+
+        A resync snapshot asked for before then can show orders whose removal the stream
+        never delivers (it was not subscribed yet), and nothing after could correct them.
+        Any event of the pair will do, whichever connection brought it: at a resync no
+        connection was up, so every connection delivering one has subscribed since.
+        """
+        left_s = book.resynced_at + SUBSCRIBED_QUIET_S - time.monotonic()
+        if left_s > 0 and not book.live.is_set():
+            try:
+                async with asyncio.timeout(left_s):
+                    await book.live.wait()
+            except TimeoutError:
+                pass  # a quiet pair: by now its subscription was sent long ago
 
     def _conclude_if_due(self, pair: str) -> None:
         book = self.pairs.get(pair)
