@@ -159,6 +159,10 @@ class Book:
     def __len__(self) -> int:
         return len(self._orders)
 
+    def copy(self) -> Book:
+        """The same orders, sharing this book's `cancel_reading`."""
+        return Book(self._orders.values(), cancel_reading=self.cancel_reading)
+
     def __contains__(self, order_id: int) -> bool:
         return order_id in self._orders
 
@@ -352,6 +356,161 @@ class DriftCheck:
         lines = rebuilt.differences(self.snapshot, among=drift)
         rebuilt.adopt(self.snapshot, drift)
         return lines
+
+
+Window = Sequence[tuple[BookEvent, Sequence[BookFill]]]
+"""A pair's book events (with their fills) in the order received."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCut:
+    """Which of the events received after a snapshot was asked for it already contains."""
+
+    events: int | None
+    """k: the snapshot contains the window's first k events and none of the rest; None when
+    the window does not decide it (only without a book from before the request)."""
+    drift: frozenset[int]
+    """The orders on which the snapshot disagrees with the events even at the cut."""
+
+
+def snapshot_cut(window: Window, snapshot: Book, before: Book | None) -> SnapshotCut:
+    """Where `snapshot` cuts `window`, the events received after it was asked for.
+
+    An answer comes some time after its request, and the exchange may apply any number of
+    the events the stream delivers meanwhile before it answers. With `before`, the book
+    rebuilt up to the request, the cut is exact: the smallest k such that `before` plus the
+    first k events agrees with the snapshot on every order those events touch (orders that
+    disagree at every k are drift, and do not stop a cut). Without one (a resync), only what
+    the events themselves tell: an order placed in the window is in the snapshot only after
+    its event; an order resting before the window that a cancel removes is in it only before
+    the cancel; a fill of an order resting before the window tells nothing (its amount then is
+    unknown). When more than one k fits that evidence the cut is undecided (None): the caller
+    asks again.
+    """
+    expected: _Expected = (
+        _Rebuilt(before.copy())
+        if before is not None
+        else _Partial(window, snapshot, before_reading(snapshot.cancel_reading))
+    )
+    touched = set().union(*(_named(event, fills) for event, fills in window))
+    mismatch = {order_id for order_id in touched if expected.differs(order_id, snapshot)}
+    at: list[frozenset[int]] = [frozenset(mismatch)]
+    for event, fills in window:
+        for order_id in expected.apply(event, fills):
+            if expected.differs(order_id, snapshot):
+                mismatch.add(order_id)
+            else:
+                mismatch.discard(order_id)
+        at.append(frozenset(mismatch))
+    always = frozenset.intersection(*at)
+    least = min(len(m) for m in at)
+    fits = [k for k, m in enumerate(at) if len(m) == least]
+    if before is None and len(fits) > 1:
+        return SnapshotCut(None, always)
+    return SnapshotCut(fits[0], at[fits[0]])
+
+
+def before_reading(tally: CancelReading) -> Reading:
+    """The reading that names a cancelled order where no book says which id rests."""
+    return tally.established or DEFAULT_READING
+
+
+def _named(event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
+    ids = {event.oid, *(fill.o_id for fill in fills)}
+    if event.cancel_order_id is not None:
+        ids.add(event.cancel_order_id)
+    return ids
+
+
+class _Expected(Protocol):
+    def apply(self, event: BookEvent, fills: Sequence[BookFill]) -> set[int]: ...
+    def differs(self, order_id: int, snapshot: Book) -> bool: ...
+
+
+class _Rebuilt:
+    """The book as rebuilt from before the window: every order's state is known."""
+
+    def __init__(self, book: Book) -> None:
+        self.book = book
+
+    def apply(self, event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
+        self.book.apply(event, fills, count=False)
+        return _named(event, fills)
+
+    def differs(self, order_id: int, snapshot: Book) -> bool:
+        return not _agree(self.book.get(order_id), snapshot.get(order_id))
+
+
+_RESTS = "rests"
+"""An order resting before the window, at an amount no one knows."""
+_UNKNOWN = "unknown"
+"""Resting before the window and filled since: perhaps gone, perhaps not."""
+
+
+class _Partial:
+    """What the window's events alone say of the orders they touch (no book before it)."""
+
+    def __init__(self, window: Window, snapshot: Book, reading: Reading) -> None:
+        self.reading = reading
+        self.snapshot = snapshot
+        placed = {e.oid for e, _ in window if e.kind == "new" and e.amount > 0}
+        self.state: dict[int, RestingOrder | str | None] = dict.fromkeys(placed)
+        for event, fills in window:
+            for order_id in self._removed_by(event, fills):
+                self.state.setdefault(order_id, _RESTS)
+
+    def _removed_by(self, event: BookEvent, fills: Sequence[BookFill]) -> list[int]:
+        if event.kind != "cancel":
+            return [fill.o_id for fill in fills]
+        named = self._cancelled(event)
+        return [] if named is None else [named]
+
+    def _cancelled(self, event: BookEvent) -> int | None:
+        """The id this cancel names: the pair's reading, unless only the other id is known."""
+        ids = {"oid": event.oid, "cancel_order_id": event.cancel_order_id}
+        known = [
+            r for r, i in ids.items() if i is not None and (i in self.snapshot or i in self.state)
+        ]
+        reading = known[0] if len(known) == 1 else self.reading
+        return ids[reading]
+
+    def apply(self, event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
+        changed = set()
+        if event.kind == "cancel":
+            named = self._cancelled(event)
+            if named is not None:
+                self.state[named] = None
+                changed.add(named)
+            return changed
+        for fill in fills:
+            changed.add(fill.o_id)
+            now = self.state.get(fill.o_id)
+            if isinstance(now, RestingOrder):
+                left = now.amount - fill.amount
+                self.state[fill.o_id] = (
+                    RestingOrder(now.order_id, now.side, now.price, left, now.ts)
+                    if left > 0
+                    else None
+                )
+            elif now == _RESTS:
+                self.state[fill.o_id] = _UNKNOWN
+        if event.amount > 0:
+            self.state[event.oid] = RestingOrder(
+                event.oid, event.type, event.price, event.amount, event.ts
+            )
+            changed.add(event.oid)
+        return changed
+
+    def differs(self, order_id: int, snapshot: Book) -> bool:
+        if order_id not in self.state:
+            return False
+        now = self.state[order_id]
+        if now == _UNKNOWN:
+            return False
+        if now == _RESTS:
+            return order_id not in snapshot
+        assert not isinstance(now, str)
+        return not _agree(now, snapshot.get(order_id))
 
 
 def _fit(event: BookEvent, order: RestingOrder) -> tuple[bool, bool]:

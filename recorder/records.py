@@ -128,6 +128,9 @@ class BookSnapshot:
     received_at: datetime
     grouped: bool
     reason: str
+    events_through: datetime | None = None
+    """The exchange's date of the last book event this snapshot contains (`book_at` applies
+    the events after it); None where unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ async def market_moved(sim: Simulator, events: int = 10) -> None:
 
 
 async def checked(recorder: BookRecorder) -> None:
-    """Wait until the snapshot's comparison with the rebuilt book has concluded."""
-    await eventually(lambda: recorder.pairs[PAIR].check is None, what="the drift check done")
+    """Wait until no snapshot of the pair waits for its cut any more."""
+    await eventually(lambda: not recorder.pairs[PAIR].windows, what="the snapshot cut")
 
 
 def drift_count() -> float:

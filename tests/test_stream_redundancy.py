@@ -64,6 +64,9 @@ async def test_a_drop_of_one_connection_loses_no_event_and_needs_no_resync(
     running = await start_daemon(daemon)
     await eventually(lambda: both_connected(sim), what="two connections subscribed")
     await eventually(lambda: count_rows(db, "book_events") > 20, what="live events")
+    # The first connection's resync snapshots (each waits for its pair's subscription).
+    start = datetime.min.replace(tzinfo=UTC)
+    await eventually(lambda: resynced_since(db, start) == len(PAIRS), what="the first resync")
     resyncs = sample("recorder_book_resyncs_total", pair=PAIRS[0], reason="connect")
     drifts = sample("recorder_book_drift_total", pair=PAIRS[0])
     assert sim.deliveries is not None

@@ -10,11 +10,18 @@ another listens misses nothing. Each pair's snapshots run on a `Ticker` (`snapsh
 every interval, and at once ("connect") at a resync; a snapshot that fails is tried again
 with the same reason, so a resync is not put off to the next interval.
 
-Why the comparison waits (`recorder.book.DriftCheck`): a snapshot answer can already include
-an event that the socket has not delivered yet (or the reverse). So a difference found at a
-snapshot is concluded `settle_s` later: only orders that no event of that window touched
-count as drift (`recorder_book_drift_total`), logged with what differs, and the rebuilt book
-takes the snapshot's word on them.
+Which events a snapshot contains (`recorder.book.snapshot_cut`): the exchange may apply any
+of the events the stream delivers between a snapshot's request and its answer (and the
+stream may deliver an event the answer holds a little later). So each snapshot keeps the
+pair's rebuilt book as it was at the request and the events received from then until
+`settle_s` after the answer, and finds the cut: how many of those events it already holds.
+The snapshot is recorded only then, with `events_through`, the exchange's date of the last
+event it holds, where `book_at` starts (a crash meanwhile loses that snapshot: the next
+start takes another). The rebuilt book becomes the snapshot plus the events after the cut,
+the rule `book_at` follows; where that differs from the book rebuilt from events it is drift
+(`recorder_book_drift_total`), logged with what differs. A resync has no rebuilt book: the
+cut rests on what the events show, and when they leave it open the snapshot is taken again
+at once (`UNDECIDED_RETRIES`).
 
 Which id of a cancel names the cancelled order is decided from the data (`recorder.book`).
 Each pair keeps one `CancelReading` for the whole run, across resyncs: the exchange's
@@ -31,27 +38,50 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from typing import NoReturn
 
 from recorder import metrics
-from recorder.book import Book, CancelReading, DriftCheck, Reading
+from recorder.book import Book, CancelReading, Reading, snapshot_cut
 from recorder.clock import REAL_CLOCK, Clock
 from recorder.exchange.classify import BookUpdate
+from recorder.exchange.parse import OrderBook
 from recorder.exchange.rest import ExchangeClient
 from recorder.exchange.stream import BookStream, Connected, Disconnected
 from recorder.logs import get_logger
-from recorder.records import RawMessage, StreamSession
+from recorder.records import BookEvent, BookFill, RawMessage, StreamSession
 from recorder.storage.writer import Writer
 from recorder.ticker import Ticker
 
 log = get_logger(__name__)
 
 SETTLE_S = 1.0
+UNDECIDED_RETRIES = 3
+"""Snapshots taken again at once when the events leave a resync snapshot's cut open (a fill
+of an order resting before the request is in it or not); the last is recorded with its cut
+unknown (`events_through` NULL: `book_at` starts at its taken_at)."""
+SUBSCRIBED_QUIET_S = 1.5
+"""How long a resync snapshot waits for a pair's first event before taking a quiet pair's
+subscription as live: the exchange documents no subscribe acknowledgement, and the stream
+subscribes right after a connection opens (a few emits), so this bounds the wait for a pair
+that simply does not trade."""
 
 _EVENT_LAG = metrics.Children(metrics.event_lag)
 _CANCEL_READING = metrics.Children(metrics.cancel_reading)
+
+
+@dataclass
+class SnapshotWindow:
+    """One snapshot's request: the rebuilt book then, and the events received since."""
+
+    before: Book | None
+    through: datetime | None
+    """The date of the last event received before the request."""
+    events: list[tuple[BookEvent, tuple[BookFill, ...]]] = field(default_factory=list)
+    broken: bool = False
+    """No connection listened for a while: events of the window may be missing."""
 
 
 @dataclass
@@ -61,12 +91,17 @@ class PairBook:
     model: Book | None = None
     """The book rebuilt from a snapshot and the events after it; None until one can be
     trusted (a snapshot since the last connect)."""
-    check: DriftCheck | None = None
-    check_due: float = 0.0
-    """When `check` concludes (`time.monotonic()`): `settle_s` after its snapshot."""
+    windows: list[SnapshotWindow] = field(default_factory=list)
+    """The snapshots asked for and not yet cut, each collecting the events received since."""
+    last_event_ts: datetime | None = None
+    """The exchange's date of the pair's last book event received."""
     cancel_reading: CancelReading = field(default_factory=CancelReading)
     """Shared by every book of the pair over the run: the evidence outlives resyncs."""
     announced_reading: Reading | None = None
+    resynced_at: float = float("-inf")
+    """When the last resync began (`time.monotonic()`)."""
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    """An event of the pair has arrived since the last resync: its subscription is live."""
 
 
 class BookRecorder:
@@ -126,6 +161,12 @@ class BookRecorder:
 
     def handle(self, item: Connected | Disconnected | BookUpdate | RawMessage) -> None:
         if isinstance(item, BookUpdate):
+            pair_book = self.pairs.get(item.event.pair)
+            if pair_book is not None:
+                pair_book.live.set()
+                pair_book.last_event_ts = item.event.ts
+                for window in pair_book.windows:
+                    window.events.append((item.event, tuple(item.fills)))
             self._writer.put(item.event)
             self._writer.put_many(item.fills)
             _EVENT_LAG(item.event.pair).observe(
@@ -149,7 +190,8 @@ class BookRecorder:
                 self.connected.clear()
                 for book in self.pairs.values():
                     book.model = None
-                    book.check = None
+                    for window in book.windows:
+                        window.broken = True
 
     def _resync(self) -> None:
         """No connection was up: what was missed cannot be replayed, so every book starts
@@ -157,7 +199,8 @@ class BookRecorder:
         self.resyncs += 1
         for book in self.pairs.values():
             book.model = None
-            book.check = None
+            book.resynced_at = time.monotonic()
+            book.live.clear()
             book.snapshots.wake("connect")
         if self._on_resync is not None:
             self._on_resync()
@@ -173,10 +216,6 @@ class BookRecorder:
             self._announce_reading(event.pair, book)
         else:
             book.model.apply(event, update.fills)
-        if book.check is not None:
-            book.check.saw(event, update.fills)
-            if time.monotonic() >= book.check_due:
-                self._conclude(event.pair, book)
 
     def _announce_reading(self, pair: str, book: PairBook) -> None:
         tally = book.cancel_reading
@@ -213,8 +252,32 @@ class BookRecorder:
         await book.snapshots.run(step)
 
     async def snapshot(self, pair: str, reason: str) -> None:
-        """One snapshot: recorded, counted under `reason`, and compared with the rebuilt book."""
+        """One snapshot: cut (which events it holds), recorded, counted under `reason`, and
+        compared with the rebuilt book."""
         book = self.follow(pair)
+        if reason == "connect":
+            await self._subscription_live(book)
+        for retry in range(UNDECIDED_RETRIES + 1):
+            window = SnapshotWindow(
+                book.model.copy() if book.model is not None else None, book.last_event_ts
+            )
+            book.windows.append(window)
+            try:
+                answer = await self._request(pair, reason)
+                # Events the answer holds may still be on their way: wait for them.
+                await asyncio.sleep(self._settle_s)
+            finally:
+                book.windows.remove(window)
+            exchange = Book.from_snapshot(answer.orders, cancel_reading=book.cancel_reading)
+            cut = snapshot_cut(window.events, exchange, window.before)
+            if cut.events is None and retry < UNDECIDED_RETRIES:
+                log.info("the snapshot's events leave its cut open: taking it again", pair=pair)
+                continue
+            self._record(answer, window, cut.events)
+            self._rebuild(pair, book, window, exchange, cut.events or 0)
+            return
+
+    async def _request(self, pair: str, reason: str) -> OrderBook:
         started = time.perf_counter()
         answer = await self._client.orderbook(pair, reason=reason)
         metrics.snapshot_duration.labels(pair).observe(time.perf_counter() - started)
@@ -224,39 +287,50 @@ class BookRecorder:
             )
         metrics.last_snapshot_timestamp.labels(pair).set(answer.snapshot.received_at.timestamp())
         metrics.book_resyncs.labels(pair, reason).inc()
-        self._writer.put(answer.snapshot)
+        return answer
+
+    def _record(self, answer: OrderBook, window: SnapshotWindow, cut: int | None) -> None:
+        """The snapshot with the date of the last event it holds (None where unknown)."""
+        through = None
+        if cut is not None:
+            through = window.events[cut - 1][0].ts if cut else window.through
+        self._writer.put(replace(answer.snapshot, events_through=through))
         self._writer.put_many(answer.orders)
-        fresh = Book.from_snapshot(answer.orders, cancel_reading=book.cancel_reading)
-        if book.check is not None:
-            self._conclude(pair, book)
-        if book.model is not None:
-            check = DriftCheck.compare(book.model, fresh)
-            if check is not None:
-                book.check, book.check_due = check, time.monotonic() + self._settle_s
-                asyncio.get_running_loop().call_later(self._settle_s, self._conclude_if_due, pair)
-                return
+
+    def _rebuild(
+        self, pair: str, book: PairBook, window: SnapshotWindow, exchange: Book, cut: int
+    ) -> None:
+        """The rebuilt book becomes the snapshot plus the events after its cut, as `book_at`
+        rebuilds it; where the book rebuilt from events says otherwise, that is drift."""
+        rebuilt = exchange.copy()
+        for event, fills in window.events[cut:]:
+            rebuilt.apply(event, fills, count=False)
+        if book.model is not None and window.before is not None:
+            drift = book.model.differences(rebuilt)
+            if drift:
+                metrics.book_drift.labels(pair).inc()
+                log.warning(
+                    "the book rebuilt from events disagrees with the exchange's snapshot",
+                    pair=pair,
+                    orders=len(drift),
+                    first=drift[:5],  # "here": rebuilt from events; "there": the snapshot's
+                )
         # The stream only keeps a book it can trust: one built since the last connect.
-        book.model = fresh if self._stream.connected else None
+        book.model = rebuilt if self._stream.connected and not window.broken else None
 
-    def _conclude_if_due(self, pair: str) -> None:
-        book = self.pairs.get(pair)
-        if book is not None and book.check is not None and time.monotonic() >= book.check_due:
-            self._conclude(pair, book)
+    async def _subscription_live(self, book: PairBook) -> None:
+        """Wait until the pair's subscription since the last resync is live: its first event
+        arrived, or `SUBSCRIBED_QUIET_S` passed for a quiet pair.
 
-    def _conclude(self, pair: str, book: PairBook) -> None:
-        """The settle window is over: count and log what drifted (the rebuilt book takes the
-        snapshot's word on it)."""
-        check, book.check = book.check, None
-        if check is None or book.model is None:
-            return
-        drift = check.conclude(book.model)
-        if drift:
-            metrics.book_drift.labels(pair).inc()
-            log.warning(
-                "the book rebuilt from events disagrees with the exchange's snapshot",
-                pair=pair,
-                orders=len(drift),
-                first=drift[:5],  # "here": the rebuilt book; "there": the snapshot
-            )
-        if not self._stream.connected:
-            book.model = None
+        A resync snapshot asked for before then can show orders whose removal the stream
+        never delivers (it was not subscribed yet), and nothing after could correct them.
+        Any event of the pair will do, whichever connection brought it: at a resync no
+        connection was up, so every connection delivering one has subscribed since.
+        """
+        left_s = book.resynced_at + SUBSCRIBED_QUIET_S - time.monotonic()
+        if left_s > 0 and not book.live.is_set():
+            try:
+                async with asyncio.timeout(left_s):
+                    await book.live.wait()
+            except TimeoutError:
+                pass  # a quiet pair: by now its subscription was sent long ago

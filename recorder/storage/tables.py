@@ -210,7 +210,7 @@ _TABLES = (
     _spec(
         r.BookSnapshot,
         "snapshot_id:uuid pair:text taken_at:timestamptz received_at:timestamptz grouped:bool "
-        "reason:text",
+        "reason:text events_through:timestamptz",
         "snapshot_id",
     ),
     _spec(

@@ -1,0 +1,91 @@
+"""Where a snapshot cuts the events received after it was asked for (`snapshot_cut`).
+
+The snapshot is made here exactly as the exchange would have: the book at the request plus
+the window's first k events, for every k; the cut must find k, or (with no book from before
+the request) say it cannot, never name another k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from recorder.book import Book, CancelReading, Reading, snapshot_cut
+from recorder.records import BookEvent, BookFill
+from tests.test_book import cancel, fill, level, new
+
+BEFORE = [
+    level("sell", 1, "100", "2"),
+    level("sell", 2, "101", "1"),
+    level("buy", 3, "99", "1"),
+    level("buy", 4, "98", "1"),
+]
+
+
+def window(reading: Reading) -> list[tuple[BookEvent, Sequence[BookFill]]]:
+    """Events of every kind: a fill of an order resting before, a new order, a cancel of an
+    order resting before (named by `reading`'s id), a fill that takes an order resting before
+    away, a cancel of the window's new order."""
+    cancel_3 = cancel(3, 500, "buy", "99") if reading == "oid" else cancel(500, 3, "buy", "99")
+    cancel_11 = (
+        cancel(11, 501, "sell", "102") if reading == "oid" else cancel(501, 11, "sell", "102")
+    )
+    return [
+        (new(10, "buy", "100", "0"), [fill(1, 10, 1, "1")]),
+        (new(11, "sell", "102", "3"), []),
+        (cancel_3, []),
+        (new(12, "buy", "101", "0"), [fill(2, 12, 2, "1", price="101")]),
+        (cancel_11, []),
+    ]
+
+
+def exchange_book(
+    events: Sequence[tuple[BookEvent, Sequence[BookFill]]], tally: CancelReading
+) -> Book:
+    book = Book.from_snapshot(BEFORE, cancel_reading=tally)
+    for event, fills in events:
+        book.apply(event, fills, count=False)
+    return book
+
+
+def established(reading: Reading) -> CancelReading:
+    return CancelReading(oid=3) if reading == "oid" else CancelReading(cancel_order_id=3)
+
+
+@pytest.mark.parametrize("reading", ["oid", "cancel_order_id"])
+def test_with_the_book_before_the_request_every_cut_is_found(reading: Reading) -> None:
+    events = window(reading)
+    for k in range(len(events) + 1):
+        tally = established(reading)
+        snapshot = exchange_book(events[:k], tally)
+        before = Book.from_snapshot(BEFORE, cancel_reading=tally)
+        cut = snapshot_cut(events, snapshot, before)
+        assert (cut.events, cut.drift) == (k, frozenset()), k
+
+
+@pytest.mark.parametrize("reading", ["oid", "cancel_order_id"])
+def test_without_it_the_events_decide_the_cut_or_leave_it_open(reading: Reading) -> None:
+    events = window(reading)
+    found = {}
+    for k in range(len(events) + 1):
+        snapshot = exchange_book(events[:k], established(reading))
+        found[k] = snapshot_cut(events, snapshot, None).events
+    # 0, 1: the new order 11 is not in yet, the cancel of 3 not either, and the fill of order
+    # 1 (resting before, its amount then unknown) may or may not be. 2: order 11 rests, order
+    # 3 too. 3: the fill that takes order 2 away is as open while order 2 is still in; 4:
+    # order 2 is gone, so that fill is in. 5: order 11 came and went.
+    assert found == {0: None, 1: None, 2: 2, 3: None, 4: 4, 5: 5}
+
+
+def test_an_empty_window_cuts_at_zero_and_an_order_no_event_explains_is_drift() -> None:
+    tally = CancelReading()
+    before = Book.from_snapshot(BEFORE, cancel_reading=tally)
+    assert snapshot_cut([], before.copy(), None).events == 0
+    events = window("oid")
+    snapshot = exchange_book(events[:2], tally)
+    snapshot.apply(new(77, "buy", "90", "1"), count=False)  # never sent as an event
+    snapshot.apply(new(1, "sell", "100", "5"), count=False)  # an amount no event explains
+    cut = snapshot_cut([*events, (new(77, "buy", "90", "2"), [])], snapshot, before)
+    assert cut.events == 2
+    assert cut.drift == {1, 77}
