@@ -25,6 +25,7 @@ from recorder.sim.server import SimSettings, run_sim
 from tests.harness.daemon import (
     daemon_config,
     events_received,
+    resynced_since,
     sessions,
     start_daemon,
     stop_daemon,
@@ -67,6 +68,10 @@ async def record(dsn: str, tmp_path: Path) -> Recording:
         await eventually(lambda: sessions(dsn) >= back_up, timeout_s=OUTAGE_S + 60,
                          what="the stream back after the outage")  # fmt: skip
         outage_to = datetime.now(UTC)
+        # The resync snapshots: taken once each pair's subscription is live, recorded once
+        # the events of their window have settled (recorder/sources/book.py).
+        await eventually(lambda: resynced_since(dsn, outage_from) == len(PAIRS),
+                         what="a resync snapshot of every pair after the outage")  # fmt: skip
         # Some events on the second session before the market is quieted.
         back = delivered_events(sim)
         await eventually(lambda: delivered_events(sim) > back + 60,
