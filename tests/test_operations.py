@@ -253,14 +253,15 @@ async def run_faults(
     await recorder.wait_until(
         lambda: backfilling(recorder), timeout_s=60, what="the trade backfill running"
     )
-    # Three calls in four refused: the recorder's retries go on at their usual pace (every
-    # success resets the backoff), so each scaled rate window holds calls to count.
-    sim.faults.update({"rate_429": 0.75})
-    watch.fault("three REST calls in four answered 429", "RecorderExchangeErrors")
-    await watch.fired("RecorderExchangeErrors")
+    # Every call refused: the backfill stalls where it is (and stays in progress).
     sim.faults.update({"rate_429": 1.0})
-    watch.fault("every REST call answered 429 during the trade backfill", "RecorderBackfillStuck")
+    watch.fault("REST calls answered 429: all, then three in four",
+                "RecorderBackfillStuck", "RecorderExchangeErrors")  # fmt: skip
     await watch.fired("RecorderBackfillStuck")
+    # Then three calls in four: the recorder's retries go on at their usual pace (a success
+    # resets the backoff), so each scaled rate window holds calls to count.
+    sim.faults.update({"rate_429": 0.75})
+    await watch.fired("RecorderExchangeErrors")
     sim.faults.update({"rate_429": 0.0})
     watch.fault_over("RecorderBackfillStuck", "RecorderExchangeErrors")
     await watch.resolved("RecorderBackfillStuck", "RecorderExchangeErrors")
@@ -277,6 +278,9 @@ async def run_faults(
     await watch.fired("RecorderSpoolUnwritable", "RecorderWriteBufferGrowing")
     set_immutable(spool, False)
     watch.fault_over("RecorderSpoolUnwritable")
+    # Only a spill clears recorder_spool_writable: with the database back first, the rows
+    # would be committed instead and the gauge left at 0 (see the report of this branch).
+    await watch.resolved("RecorderSpoolUnwritable")
     await asyncio.to_thread(pg.restart)
     watch.fault_over("RecorderDatabaseDown", "RecorderWriteBufferGrowing")
     await watch.resolved(
