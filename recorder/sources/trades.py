@@ -150,7 +150,10 @@ class TradeRecorder:
                 progress.tick(count)
         finally:
             report()
-            progress.done(count)
+        # Only a catch-up that ended ends the backfill: one interrupted by an error is
+        # retried from where it stopped, and stays in progress meanwhile (the stuck-backfill
+        # alert watches exactly that state).
+        progress.done(count)
         return count
 
 
@@ -181,6 +184,8 @@ class _Progress:
 
     def done(self, count: int) -> None:
         if not self.active:
+            # An earlier attempt, interrupted, may have marked the backfill in progress.
+            metrics.backfill_in_progress.labels(self.pair).set(0)
             return
         metrics.backfill_in_progress.labels(self.pair).set(0)
         if self.terminal:
