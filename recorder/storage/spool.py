@@ -151,6 +151,20 @@ class Spool:
         with self._lock:
             return sum(segment.bytes for segment in self._segments.values())
 
+    def probe(self) -> None:
+        """Write, sync and remove a small file here; OSError if the spool cannot be written.
+
+        For when no spill is due to find out (`open()` removes a probe a crash left)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "probe.tmp"
+        try:
+            with path.open("wb") as out:
+                out.write(b"probe\n")
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            _unlink_quietly(path)
+
     def append(self, batch: Sequence[Record]) -> Path | None:
         """Write `batch` durably as the newest segment; return it (None for an empty batch).
 

@@ -261,7 +261,7 @@ class Writer:
     def _next_due(self) -> float | None:
         """When the worker has something to do next (monotonic), None if not until woken."""
         dues = [self._spill_due(), self._commit_due(), self._held_due()]
-        if not (self._spool.opened and self._held.opened):
+        if not (self._spool.opened and self._held.opened) or self._probe_due():
             dues.append(self._writes.retry_at)
         return min((due for due in dues if due is not None), default=None)
 
@@ -278,6 +278,10 @@ class Writer:
         else:
             return None
         return max(due, self._writes.retry_at)
+
+    def _probe_due(self) -> bool:
+        """The spool failed, and no spill is due that would find out when it works again."""
+        return self._writes.failing and self._spill_due() is None
 
     def _commit_due(self) -> float | None:
         dues = []
@@ -298,6 +302,8 @@ class Writer:
         now = time.monotonic()
         if not (self._spool.opened and self._held.opened) and now >= self._writes.retry_at:
             await self._open_spools()  # without it, the database is still written to
+        if self._probe_due() and time.monotonic() >= self._writes.retry_at:
+            await self._probe_spool()
         due = self._spill_due()
         if due is not None and due <= now:
             spill_to = self._max_buffer_rows // 2 if not self._database.failures else 0
@@ -433,14 +439,22 @@ class Writer:
 
     # -- the spool --------------------------------------------------------------------
 
-    # -- the spool --------------------------------------------------------------------
-
     async def _open_spools(self) -> None:
         try:
             await self._on_disk(self._spool.open)
             await self._on_disk(self._held.open)
         except OSError as exc:
             self._writes.failed("open", exc)
+            return
+        self._writes.worked()
+
+    async def _probe_spool(self) -> None:
+        """Whether the spool can be written again (`recorder_spool_writable`), when nothing
+        is to be spilled: the database came back while the disk was failing."""
+        try:
+            await self._on_disk(self._spool.probe)
+        except OSError as exc:
+            self._writes.failed("write", exc)
             return
         self._writes.worked()
 
@@ -555,6 +569,10 @@ class _SpoolHealth:
         self._spool = spool
         self._attempts = backoff.attempts()
         self.retry_at = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self._attempts.failures > 0
 
     def failed(self, operation: str, exc: OSError) -> None:
         metrics.spool_failures.labels(operation).inc()

@@ -102,6 +102,45 @@ async def test_a_full_disk_during_an_outage_loses_no_row(
     assert not list(spool.glob("*.jsonl"))
 
 
+async def test_the_spool_is_seen_writable_again_when_nothing_is_left_to_spill(
+    own_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """The database and the spool's disk fail together; the database comes back first, so
+    what waited in memory is committed and nothing is left to spill. Once the disk is back,
+    `recorder_spool_writable` says so all the same (no alert left firing), and the check
+    leaves nothing behind in the spool."""
+    dsn = own_pg.dsn
+    migrate(dsn)
+    spool, away = tmp_path / "spool", tmp_path / "spool-away"
+    sent = [trade(tid) for tid in range(1, 301)]
+    async with Writer(
+        dsn, spool, batch_rows=200, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    ) as writer:
+        writer.put_many(sent[:100])
+        assert await writer.flush(30)
+        own_pg.crash()
+        spool.mkdir(exist_ok=True)
+        spool.rename(away)
+        spool.write_text("a file where the spool's directory should be")
+        writer.put_many(sent[100:])
+        await eventually(
+            lambda: sample("recorder_db_up") == 0 and sample("recorder_spool_writable") == 0,
+            what="the database and the spool seen failing",
+        )
+        own_pg.restart()
+        assert await writer.flush(60)
+        assert writer.buffered_rows == 0
+        assert sample("recorder_spool_writable") == 0, "the disk still fails"
+
+        spool.unlink()
+        away.rename(spool)
+        await eventually(
+            lambda: sample("recorder_spool_writable") == 1, what="the spool seen writable again"
+        )
+        assert sorted(p.name for p in spool.iterdir()) == []
+    assert stored_tids(dsn) == list(range(1, 301))
+
+
 @pytest.mark.parametrize("operation", OPERATIONS)
 async def test_the_worker_survives_a_failing_disk_in_every_spool_call(
     operation: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
