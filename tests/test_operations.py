@@ -97,7 +97,8 @@ class Episode:
 
 @dataclass
 class AlertWatch:
-    """Polls Prometheus and Alertmanager and notes when each alert fires and ends there."""
+    """Looks at Prometheus and Alertmanager while the test waits, and notes when each alert
+    fires and ends there."""
 
     prometheus: Prometheus
     alertmanager: Alertmanager
@@ -105,24 +106,23 @@ class AlertWatch:
     received: set[str] = field(default_factory=set)
     episodes: dict[str, Episode] = field(default_factory=dict)
 
-    async def poll_forever(self) -> None:
-        while True:
-            with suppress(*NOT_YET):
-                states = await self.prometheus.alerts()
-                active = await self.alertmanager.active()
-                now = time.monotonic()
-                self.firing = {name for name, state in states.items() if state == "firing"}
-                self.received = set(active)
-                for name, episode in self.episodes.items():
-                    if not episode.fired_at and name in self.firing:
-                        episode.fired_at = now
-                    if not episode.received_at and name in self.received:
-                        episode.received_at = now
-                    if episode.fault_over_at and not episode.resolved_at and name not in states:
-                        episode.resolved_at = now
-                    if episode.fault_over_at and not episode.cleared_at and name not in active:
-                        episode.cleared_at = now
-            await asyncio.sleep(POLL_S)
+    async def poll(self) -> None:
+        """One look at both: note each alert's first firing, receipt and end."""
+        with suppress(*NOT_YET):
+            states = await self.prometheus.alerts()
+            active = await self.alertmanager.active()
+            now = time.monotonic()
+            self.firing = {name for name, state in states.items() if state == "firing"}
+            self.received = set(active)
+            for name, episode in self.episodes.items():
+                if not episode.fired_at and name in self.firing:
+                    episode.fired_at = now
+                if not episode.received_at and name in self.received:
+                    episode.received_at = now
+                if episode.fault_over_at and not episode.resolved_at and name not in states:
+                    episode.resolved_at = now
+                if episode.fault_over_at and not episode.cleared_at and name not in active:
+                    episode.cleared_at = now
 
     def fault(self, fault: str, *names: str) -> None:
         now = time.monotonic()
@@ -131,7 +131,8 @@ class AlertWatch:
             self.episodes[name] = Episode(fault, fault_at=now)
 
     async def fired(self, *names: str) -> None:
-        def all_fired_and_received() -> bool:
+        async def all_fired_and_received() -> bool:
+            await self.poll()
             return all(self.episodes[n].fired_at and self.episodes[n].received_at for n in names)
 
         await eventually(all_fired_and_received, timeout_s=FIRE_TIMEOUT_S, interval_s=POLL_S,
@@ -143,7 +144,8 @@ class AlertWatch:
             self.episodes[name].fault_over_at = now
 
     async def resolved(self, *names: str) -> None:
-        def all_resolved() -> bool:
+        async def all_resolved() -> bool:
+            await self.poll()
             return all(self.episodes[n].resolved_at and self.episodes[n].cleared_at for n in names)
 
         await eventually(all_resolved, timeout_s=FIRE_TIMEOUT_S, interval_s=POLL_S,
@@ -225,13 +227,11 @@ async def test_every_alert_fires_on_its_fault_reaches_alertmanager_and_resolves(
         recorder = RecorderProcess(config)
         async with monitoring(tmp_path, listen) as (prometheus, alertmanager):
             watch = AlertWatch(prometheus, alertmanager)
-            polling = asyncio.create_task(watch.poll_forever())
             try:
                 recorder.start()
                 await run_faults(sim, own_pg, recorder, prometheus, watch, tmp_path)
                 await check_rules_and_dashboard(prometheus, started)
             finally:
-                polling.cancel()
                 recorder.kill_if_running()
                 set_immutable(tmp_path / "data" / "spool", False)
     shipped = alert_names([PROMETHEUS_DIR / "alerts.yml"])
