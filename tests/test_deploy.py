@@ -30,13 +30,13 @@ from prometheus_client import REGISTRY, start_http_server
 import recorder.metrics
 import recorder.storage.writer
 import recorder.supervisor
+from tests.harness import debian_tools
 from tests.harness.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "recorder.json"
-TOOLS = ROOT / ".venv" / "tools"
 IN_CI = bool(os.environ.get("CI"))
 
 # Names the dashboard, the alert rules and the operators rely on (docs/operations.md).
@@ -82,43 +82,12 @@ def run(*command: str | Path, stdin: bytes | None = None) -> subprocess.Complete
 
 @pytest.fixture(scope="session")
 def promtool() -> Path:
-    """promtool from Debian's prometheus package, unpacked (not installed) into .venv/tools.
-
-    `apt-get download` + `dpkg -x` need no root and change nothing on the machine; the
-    result is cached across runs (and dropped with .venv).
-    """
-    on_path = shutil.which("promtool")
-    if on_path:
-        return Path(on_path)
-    cached = TOOLS / "prometheus" / "usr" / "bin" / "promtool"
-    if cached.exists():
-        return cached
-    if not shutil.which("apt-get") or not shutil.which("dpkg"):
-        unavailable("promtool needs apt-get and dpkg to fetch Debian's prometheus package")
-    downloads = TOOLS / "deb"
-    downloads.mkdir(parents=True, exist_ok=True)
-    fetched = _apt_download(downloads)
-    if fetched.returncode != 0 and os.geteuid() == 0:
-        # A machine whose package lists were never fetched knows no prometheus package yet.
-        run("apt-get", "update", "-qq")
-        fetched = _apt_download(downloads)
-    debs = sorted(downloads.glob("prometheus_*.deb"))
-    if fetched.returncode != 0 or not debs:
-        unavailable(f"could not download Debian's prometheus package: {fetched.stderr.strip()}")
-    unpacked = run("dpkg", "-x", debs[-1], TOOLS / "prometheus")
-    assert unpacked.returncode == 0, unpacked.stderr
-    return cached
-
-
-def _apt_download(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [shutil.which("apt-get") or "apt-get", "download", "-qq", "prometheus"],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    """promtool from Debian's prometheus package (see tests/harness/debian_tools.py)."""
+    try:
+        return debian_tools.promtool()
+    except debian_tools.ToolUnavailable as exc:
+        unavailable(str(exc))
+        raise
 
 
 def test_alert_rules_are_valid(promtool: Path) -> None:
@@ -214,12 +183,11 @@ def test_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries(
     Every rule must evaluate without error, and every dashboard query must be valid PromQL
     that returns data once each metric has a sample.
     """
-    prometheus = promtool.parent / "prometheus"
-    if not prometheus.exists():
-        found = shutil.which("prometheus")
-        if found is None:
-            unavailable("the prometheus server binary is not beside promtool nor on PATH")
-        prometheus = Path(str(found))
+    try:
+        prometheus = debian_tools.prometheus_server()
+    except debian_tools.ToolUnavailable as exc:
+        unavailable(str(exc))
+        raise
     touch_every_metric()
     target = metrics_url.removeprefix("http://").removesuffix("/metrics")
     config = tmp_path / "prometheus.yml"
