@@ -215,11 +215,12 @@ def print_comparison(
         rows = plain[table][0]
         if rows == 0 or table not in columnstore:
             continue
+        # each database's own count: the two recorders' snapshots differ by a few
         per_row = [
-            (heap + index) / rows
-            for _, heap, index in (plain[table], written[table], columnstore[table])
+            (heap + index) / max(n, 1)
+            for n, heap, index in (plain[table], written[table], columnstore[table])
         ]
-        values = data[table] / rows
+        values = data[table] / max(columnstore[table][0], 1)
         print(
             f"| {table} | {rows:,} | {per_row[0]:.0f} | {per_row[1]:.0f} | {per_row[2]:.1f} | "
             f"{per_row[0] / per_row[2]:.1f}x | {values:.1f} | {per_row[0] / values:.1f}x |"
