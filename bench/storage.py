@@ -165,7 +165,7 @@ def columnstore_data_bytes(dsn: str) -> dict[str, int]:
         for table in HYPERTABLES:
             total = 0
             compressed = conn.execute(
-                "SELECT format('%I.%I', cc.schema_name, cc.table_name) "
+                "SELECT format('%%I.%%I', cc.schema_name, cc.table_name) "
                 "FROM _timescaledb_catalog.chunk c "
                 "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
                 "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
