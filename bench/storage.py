@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
 """Bytes on disk per trade, book event, fill, snapshot order and candle, plain and Timescale.
 
-    .venv/bin/python bench/storage.py [--seconds 60] [--rate 500] [--no-timescaledb]
+    .venv/bin/python bench/storage.py [--seconds 60] [--rate 500] [--book-orders 2000]
+                                      [--no-timescaledb] [--tsdb ../shared/timescaledb/tsdb.py]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
 both databases hold the same market data. The simulator starts with a day of trade history
 (backfilled by both recorders), then makes `--rate` book events per second for
-`--seconds`, with a REST snapshot of each book every 5 seconds. The recorders are stopped
+`--seconds`, with a REST snapshot of each book (filled to `--book-orders` resting orders at
+the start: a deep book) every 5 seconds. The recorders are stopped
 cleanly (everything committed), then each table is measured after VACUUM ANALYZE:
 
   heap    pg_table_size: the rows, their TOAST and free-space/visibility maps
   index   pg_indexes_size: the primary key and the other indexes
   total   heap + index, divided by the table's row count: bytes per row
 
-On TimescaleDB the hypertables (trades, book_events, book_fills, candles) are measured with
+On TimescaleDB the hypertables (trades, book_events, book_fills, book_snapshot_orders,
+candles) are measured with
 `hypertable_detailed_size` twice: as written (row store, as during the first 7 days) and
 after converting every chunk to the columnstore (`convert_to_columnstore`, what the
-migration's columnstore policy does to chunks older than 7 days).
+migration's columnstore policy does to older chunks). The last table puts the three side by
+side with the ratio plain / columnstore.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from recorder.storage.embedded import embedded_postgres
 ROOT = Path(__file__).resolve().parents[1]
 TSDB_SCRIPT = ROOT.parent / "shared" / "timescaledb" / "tsdb.py"
 TABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "book_snapshots")
-HYPERTABLES = ("trades", "book_events", "book_fills", "candles")
+HYPERTABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "candles")
 
 
 def write_config(directory: Path, sim: Simulator, dsn: str) -> Path:
@@ -152,6 +156,35 @@ def to_columnstore(dsn: str) -> int:
         return chunks
 
 
+def columnstore_data_bytes(dsn: str) -> dict[str, int]:
+    """{hypertable: bytes of its compressed values}: each column's stored (compressed) size
+    summed over the columnstore's batches, without the pages, maps and indexes every chunk
+    has however few rows it holds. What one more row costs once chunks are full."""
+    sizes = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in HYPERTABLES:
+            total = 0
+            compressed = conn.execute(
+                "SELECT format('%%I.%%I', cc.schema_name, cc.table_name) "
+                "FROM _timescaledb_catalog.chunk c "
+                "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
+                "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+                "WHERE h.table_name = %s",
+                (table,),
+            ).fetchall()
+            for (chunk,) in compressed:
+                columns = conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attnum > 0 AND NOT attisdropped",
+                    (chunk,),
+                ).fetchall()
+                sums = " + ".join(f'coalesce(sum(pg_column_size("{c}")), 0)' for (c,) in columns)
+                row = conn.execute(f"SELECT {sums} FROM {chunk}").fetchone()  # noqa: S608
+                total += int(row[0]) if row else 0
+            sizes[table] = total
+    return sizes
+
+
 def print_table(title: str, sizes: dict[str, tuple[int, int, int]]) -> None:
     print(f"\n{title}")
     print("| table | rows | heap bytes/row | index bytes/row | total bytes/row |")
@@ -163,6 +196,34 @@ def print_table(title: str, sizes: dict[str, tuple[int, int, int]]) -> None:
         print(
             f"| {table} | {rows:,} | {heap / rows:.0f} | {index / rows:.0f} | "
             f"{(heap + index) / rows:.0f} |"
+        )
+
+
+def print_comparison(
+    plain: dict[str, tuple[int, int, int]],
+    written: dict[str, tuple[int, int, int]],
+    columnstore: dict[str, tuple[int, int, int]],
+    data: dict[str, int],
+) -> None:
+    print("\nbytes per row side by side (values: the columnstore's compressed values only)")
+    print(
+        "| table | rows | plain | row store | columnstore | plain / columnstore "
+        "| values | plain / values |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for table in HYPERTABLES:
+        rows = plain[table][0]
+        if rows == 0 or table not in columnstore:
+            continue
+        # each database's own count: the two recorders' snapshots differ by a few
+        per_row = [
+            (heap + index) / max(n, 1)
+            for n, heap, index in (plain[table], written[table], columnstore[table])
+        ]
+        values = data[table] / max(columnstore[table][0], 1)
+        print(
+            f"| {table} | {rows:,} | {per_row[0]:.0f} | {per_row[1]:.0f} | {per_row[2]:.1f} | "
+            f"{per_row[0] / per_row[2]:.1f}x | {values:.1f} | {per_row[0] / values:.1f}x |"
         )
 
 
@@ -192,7 +253,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="live recording time")
     parser.add_argument("--rate", type=float, default=500.0, help="book events per second")
+    parser.add_argument(
+        "--book-orders", type=int, default=2000, help="resting orders per book at the start"
+    )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
+    parser.add_argument(
+        "--tsdb", type=Path, default=TSDB_SCRIPT, help="tsdb.py of the TimescaleDB build"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-storage-"))
@@ -202,27 +269,30 @@ def main() -> None:
         with embedded_postgres(work / "plain") as plain_dsn:
             dsns = {"postgresql": plain_dsn}
             if not args.no_timescaledb:
-                if not TSDB_SCRIPT.exists():
-                    sys.exit(f"{TSDB_SCRIPT} not found; use --no-timescaledb")
-                tsdb = runpy.run_path(str(TSDB_SCRIPT))
+                if not args.tsdb.exists():
+                    sys.exit(f"{args.tsdb} not found; use --no-timescaledb or --tsdb")
+                tsdb = runpy.run_path(str(args.tsdb))
                 dsns["timescaledb"] = tsdb["start"](str(work / "tsdb"))
             settings = SimSettings(
                 pairs=("BTC_USD", "ETH_USD"),
                 rate_per_s=args.rate,
                 history_hours=24,
                 history_events_per_hour=3600,
+                book_orders=args.book_orders,
             )
             asyncio.run(record(settings, dsns, work, args.seconds))
             same_data(dsns)
-            print_table("plain PostgreSQL 16", table_sizes(plain_dsn))
+            plain = table_sizes(plain_dsn)
+            print_table("plain PostgreSQL 16", plain)
             if "timescaledb" in dsns:
                 written = hypertable_sizes(dsns["timescaledb"])
                 print_table("TimescaleDB, hypertables as written", written)
                 chunks = to_columnstore(dsns["timescaledb"])
-                print_table(
-                    f"TimescaleDB, after convert_to_columnstore ({chunks} chunks)",
-                    hypertable_sizes(dsns["timescaledb"]),
-                )
+                columnstore = hypertable_sizes(dsns["timescaledb"])
+                print_table(f"TimescaleDB, after convert_to_columnstore ({chunks} chunks)",
+                            columnstore)  # fmt: skip
+                data = columnstore_data_bytes(dsns["timescaledb"])
+                print_comparison(plain, written, columnstore, data)
     finally:
         if tsdb is not None:
             tsdb["stop"](str(work / "tsdb"))

@@ -145,6 +145,9 @@ class SnapshotOrder:
     price: Decimal
     amount: Decimal
     order_ts: datetime | None
+    taken_at: datetime
+    """Its snapshot's `taken_at`, copied: the table's time column (a hypertable's dimension
+    on TimescaleDB, docs/benchmarks.md "Storage")."""
 
 
 @dataclass(frozen=True, slots=True)

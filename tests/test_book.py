@@ -30,7 +30,7 @@ D = Decimal
 
 
 def level(side: str, order_id: int | None, price: str, amount: str, pos: int = 0) -> SnapshotOrder:
-    return SnapshotOrder(uuid.uuid4(), side, pos, order_id, D(price), D(amount), NOW)  # type: ignore[arg-type]
+    return SnapshotOrder(uuid.uuid4(), side, pos, order_id, D(price), D(amount), NOW, NOW)  # type: ignore[arg-type]
 
 
 def new(oid: int, side: str, price: str, amount: str) -> BookEvent:

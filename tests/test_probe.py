@@ -683,7 +683,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def seed(pair: str, orders: list[tuple[int, str, str, str]]) -> Seed:
     snapshot = BookSnapshot(uuid.uuid4(), pair, T0, T0, False, "probe")
     levels = [
-        SnapshotOrder(snapshot.snapshot_id, side, pos, oid, Decimal(price), Decimal(amount), T0)
+        SnapshotOrder(snapshot.snapshot_id, side, pos, oid, Decimal(price), Decimal(amount), T0, T0)
         for pos, (oid, side, price, amount) in enumerate(orders)
     ]
     return Seed(OrderBook(snapshot, levels), SESSION)

@@ -345,6 +345,7 @@ def parse_orderbook(
                     price=f.decimal("price"),
                     amount=f.decimal("amount"),
                     order_ts=None if grouped else f.timestamp("timestamp"),
+                    taken_at=taken_at,
                 )
             )
     return OrderBook(snapshot, orders)

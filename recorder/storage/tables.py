@@ -216,7 +216,7 @@ _TABLES = (
     _spec(
         r.SnapshotOrder,
         "snapshot_id:uuid side:text pos:int4 order_id:int8 price:numeric amount:numeric "
-        "order_ts:timestamptz",
+        "order_ts:timestamptz taken_at:timestamptz",
         "snapshot_id side pos",
     ),
     _spec(

@@ -60,6 +60,7 @@ def snapshot(body: dict[str, Any]) -> list[SnapshotOrder]:
             price=Decimal(str(level["price"])),
             amount=Decimal(str(level["amount"])),
             order_ts=ts(level["timestamp"]),
+            taken_at=datetime.now(UTC),
         )
         for side in ("sell", "buy")
         for pos, level in enumerate(body[side])

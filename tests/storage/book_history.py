@@ -49,6 +49,7 @@ def snapshot(
                     price=D(price),
                     amount=D(amount),
                     order_ts=None if grouped else T0,
+                    taken_at=header.taken_at,
                 )
             )
     return [header, *levels]

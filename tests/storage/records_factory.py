@@ -71,7 +71,7 @@ def one_of_each() -> list[r.Record]:
         ),
         r.SnapshotOrder(
             snapshot_id=snapshot, side="sell", pos=0, order_id=44667,
-            price=Decimal("911.519"), amount=Decimal("0.000446"), order_ts=T0,
+            price=Decimal("911.519"), amount=Decimal("0.000446"), order_ts=T0, taken_at=T0,
         ),
         r.Candle(
             pair="BTC_USD", resolution="60", bucket=T0.replace(minute=0, second=0, microsecond=0),

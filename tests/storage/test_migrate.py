@@ -88,7 +88,12 @@ def test_tables_have_the_promised_columns_and_types(migrated: str) -> None:
 
 def test_keys_are_the_promised_keys(migrated: str) -> None:
     """The promised primary key; on TimescaleDB a hypertable's key also holds its time."""
-    hypertable_time = {"trades": "ts", "book_events": "ts", "book_fills": "ts"}
+    hypertable_time = {
+        "trades": "ts",
+        "book_events": "ts",
+        "book_fills": "ts",
+        "book_snapshot_orders": "taken_at",
+    }
     timescale = is_timescaledb(migrated)
     with psycopg.connect(migrated) as conn:
         for table, key in SCHEMA_KEYS.items():

@@ -54,8 +54,8 @@ def dsn(db_dsn: str) -> str:
         ]  # fmt: skip
         for side, pos, oid, price, amount in book:
             conn.execute(
-                "INSERT INTO book_snapshot_orders VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (SNAP, side, pos, oid, Decimal(price), Decimal(amount), s(0)),
+                "INSERT INTO book_snapshot_orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (SNAP, side, pos, oid, Decimal(price), Decimal(amount), s(0), s(1)),
             )
         # At 5 s a new ask at 100.5; at 6 s order 1 is cancelled; at 130 s an event in S2.
         events = [
