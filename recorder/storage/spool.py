@@ -35,6 +35,8 @@ from recorder import records
 from recorder.records import Record
 from recorder.storage.tables import SPECS
 
+SNAPSHOT_TIMES_KEPT = 10_000
+
 _RECORD_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in SPECS}
 
 
@@ -77,17 +79,39 @@ def encode(record: Record) -> str:
     return json.dumps([type(record).__name__, values], separators=(",", ":"))
 
 
-def decode(line: str) -> Record:
+def decode(line: str, snapshot_times: dict[uuid.UUID, datetime] | None = None) -> Record:
+    """The record of a spool line, also one spilled by an older recorder (`_upgraded`).
+
+    `snapshot_times` (snapshot id to its `taken_at`, from the snapshots read before) gives a
+    snapshot order spilled without its time the time of its snapshot.
+    """
     name, values = json.loads(line)
     decoders = _DECODERS[name]
-    if len(values) != len(decoders):
-        raise ValueError(f"a {name} record has {len(decoders)} fields, this line {len(values)}")
+    values = _upgraded(name, values, len(decoders), snapshot_times or {})
     kwargs = {
         field: decode_value(value)
         for (field, decode_value), value in zip(decoders, values, strict=True)
     }
     record: Record = _RECORD_TYPES[name](**kwargs)
     return record
+
+
+def _upgraded(
+    name: str, values: list[Any], expected: int, snapshot_times: dict[uuid.UUID, datetime]
+) -> list[Any]:
+    """`values` with the fields a newer recorder added filled in, for a line spilled before
+    an upgrade: the spool outlives the version that wrote it."""
+    if len(values) == expected:
+        return values
+    if name == "BookSnapshot" and len(values) == expected - 1:
+        return [*values, None]  # events_through: not known to recorders before it
+    if name == "SnapshotOrder" and len(values) == expected - 1:
+        # taken_at, the table's time column, is the snapshot's; its header is spilled first.
+        taken_at = snapshot_times.get(uuid.UUID(values[0]))
+        if taken_at is None:
+            raise ValueError("a SnapshotOrder spilled without its time, and its snapshot unknown")
+        return [*values, taken_at.isoformat()]
+    raise ValueError(f"a {name} record has {expected} fields, this line {len(values)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +142,9 @@ class Spool:
         self._segments: dict[Path, _Segment] = {}
         self._next_sequence = 1
         self._lock = threading.Lock()
+        self._snapshot_times: dict[uuid.UUID, datetime] = {}
+        """The time of the snapshots read last (at most `SNAPSHOT_TIMES_KEPT`), for their
+        orders in the lines an older recorder spilled without it."""
 
     def open(self) -> None:
         """Drop interrupted spills, learn the segments already there (the directory is made
@@ -205,10 +232,20 @@ class Spool:
             try:
                 # Spool lines are ASCII; any other byte is damage, kept with the line.
                 raw.decode("ascii")
-                good.append(decode(line))
+                record = decode(line, self._snapshot_times)
             except (ValueError, KeyError, TypeError) as exc:
                 bad.append((line, f"{type(exc).__name__}: {exc}"))
+                continue
+            if isinstance(record, records.BookSnapshot):
+                self._remember_snapshot(record)
+            good.append(record)
         return good, bad
+
+    def _remember_snapshot(self, snapshot: records.BookSnapshot) -> None:
+        times = self._snapshot_times
+        times[snapshot.snapshot_id] = snapshot.taken_at
+        if len(times) > SNAPSHOT_TIMES_KEPT:
+            del times[next(iter(times))]  # the oldest: its orders were spilled right after it
 
     def remove(self, segment: Path) -> None:
         """Delete a segment whose rows are committed.

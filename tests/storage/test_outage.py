@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from dataclasses import astuple
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 
+from recorder.records import BookSnapshot, Record, SnapshotOrder
 from recorder.storage.migrate import migrate
+from recorder.storage.spool import encode
 from recorder.storage.writer import Writer
 from tests.harness.metrics import sample
 from tests.harness.postgres import EmbeddedPostgres
@@ -82,4 +89,47 @@ async def test_a_damaged_spool_line_is_kept_not_fatal(db_dsn: str, tmp_path: Pat
             "SELECT payload FROM raw_messages WHERE source = 'spool' ORDER BY payload"
         ).fetchall()
     assert rows == [('["Trade", [1, 2]]',), ("not json at all",)]
+    assert not list(spool.iterdir())
+
+
+async def test_a_spool_written_before_an_upgrade_is_committed_by_the_new_recorder(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    """Fields added since (a snapshot's events_through, its orders' taken_at) are filled in:
+    the spool of a recorder stopped while its database was down outlives its version."""
+    taken_at = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    snapshot = BookSnapshot(uuid.uuid4(), "BTC_USD", taken_at, taken_at, False, "interval")
+    orders = [
+        SnapshotOrder(snapshot.snapshot_id, "buy", pos, 100 + pos, Decimal(f"9{pos}.10"),
+                      Decimal("0.00000001"), taken_at, taken_at)
+        for pos in range(3)
+    ]  # fmt: skip
+    orphan = SnapshotOrder(uuid.uuid4(), "sell", 0, 7, Decimal("1"), Decimal("2"), None, taken_at)
+
+    def as_older_recorder_spilled(record: Record) -> str:
+        name, values = json.loads(encode(record))
+        return json.dumps([name, values[:-1]])  # the field added last was not there yet
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = [as_older_recorder_spilled(r) for r in (snapshot, *orders, orphan)]
+    (spool / "000000000001.jsonl").write_text("\n".join(lines) + "\n")
+    async with Writer(db_dsn, spool) as writer:
+        assert await writer.flush(30)
+    with psycopg.connect(db_dsn) as conn:
+        stored = conn.execute(
+            "SELECT snapshot_id, pair, taken_at, events_through FROM book_snapshots"
+            " WHERE snapshot_id = %s",
+            [snapshot.snapshot_id],
+        ).fetchall()
+        stored_orders = conn.execute(
+            "SELECT snapshot_id, side, pos, order_id, price, amount, order_ts, taken_at"
+            " FROM book_snapshot_orders WHERE snapshot_id = %s ORDER BY pos",
+            [snapshot.snapshot_id],
+        ).fetchall()
+        kept = conn.execute("SELECT payload FROM raw_messages WHERE source = 'spool'").fetchall()
+    assert stored == [(snapshot.snapshot_id, "BTC_USD", taken_at, None)]
+    assert stored_orders == [astuple(order) for order in orders]
+    # An order whose snapshot was never read cannot be dated: kept verbatim, not guessed.
+    assert [payload for (payload,) in kept if payload in lines] == [lines[-1]]
     assert not list(spool.iterdir())
