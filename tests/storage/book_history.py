@@ -27,6 +27,7 @@ def snapshot(
     *,
     grouped: bool = False,
     pair: str = PAIR,
+    events_through_s: float | None = None,
 ) -> list[r.Record]:
     snapshot_id = uuid.uuid4()
     header = r.BookSnapshot(
@@ -36,6 +37,7 @@ def snapshot(
         received_at=at(taken_s + 0.05),
         grouped=grouped,
         reason="interval",
+        events_through=None if events_through_s is None else at(events_through_s),
     )
     levels: list[r.Record] = []
     for side in ("sell", "buy"):

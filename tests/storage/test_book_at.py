@@ -45,12 +45,12 @@ def dsn(db_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     return db_dsn
 
 
-def book(dsn: str, seconds: float) -> list[tuple[str, int, Decimal, Decimal]]:
+def book(dsn: str, seconds: float, pair: str = PAIR) -> list[tuple[str, int, Decimal, Decimal]]:
     with psycopg.connect(dsn) as conn:
         return [
             (side, oid, price, amount)
             for side, oid, price, amount in conn.execute(
-                "SELECT side, order_id, price, amount FROM book_at(%s, %s)", (PAIR, at(seconds))
+                "SELECT side, order_id, price, amount FROM book_at(%s, %s)", (pair, at(seconds))
             )
         ]
 
@@ -118,4 +118,38 @@ def test_a_later_snapshot_takes_over_and_events_it_holds_are_not_counted_twice(
         ("sell", 12, D("98.0"), D("0.1")),
         ("sell", 2, D("101.0"), D("1.5")),
         ("sell", 20, D("105.0"), D("1.0")),
+    ]
+
+
+def test_between_a_snapshots_request_and_its_last_event_the_snapshot_before_serves(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A snapshot asked for at 50 was answered holding the events up to 50.5 (events_through):
+    it is the book after 50.5, so at 50.2 the book comes from the snapshot before."""
+    pair = "ETH_USD"
+    history = [
+        *snapshot(40, [("sell", 1, "100.0", "1.0"), ("buy", 2, "99.0", "1.0")], pair=pair),
+        *new(50.1, 3, "buy", "98.0", "0.5", pair=pair),
+        *new(50.5, 4, "sell", "100.0", "0.2", fills=[(700, 2, "99.0", "0.8")], pair=pair),
+        *snapshot(
+            50,
+            [("sell", 1, "100.0", "1.0"), ("buy", 2, "99.0", "0.2"), ("buy", 3, "98.0", "0.5")],
+            pair=pair,
+            events_through_s=50.5,
+        ),
+        *cancel(51, 3, "buy", "98.0", "0.5", pair=pair),
+    ]
+    write(dsn, history, tmp_path / "spool")
+    before_the_fill = [
+        ("buy", 2, D("99.0"), D("1.0")),
+        ("buy", 3, D("98.0"), D("0.5")),
+        ("sell", 1, D("100.0"), D("1.0")),
+    ]
+    assert book(dsn, 50, pair) == [before_the_fill[0], before_the_fill[2]]
+    assert book(dsn, 50.2, pair) == book(dsn, 50.4999, pair) == before_the_fill
+    after_the_fill = [("buy", 2, D("99.0"), D("0.2")), *before_the_fill[1:]]
+    assert book(dsn, 50.5, pair) == book(dsn, 50.9, pair) == after_the_fill
+    assert book(dsn, 51, pair) == [
+        ("buy", 2, D("99.0"), D("0.2")),
+        ("sell", 1, D("100.0"), D("1.0")),
     ]
