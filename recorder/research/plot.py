@@ -42,7 +42,7 @@ LIVE_COLOUR = "#2ca02c"
 GAP_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 """One per distinct gap cause, in the order the causes first appear."""
 SNAPSHOT_COLOUR = "#1f77b4"
-HOLE_COLOUR = "#d62728"
+HOLE_COLOUR = "#000000"
 
 
 class PlotError(ValueError):
