@@ -2,9 +2,9 @@
 
 Pure: no I/O, no clock. The recorder loads an ungrouped REST snapshot (one row per resting
 order, with its id) into a `Book`, applies every book event that followed it, and compares
-the result with the next snapshot (`DriftCheck`); a difference that outlasts the events in
-flight is drift (`recorder_book_drift_total`). The simulator's tests use the same comparison
-(`Book.differences`) to prove that its stream is complete.
+the result with the next snapshot where that snapshot cuts the stream (`snapshot_cut`); a
+difference there is drift (`recorder_book_drift_total`). The simulator's tests use the same
+comparison (`Book.differences`) to prove that its stream is complete.
 
 How events change the book:
 
@@ -261,15 +261,6 @@ class Book:
             )
         return anomalies
 
-    def adopt(self, other: Book, order_ids: Iterable[int]) -> None:
-        """Take `other`'s word on these orders: its version of each, or none where it has none."""
-        for order_id in order_ids:
-            theirs = other._orders.get(order_id)
-            if theirs is None:
-                self._orders.pop(order_id, None)
-            else:
-                self._orders[order_id] = theirs
-
     def differing_ids(self, other: Book, among: Iterable[int] | None = None) -> list[int]:
         """The ids of the orders on which `other` differs from this book, ascending: an order
         that only one of them holds, or one at another side, price or amount.
@@ -306,56 +297,6 @@ def _agree(mine: RestingOrder | None, theirs: RestingOrder | None) -> bool:
     if mine is None or theirs is None:
         return mine is theirs
     return (mine.side, mine.price, mine.amount) == (theirs.side, theirs.price, theirs.amount)
-
-
-class DriftCheck:
-    """A snapshot that differed from the rebuilt book, concluded once the events in flight
-    have arrived.
-
-    A snapshot answer can already include an event that the stream has not delivered yet (or
-    the reverse), so a difference at the moment of the snapshot is not yet drift. The
-    recorder goes on applying the stream's events to the rebuilt book for a short window and
-    shows each to the check (`saw`); an order that an event of the window touched may differ
-    only because that event was in flight. `conclude` then names the drift: the orders that
-    differed and that no event touched. Pure, like `Book`: the recorder decides how long the
-    window is, and logs and counts what drifted.
-    """
-
-    def __init__(self, snapshot: Book, differing: Iterable[int]) -> None:
-        self.snapshot = snapshot
-        """The exchange's book, as the snapshot answered it."""
-        self.differing = frozenset(differing)
-        """The orders on which the two books differed when the snapshot came."""
-        self.touched: set[int] = set()
-        """The orders an event of the window named."""
-
-    @classmethod
-    def compare(cls, rebuilt: Book, snapshot: Book) -> DriftCheck | None:
-        """A check of `rebuilt` against `snapshot`; None when the two agree already."""
-        differing = rebuilt.differing_ids(snapshot)
-        return cls(snapshot, differing) if differing else None
-
-    def saw(self, event: BookEvent, fills: Sequence[BookFill] = ()) -> None:
-        """An event of the window (applied to the rebuilt book): its orders are touched."""
-        self.touched.add(event.oid)
-        if event.cancel_order_id is not None:
-            self.touched.add(event.cancel_order_id)
-        self.touched.update(fill.o_id for fill in fills)
-
-    def conclude(self, rebuilt: Book) -> list[str]:
-        """The drift: the orders that differed and that no event of the window touched, so
-        the rebuilt book still differs there (neither book changed at them), one line each as
-        `Book.differences` says it ("here" the rebuilt book, "there" the snapshot); [] for
-        none. `rebuilt` then takes the snapshot's word on them, and keeps its own elsewhere.
-
-        Keeping its own where an event touched an order matters: the snapshot may already
-        have held that event, which applied to it again would count a fill twice, while the
-        rebuilt book applied each event once.
-        """
-        drift = self.differing - self.touched
-        lines = rebuilt.differences(self.snapshot, among=drift)
-        rebuilt.adopt(self.snapshot, drift)
-        return lines
 
 
 Window = Sequence[tuple[BookEvent, Sequence[BookFill]]]

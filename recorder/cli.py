@@ -134,10 +134,19 @@ def cmd_coverage(args: argparse.Namespace, config: Config) -> int:
     def summarize() -> int:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
+        if args.plot is not None:
+            from recorder.research.plot import plot_format
+
+            plot_format(args.plot)  # a bad suffix fails before the database is started
         with read_only_connection(config) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             report = load_report(conn, args.pair, since, until)
         print(format_report(report))
+        if args.plot is not None:
+            from recorder.research.plot import write_plot
+
+            write_plot(report, args.plot)
+            print(f"recorder coverage: plot written to {args.plot}", file=sys.stderr)
         return exitcodes.OK
 
     return reading_database("coverage", summarize)
@@ -193,10 +202,11 @@ def reading_database(command: str, body: Callable[[], int]) -> int:
     import psycopg
 
     from recorder.research.export import ExportError
+    from recorder.research.plot import PlotError
 
     try:
         return body()
-    except (BadArgument, ExportError) as exc:
+    except (BadArgument, ExportError, PlotError) as exc:
         print(f"recorder {command}: {exc}", file=sys.stderr)
         return exitcodes.BAD_CONFIG
     except psycopg.Error as exc:
@@ -246,6 +256,16 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="before this instant (ISO 8601; UTC without a zone)")
 
 
+def add_coverage_arguments(parser: argparse.ArgumentParser) -> None:
+    add_window_arguments(parser)
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw each pair's timeline into FILE (.png, .svg or .html)",
+    )
+
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     from recorder.research.export import FORMATS, SOURCES
 
@@ -284,7 +304,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sim": sim_cli.add_arguments,
     "demo": add_demo_arguments,
     "sql": add_sql_arguments,
-    "coverage": add_window_arguments,
+    "coverage": add_coverage_arguments,
     "export": add_export_arguments,
     "probe": add_probe_arguments,
 }

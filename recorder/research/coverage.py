@@ -19,7 +19,7 @@ delisted it, the recorder stopped recording it then, and nothing after is missin
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +48,16 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class CandleHole:
+    """Buckets missing from one resolution's candles where the tape has trades."""
+
+    resolution: str
+    start: datetime
+    end: datetime
+    trades: int
+
+
+@dataclass(frozen=True, slots=True)
 class PairCoverage:
     pair: str
     trades: int
@@ -63,6 +73,12 @@ class PairCoverage:
     candle_holes: int
     last_listed: datetime | None = None
     """When the exchange last listed the pair, if it no longer does (delisted); else None."""
+    snapshot_times: tuple[datetime, ...] = ()
+    """When each snapshot of the window was taken, in order (`recorder coverage --plot`)."""
+    tape_hole_times: tuple[datetime, ...] = ()
+    """When each fill missing from the tape happened, in order."""
+    candle_hole_spans: tuple[CandleHole, ...] = ()
+    """The candle holes of the window, by resolution and start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,14 +274,57 @@ def load_report(
             (start, end),
         ).fetchall()
     ]
+    window = {"s": start, "e": end, "pair": pair}
+    snapshot_times = _times_by_pair(conn, _SNAPSHOT_TIMES_SQL, window)
+    tape_hole_times = _times_by_pair(conn, _TAPE_HOLE_TIMES_SQL, window)
+    candle_holes: dict[str, list[CandleHole]] = {}
+    for name, *hole in conn.execute(_CANDLE_HOLES_SQL, window).fetchall():
+        candle_holes.setdefault(name, []).append(CandleHole(*hole))
     pairs = [
-        PairCoverage(*row)
-        for row in conn.execute(_PAIR_SQL, {"s": start, "e": end, "pair": pair}).fetchall()
+        replace(
+            PairCoverage(*row),
+            snapshot_times=tuple(snapshot_times.get(row[0], ())),
+            tape_hole_times=tuple(tape_hole_times.get(row[0], ())),
+            candle_hole_spans=tuple(candle_holes.get(row[0], ())),
+        )
+        for row in conn.execute(_PAIR_SQL, window).fetchall()
     ]
     return Report(start, end, sessions, gaps, pairs)
 
 
+# The instants behind the counts of _PAIR_SQL, for the timeline `recorder coverage --plot`
+# draws (recorder/research/plot.py).
+_SNAPSHOT_TIMES_SQL = """
+SELECT pair, taken_at FROM book_snapshots
+WHERE taken_at >= %(s)s AND taken_at < %(e)s AND (%(pair)s::text IS NULL OR pair = %(pair)s)
+ORDER BY pair, taken_at
+"""
+
+_TAPE_HOLE_TIMES_SQL = """
+SELECT pair, ts FROM trade_tape_holes
+WHERE ts >= %(s)s AND ts < %(e)s AND (%(pair)s::text IS NULL OR pair = %(pair)s)
+ORDER BY pair, ts
+"""
+
+_CANDLE_HOLES_SQL = """
+SELECT pair, resolution, gap_start, gap_end, trades FROM candle_gaps
+WHERE trades > 0 AND gap_end > %(s)s AND gap_start < %(e)s
+  AND (%(pair)s::text IS NULL OR pair = %(pair)s)
+ORDER BY pair, gap_start, resolution
+"""
+
+
+def _times_by_pair(
+    conn: psycopg.Connection[Any], query: str, window: dict[str, Any]
+) -> dict[str, list[datetime]]:
+    times: dict[str, list[datetime]] = {}
+    for name, moment in conn.execute(query, window).fetchall():
+        times.setdefault(name, []).append(moment)
+    return times
+
+
 __all__ = [
+    "CandleHole",
     "Gap",
     "PairCoverage",
     "Report",
