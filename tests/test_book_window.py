@@ -188,12 +188,6 @@ def test_book_at_is_the_engines_book_at_every_instant_outside_snapshot_windows(r
     assert wrong == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="book_at takes the newest snapshot asked for at or before the instant, even when "
-    "that snapshot already holds events dated after the instant (events_through > instant): "
-    "it should take the newest whose taken_at and events_through are both at or before it",
-)
 def test_book_at_is_the_engines_book_inside_snapshot_windows(run: Run) -> None:
     """Between a snapshot's request and the last event it holds, book_at must still be the
     book of that instant: the events the answer holds from after it are not yet made."""
