@@ -14,16 +14,22 @@ are then stamped in the period they show, as the first daemon's were.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from recorder.daemon import Daemon
-from recorder.sim.replay import ReplaySettings, micros_datetime, run_replay
+from recorder.sim.replay import ReplayError, ReplaySettings, micros_datetime, run_replay
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.harness.daemon import daemon_config, events_received, start_daemon, stop_daemon
 from tests.harness.deliveries import delivered_keys
@@ -145,16 +151,28 @@ def book_at(dsn: str, pair: str, at: datetime) -> list[tuple[str, ...]]:
     return exact(query(dsn, "SELECT side, order_id, price, amount FROM book_at(%s, %s)", pair, at))
 
 
+@dataclass(frozen=True)
+class Recorded:
+    dsn: str
+    since: datetime
+    until: datetime
+
+
+@pytest.fixture(scope="module")
+def recorded(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+    """The simulator recorded live into a database: the period every test here replays."""
+    with fresh_database(pg_server_dsn, "replay_first") as dsn:
+        since, until = asyncio.run(record_live(dsn, tmp_path_factory.mktemp("replay_first")))
+        yield Recorded(dsn, since, until)
+
+
 async def test_a_replayed_period_is_recorded_again_row_for_row(
-    pg_server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    recorded: Recorded, pg_server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with (
-        fresh_database(pg_server_dsn, "replay_first") as first,
-        fresh_database(pg_server_dsn, "replay_second") as second,
-    ):
-        since, until = await record_live(first, tmp_path / "first")
+    first, since, until = recorded.dsn, recorded.since, recorded.until
+    with fresh_database(pg_server_dsn, "replay_second") as second:
         drift = metric_total("recorder_book_drift_total")
-        state = await record_replay(first, second, since, until, tmp_path / "second", monkeypatch)
+        state = await record_replay(first, second, since, until, tmp_path, monkeypatch)
 
         # The replay's stream and books agree: the second daemon saw no drift.
         assert metric_total("recorder_book_drift_total") == drift
@@ -177,3 +195,59 @@ async def test_a_replayed_period_is_recorded_again_row_for_row(
                     assert book_at(second, pair, at) == book_at(first, pair, at), (pair, at)
                     compared += 1
         assert compared >= 50
+
+
+def stored_tape(dsn: str, pair: str, until: datetime) -> list[tuple[str, ...]]:
+    return exact(query(dsn, "SELECT tid, price, type, amount FROM trades WHERE pair = %s "
+                       "AND ts <= %s ORDER BY tid DESC", pair, until))  # fmt: skip
+
+
+async def served_tape(
+    http: aiohttp.ClientSession, base_url: str, pair: str
+) -> list[tuple[str, ...]]:
+    url = f"{base_url}/api/v1/exchanges/?pair={pair}&limit=1000"
+    async with http.get(url) as response:
+        trades = json.loads(await response.text(), parse_float=Decimal)
+    return [tuple(str(t[k]) for k in ("id", "price", "type", "amount")) for t in trades]
+
+
+async def admin_state(http: aiohttp.ClientSession, base_url: str) -> Any:
+    async with http.get(f"{base_url}/admin/state") as response:
+        return await response.json()
+
+
+async def test_the_replay_waits_for_subscribers_and_serves_the_tape_up_to_its_clock(
+    recorded: Recorded,
+) -> None:
+    dsn, since, until = recorded.dsn, recorded.since, recorded.until
+    settings = ReplaySettings(dsn, PAIRS, since, until, speed=None)
+    async with run_replay(settings) as replay, aiohttp.ClientSession() as http:
+        # Nobody subscribed: the clock stands at `since`, the tape ends there.
+        state = (await admin_state(http, replay.base_url))["replay"]
+        assert (state["clock"], state["running"], state["started"]) == (
+            since.isoformat(),
+            False,
+            False,
+        )
+        for pair in PAIRS:
+            assert await served_tape(http, replay.base_url, pair) == stored_tape(dsn, pair, since)
+        async with http.post(f"{replay.base_url}/admin/resume") as response:
+            assert response.status == 200
+        await eventually(lambda: replay.state()["replay"]["done"], what="the replay at its end")
+        state = (await admin_state(http, replay.base_url))["replay"]
+        assert (state["clock"], state["speed"]) == (until.isoformat(), "max")
+        for pair in PAIRS:
+            tape = stored_tape(dsn, pair, until)
+            assert len(tape) > len(stored_tape(dsn, pair, since))
+            assert await served_tape(http, replay.base_url, pair) == tape[:1000]
+
+
+async def test_a_period_without_a_snapshot_before_it_is_refused(recorded: Recorded) -> None:
+    before = recorded.since - timedelta(hours=1)
+    with pytest.raises(ReplayError, match="since: no ungrouped snapshot of BTC_USD"):
+        async with run_replay(ReplaySettings(recorded.dsn, PAIRS, before, recorded.until)):
+            pass
+    with pytest.raises(ReplayError, match="pairs: not recorded in this database: LTC_USD"):
+        async with run_replay(ReplaySettings(recorded.dsn, ("LTC_USD",), recorded.since,
+                                             recorded.until)):  # fmt: skip
+            pass
