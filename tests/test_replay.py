@@ -17,7 +17,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +33,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from recorder.cli import main
 from recorder.daemon import Daemon
 from recorder.sim.replay import ReplayError, ReplaySettings, micros_datetime, run_replay
 from recorder.sim.server import SimSettings, Simulator, run_sim
@@ -251,3 +257,79 @@ async def test_a_period_without_a_snapshot_before_it_is_refused(recorded: Record
         async with run_replay(ReplaySettings(recorded.dsn, ("LTC_USD",), recorded.since,
                                              recorded.until)):  # fmt: skip
             pass
+
+
+def replay_command(recorded: Recorded, *flags: str) -> list[str]:
+    window = ["--since", recorded.since.isoformat(), "--until", recorded.until.isoformat()]
+    return ["replay", "--pairs", ",".join(PAIRS), *window, *flags]
+
+
+def served_book(url: str, pair: str) -> list[tuple[str, ...]]:
+    with urllib.request.urlopen(f"{url}/api/v1/orderbook/{pair}/?group=0", timeout=10) as answer:  # noqa: S310 - our own http URL
+        book = json.loads(answer.read(), parse_float=Decimal)
+    return [
+        (side, str(order["id"]), str(order["price"]), str(order["amount"]))
+        for side in ("buy", "sell")
+        for order in book[side]
+    ]
+
+
+def test_recorder_replay_serves_the_period_and_stops_on_sigterm(recorded: Recorded) -> None:
+    command = replay_command(recorded, "--speed", "max", "--start", "now", "--port", "0")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recorder", *command],
+        env={**os.environ, "RECORDER_DATABASE__DSN": recorded.dsn},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "serving" in line, f"recorder replay exited early: {line!r}"
+        url = line.split()[3]
+
+        def state() -> Any:
+            with urllib.request.urlopen(f"{url}/admin/state", timeout=10) as answer:  # noqa: S310 - our own http URL
+                return json.loads(answer.read())["replay"]
+
+        asyncio.run(eventually(lambda: state()["done"], what="the replay at its end"))
+        assert state()["clock"] == recorded.until.isoformat()
+        # The exchange's book at the end is the recorded book then, in price-time priority.
+        for pair in PAIRS:
+            assert settled(recorded.dsn, pair, recorded.until)
+            assert served_book(url, pair) == book_at(recorded.dsn, pair, recorded.until)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"--since": "2000-01-01T00:00:00"}, "since: no ungrouped snapshot of BTC_USD"),
+        ({"--until": "2000-01-01T00:00:00"}, "until: must be after since"),
+        ({"--pairs": "BTC_USD,LTC_USD"}, "pairs: not recorded in this database: LTC_USD"),
+    ],
+    ids=["no-snapshot", "until-before-since", "unknown-pair"],
+)
+def test_recorder_replay_exits_2_naming_what_cannot_be_replayed(
+    recorded: Recorded, change: dict[str, str], problem: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("RECORDER_DATABASE__DSN", recorded.dsn)
+    command = replay_command(recorded, "--port", "0")
+    for flag, value in change.items():
+        command[command.index(flag) + 1] = value
+    assert main(command) == 2
+    assert problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--speed", "fast"], ["--since", "yesterday"]])
+def test_recorder_replay_refuses_unusable_flags(recorded: Recorded, flags: list[str]) -> None:
+    command = replay_command(recorded, "--speed", "2")
+    command[command.index(flags[0]) + 1] = flags[1]
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == 2
