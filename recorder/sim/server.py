@@ -50,6 +50,10 @@ What it serves (the exchange's API docs' endpoints and JSON shapes):
   answered as socket.io packet texts instead of emitted, for a faster server to send;
   `recorder.sim.ahead`).
 
+With an `EventSource` (`Simulator(settings, source)`) the events are not the order flow's:
+`recorder.sim.replay` serves a recorded period this way (`recorder replay`), through the same
+endpoints, channels and outbox.
+
 Every book event goes through one outbox and one emitter task, so sockets see events in the
 engine's order. The order flow waits while the outbox is long, so a slow network slows the
 market rather than growing memory.
