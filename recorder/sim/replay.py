@@ -181,6 +181,9 @@ class Period:
 
     specs: dict[str, PairSpec]
     books: dict[str, list[Order]]
+    contained_us: dict[str, int]
+    """Per pair, the date up to which the starting book already contains the events: they
+    go out, and change nothing (`book_at` counts them in its snapshot)."""
     trades: list[Fill]
     """The tape up to `until`, oldest first."""
     candles: list[tuple[str, CandleType, Candle]]
@@ -209,9 +212,11 @@ LEFT JOIN book_snapshot_orders o
 LEFT JOIN book_events e ON e.pair = %(pair)s AND e.oid = b.order_id AND e.kind = 'new'
 """
 
-HAS_SNAPSHOT_SQL = """
-SELECT EXISTS (SELECT 1 FROM book_snapshots
-               WHERE pair = %s AND NOT grouped AND taken_at <= %s)
+# The snapshot book_at starts from, and the date of the last event it contains.
+START_SNAPSHOT_SQL = """
+SELECT coalesce(events_through, taken_at) FROM book_snapshots
+WHERE pair = %s AND NOT grouped AND taken_at <= %s
+ORDER BY taken_at DESC LIMIT 1
 """
 
 TRADES_SQL = """
@@ -260,7 +265,9 @@ class Recording:
         missing = [pair for pair in self.pairs if pair not in specs]
         if missing:
             raise ReplayError(f"pairs: not recorded in this database: {', '.join(missing)}")
-        books = {pair: await self._start_book(pair) for pair in self.pairs}
+        books, contained_us = {}, {}
+        for pair in self.pairs:
+            books[pair], contained_us[pair] = await self._start_book(pair)
         cursor = await self.conn.execute(TRADES_SQL, [list(self.pairs), self.until])
         trades = [
             Fill(
@@ -276,24 +283,28 @@ class Recording:
             for pair, resolution, bucket, o, h, low, c, volume in await cursor.fetchall()
             if is_candle_type(resolution)  # the table's CHECK allows no other
         ]
-        return Period(specs, books, trades, candles)
+        return Period(specs, books, contained_us, trades, candles)
 
-    async def _start_book(self, pair: str) -> list[Order]:
-        cursor = await self.conn.execute(HAS_SNAPSHOT_SQL, [pair, self.since])
+    async def _start_book(self, pair: str) -> tuple[list[Order], int]:
+        """The book at `since`, and the date of the last event it contains (after `since`
+        when its snapshot already holds events answered after it was asked for)."""
+        cursor = await self.conn.execute(START_SNAPSHOT_SQL, [pair, self.since])
         row = await cursor.fetchone()
-        if not row or not row[0]:
+        if row is None:
             raise ReplayError(
                 f"since: no ungrouped snapshot of {pair} at or before {self.since.isoformat()}"
                 " to start its book from"
             )
+        contained_us = max(to_micros(self.since), to_micros(row[0]))
         cursor = await self.conn.execute(START_BOOK_SQL, {"pair": pair, "at": self.since})
-        return [
+        orders = [
             Order(
                 oid=order_id, pair=pair, side=side, price=price, amount=amount,
                 original_amount=amount, timestamp=micros_date(to_micros(order_ts)),
             )
             for side, order_id, price, amount, order_ts in await cursor.fetchall()
         ]  # fmt: skip
+        return orders, contained_us
 
     async def groups(self) -> AsyncIterator[Group]:
         """The window's events grouped by date, oldest first, streamed from two cursors."""
@@ -456,21 +467,37 @@ class RecordedSource:
 
     def _apply(self, sim: Simulator, event: BookEvent, fills: list[BookFill]) -> Event:
         """Change the simulator's book as the recorded event did; the event to publish."""
-        engine = sim.engine
-        book = engine.books[event.pair]
         date = micros_date(to_micros(event.ts))
+        if to_micros(event.ts) > self.period.contained_us[event.pair]:
+            self._change_books(sim, event, fills, date)
         if event.kind == "cancel":
-            applied = self.books[event.pair].cancel(event)
-            if applied.removed is not None:
-                order = engine.orders[applied.removed.order_id]
-                book.sides[order.side].remove(order)
-                order.status = STATUS_CANCELLED
             return Cancel(
                 pair=event.pair, date=date, oid=event.oid,
                 # sent as stored: a cancel recorded without it goes out with null
                 cancel_order_id=cast(int, event.cancel_order_id),
                 price=event.price, type=event.type, amount=event.amount,
             )  # fmt: skip
+        trades = tuple(
+            Fill(
+                tid=f.tid, pair=f.pair, type=f.type, price=f.price, amount=f.amount,
+                o_id=f.o_id, oid=f.oid, timestamp=date,
+            )
+            for f in fills
+        )  # fmt: skip
+        return NewOrder(event.pair, date, event.oid, event.type, event.price, event.amount, trades)
+
+    def _change_books(
+        self, sim: Simulator, event: BookEvent, fills: list[BookFill], date: Decimal
+    ) -> None:
+        """The recorder's book decides (which order a cancel removes); the simulator's
+        book, which REST serves, follows it."""
+        engine = sim.engine
+        book = engine.books[event.pair]
+        if event.kind == "cancel":
+            applied = self.books[event.pair].cancel(event)
+            if applied.removed is not None:
+                self._take_off(sim, applied.removed.order_id, STATUS_CANCELLED)
+            return
         self.books[event.pair].apply(event, fills)
         for fill in fills:
             resting = engine.orders.get(fill.o_id)
@@ -478,8 +505,9 @@ class RecordedSource:
                 continue  # not on this book: the recorder's own book reports such fills
             resting.amount -= fill.amount
             if resting.amount <= 0:
-                book.sides[resting.side].remove(resting)
-                resting.status = STATUS_DONE
+                self._take_off(sim, resting.oid, STATUS_DONE)
+        # An order recorded as placed twice rests once, as the recorder's book keeps it.
+        self._take_off(sim, event.oid, STATUS_DONE)
         placed = event.amount + sum((f.amount for f in fills), Decimal(0))
         order = Order(
             oid=event.oid, pair=event.pair, side=event.type, price=event.price,
@@ -489,14 +517,13 @@ class RecordedSource:
         engine.orders[event.oid] = order
         if event.amount > 0:
             book.sides[event.type].add(order)
-        trades = tuple(
-            Fill(
-                tid=f.tid, pair=f.pair, type=f.type, price=f.price, amount=f.amount,
-                o_id=f.o_id, oid=f.oid, timestamp=date,
-            )
-            for f in fills
-        )  # fmt: skip
-        return NewOrder(event.pair, date, event.oid, event.type, event.price, event.amount, trades)
+
+    @staticmethod
+    def _take_off(sim: Simulator, oid: int, status: int) -> None:
+        order = sim.engine.orders.get(oid)
+        if order is not None and order.status == STATUS_ACTIVE:
+            sim.engine.books[order.pair].sides[order.side].remove(order)
+            order.status = status
 
     def state(self) -> dict[str, Any]:
         now_us = self.clock.now(time.monotonic())
