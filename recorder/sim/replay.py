@@ -470,6 +470,12 @@ class RecordedSource:
         date = micros_date(to_micros(event.ts))
         if to_micros(event.ts) > self.period.contained_us[event.pair]:
             self._change_books(sim, event, fills, date)
+        elif event.kind == "new":
+            # The starting book holds what is left of it; the order is known all the same
+            # (`/order/<pk>/`, the accounts' bookkeeping look every new order up).
+            engine_order = self._order(event, fills, date)
+            engine_order.status = STATUS_DONE
+            sim.engine.orders.setdefault(event.oid, engine_order)
         if event.kind == "cancel":
             return Cancel(
                 pair=event.pair, date=date, oid=event.oid,
@@ -508,15 +514,20 @@ class RecordedSource:
                 self._take_off(sim, resting.oid, STATUS_DONE)
         # An order recorded as placed twice rests once, as the recorder's book keeps it.
         self._take_off(sim, event.oid, STATUS_DONE)
+        order = self._order(event, fills, date)
+        engine.orders[event.oid] = order
+        if event.amount > 0:
+            book.sides[event.type].add(order)
+
+    @staticmethod
+    def _order(event: BookEvent, fills: list[BookFill], date: Decimal) -> Order:
+        """The order a new-order event placed: resting (active) when some of it is left."""
         placed = event.amount + sum((f.amount for f in fills), Decimal(0))
-        order = Order(
+        return Order(
             oid=event.oid, pair=event.pair, side=event.type, price=event.price,
             amount=event.amount, original_amount=placed, timestamp=date,
             status=STATUS_ACTIVE if event.amount > 0 else STATUS_DONE,
         )  # fmt: skip
-        engine.orders[event.oid] = order
-        if event.amount > 0:
-            book.sides[event.type].add(order)
 
     @staticmethod
     def _take_off(sim: Simulator, oid: int, status: int) -> None:
