@@ -316,6 +316,7 @@ class Recording:
             events.itersize = fills.itersize = FETCH_ROWS
             await events.execute(EVENTS_SQL, window)
             await fills.execute(FILLS_SQL, window)
+            fill_rows = aiter(fills)  # fetched `itersize` rows at a time, as events are
             pending_fill: BookFill | None = None
             group: Group | None = None
             by_order: dict[tuple[str, int], list[BookFill]] = {}
@@ -330,7 +331,7 @@ class Recording:
                     by_order = {}
                     while True:
                         if pending_fill is None:
-                            fill_row = await fills.fetchone()
+                            fill_row = await anext(fill_rows, None)
                             if fill_row is None:
                                 break
                             pending_fill = BookFill(*fill_row)
