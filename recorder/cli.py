@@ -174,6 +174,21 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     return reading_database("export", write)
 
 
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    """Serve a recorded period through the simulated exchange, until SIGINT/SIGTERM."""
+    from recorder.sim.replay import ReplayError
+    from recorder.storage.embedded import database_dsn
+
+    def serve() -> int:
+        with database_dsn(config.database, config.recorder.data_dir) as dsn:
+            try:
+                return sim_cli.cmd_replay(args, dsn)
+            except ReplayError as exc:
+                raise BadArgument(str(exc)) from None
+
+    return reading_database("replay", serve)
+
+
 @contextmanager
 def read_only_connection(config: Config) -> Iterator[psycopg.Connection[Any]]:
     """A read-only connection to the configured (or embedded) database."""
@@ -298,10 +313,12 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "config": (cmd_config, "print the effective configuration (secrets masked)"),
     "migrate": (cmd_migrate, "apply pending database migrations and exit"),
     "sim": (sim_cli.cmd_sim, "run the simulated bitexbit exchange (REST + socket.io)"),
+    "replay": (cmd_replay, "serve a recorded period through the simulated exchange's API"),
 }
 
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sim": sim_cli.add_arguments,
+    "replay": sim_cli.add_replay_arguments,
     "demo": add_demo_arguments,
     "sql": add_sql_arguments,
     "coverage": add_coverage_arguments,

@@ -1,4 +1,5 @@
-"""`recorder sim`: the simulated exchange as a process, until SIGINT or SIGTERM.
+"""`recorder sim`: the simulated exchange as a process, until SIGINT or SIGTERM; `recorder
+replay`: the same exchange serving a recorded period (`recorder.sim.replay`).
 
 Kept apart from `server.py` so that the `recorder` command starts without importing aiohttp
 and socket.io for the commands that do not need them.
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import UTC, datetime
 
 from recorder import exitcodes
 from recorder.book import READINGS
@@ -92,6 +94,101 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--paused", action="store_true", help="start with the order flow paused")
 
 
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pairs", required=True, type=_pairs, help="comma-separated recorded pairs, e.g. BTC_USD"
+    )
+    parser.add_argument(
+        "--since", required=True, type=_instant, help="start: the book as it was then "
+        "(ISO 8601; UTC without a zone)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--until", required=True, type=_instant, help="end (ISO 8601; UTC without a zone)"
+    )
+    parser.add_argument(
+        "--speed", type=_speed, default=1.0, metavar="X",
+        help="X times real time (default 1); 0 or max: as fast as the clients take the events",
+    )  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    parser.add_argument(
+        "--start", choices=("subscribed", "now"), default="subscribed",
+        help="when the clock starts: once every pair's channel has a subscriber (default; "
+        "POST /admin/resume starts it sooner), or now",
+    )  # fmt: skip
+
+
+def _pairs(text: str) -> tuple[str, ...]:
+    pairs = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not pairs:
+        raise argparse.ArgumentTypeError("name at least one pair")
+    return pairs
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _speed(text: str) -> float | None:
+    from recorder.sim.replay import parse_speed
+
+    try:
+        return parse_speed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_replay(args: argparse.Namespace, dsn: str) -> int:
+    """Serve the recorded period of database `dsn` until SIGINT or SIGTERM; a period that
+    cannot be replayed raises `replay.ReplayError` (a ValueError)."""
+    from recorder.sim.replay import ReplaySettings
+
+    settings = ReplaySettings(
+        dsn=dsn, pairs=args.pairs, since=args.since, until=args.until, speed=args.speed,
+        host=args.host, port=args.port, start=args.start,
+    )  # fmt: skip
+    try:
+        return asyncio.run(_serve_replay(settings))
+    except OSError as exc:
+        print(f"recorder replay: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return exitcodes.STARTUP_FAILURE
+
+
+async def _serve_replay(settings: object) -> int:
+    from recorder.sim.replay import ReplaySettings, run_replay
+
+    assert isinstance(settings, ReplaySettings)
+    stop = _stop_on_signals()
+    async with run_replay(settings) as sim:
+        speed = "max" if settings.speed is None else f"{settings.speed:g}x"
+        print(
+            f"recorder replay: serving {sim.base_url} (REST and socket.io): "
+            f"{','.join(settings.pairs)} from {settings.since.isoformat()} to "
+            f"{settings.until.isoformat()} at {speed}",
+            flush=True,
+        )
+        if settings.start == "subscribed":
+            print(
+                "recorder replay: the clock starts once every pair's channel has a subscriber "
+                "(or on POST /admin/resume)",
+                flush=True,
+            )
+        await stop.wait()
+    return exitcodes.OK
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
 def _event_name(text: str) -> str:
     from recorder.sim.server import RESERVED_EVENTS
 
@@ -148,10 +245,7 @@ async def _serve(settings: object) -> int:
     from recorder.sim.server import SimSettings, run_sim
 
     assert isinstance(settings, SimSettings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = _stop_on_signals()
     async with run_sim(settings) as sim:
         print(f"recorder sim: serving {sim.base_url} (REST and socket.io)", flush=True)
         for account in sim.accounts.by_name.values():

@@ -269,6 +269,11 @@ class Engine:
     def unsubscribe(self, listener: Listener) -> None:
         self._listeners.remove(listener)
 
+    def publish(self, event: Event) -> None:
+        """Hand listeners an event made outside the engine, counted like its own: a recorded
+        one (`recorder.sim.replay`), whose change to the books the caller has made."""
+        self._publish(event)
+
     def _publish(self, event: Event) -> None:
         self.event_count += 1
         for listener in self._listeners:

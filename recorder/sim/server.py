@@ -50,6 +50,10 @@ What it serves (the exchange's API docs' endpoints and JSON shapes):
   answered as socket.io packet texts instead of emitted, for a faster server to send;
   `recorder.sim.ahead`).
 
+With an `EventSource` (`Simulator(settings, source)`) the events are not the order flow's:
+`recorder.sim.replay` serves a recorded period this way (`recorder replay`), through the same
+endpoints, channels and outbox.
+
 Every book event goes through one outbox and one emitter task, so sockets see events in the
 engine's order. The order flow waits while the outbox is long, so a slow network slows the
 market rather than growing memory.
@@ -65,7 +69,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import socketio  # type: ignore[import-untyped]
 from aiohttp import web
@@ -142,11 +146,31 @@ class SimSettings:
             raise ValueError(f"max_page: must be at least 1, not {self.max_page}")
 
 
+class EventSource(Protocol):
+    """What makes the book events instead of the order flow: a recorded period
+    (`recorder.sim.replay.RecordedSource`). With a source the simulator makes no history,
+    runs no flow and computes no candles from the events: the source fills the books, the
+    trade tape and the charts itself."""
+
+    def prepare(self, sim: Simulator) -> None:
+        """Set up the books, tape and charts the server starts with (before it listens)."""
+        ...
+
+    async def run(self, sim: Simulator) -> None:
+        """Make the events (`Engine.publish`), for as long as the server runs."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """Added to `/admin/state`."""
+        ...
+
+
 class Simulator:
-    def __init__(self, settings: SimSettings) -> None:
+    def __init__(self, settings: SimSettings, source: EventSource | None = None) -> None:
         if settings.cancel_id not in READINGS:
             raise ValueError(f"cancel_id: {settings.cancel_id!r} is not one of {READINGS}")
         self.settings = settings
+        self.source = source
         self.engine = Engine([pair_spec(p) for p in settings.pairs], wall_clock(time.time_ns))
         self.flow = OrderFlow(self.engine, settings.seed)
         self.faults = Faults(seed=settings.seed)
@@ -157,7 +181,8 @@ class Simulator:
         for account in self.accounts.by_name.values():
             account.credentials.sign_encoding = settings.sign_encoding
         self.charts = Charts(list(self.engine.books))
-        self.engine.subscribe(self._chart_trades)
+        if source is None:
+            self.engine.subscribe(self._chart_trades)
         self.public_limit = SlidingWindow(settings.public_calls_per_s)
         self.private_limit = SlidingWindow(settings.private_calls_per_s)
         self.emitted_count = 0
@@ -191,14 +216,18 @@ class Simulator:
     # --- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        made = replay_history(
-            self.flow,
-            hours=self.settings.history_hours,
-            events_per_hour=self.settings.history_events_per_hour,
-            end_s=time.time(),
-        )
-        for pair in self.engine.books:
-            self.flow.fill_book(pair, self.settings.book_orders)
+        made = 0
+        if self.source is not None:
+            self.source.prepare(self)
+        else:
+            made = replay_history(
+                self.flow,
+                hours=self.settings.history_hours,
+                events_per_hour=self.settings.history_events_per_hour,
+                end_s=time.time(),
+            )
+            for pair in self.engine.books:
+                self.flow.fill_book(pair, self.settings.book_orders)
         self.engine.subscribe(self._enqueue)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -215,7 +244,9 @@ class Simulator:
         if self.settings.outage_s > 0:
             self.start_outage(self.settings.outage_s)
         self._spawn("sim-emitter", self._emit_forever())
-        if self.settings.rate_per_s > 0:
+        if self.source is not None:
+            self._spawn("sim-source", self.source.run(self))
+        elif self.settings.rate_per_s > 0:
             self._spawn("sim-flow", self._flow_forever(self.settings.rate_per_s))
         if self.settings.drop_every_s > 0:
             self._spawn("sim-dropper", self._drop_forever(self.settings.drop_every_s))
@@ -484,10 +515,15 @@ class Simulator:
                     break
                 self.flow.step()
             next_s = max(next_s + due * interval_s, now_s - 1.0)  # owe at most a second
-            if len(self._outbox) > MAX_OUTBOX:
-                self._outbox_room.clear()
-                await self._outbox_room.wait()
+            await self.outbox_room()
             await asyncio.sleep(0)
+
+    async def outbox_room(self) -> None:
+        """Wait while more than `MAX_OUTBOX` events wait to be emitted: whatever makes events
+        waits here, so that a slow network slows the market rather than growing memory."""
+        if len(self._outbox) > MAX_OUTBOX:
+            self._outbox_room.clear()
+            await self._outbox_room.wait()
 
     async def _drop_forever(self, every_s: float) -> None:
         while True:
@@ -538,7 +574,8 @@ class Simulator:
         return isinstance(channel, str) and channel.removeprefix("book_") in self.engine.books
 
     def state(self) -> dict[str, Any]:
-        return {
+        source = {} if self.source is None else self.source.state()
+        return source | {
             "faults": self.faults.state(time.monotonic()),
             "event_count": self.engine.event_count,
             "emitted_count": self.emitted_count,
