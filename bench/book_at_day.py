@@ -31,8 +31,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
-import re
 import random
+import re
 import sys
 import time
 import uuid
@@ -202,7 +202,9 @@ def measure(dsn: str, day: Day, args: argparse.Namespace) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         if args.explain:
             print("-- book_at_0013 at the middle instant")
-            explain(conn, "SELECT * FROM book_at_0013(%s, %s)", (PAIR, instants[len(instants) // 2]))
+            explain(
+                conn, "SELECT * FROM book_at_0013(%s, %s)", (PAIR, instants[len(instants) // 2])
+            )
             print("-- book_at_many at every instant")
             explain(conn, "SELECT * FROM book_at_many(%s, %s)", (PAIR, instants))
         calls: dict[str, tuple[float, list[float]]] = {}
@@ -212,11 +214,13 @@ def measure(dsn: str, day: Day, args: argparse.Namespace) -> None:
             for instant in instants:
                 t = time.perf_counter()
                 rows = conn.execute(
-                    f"SELECT side, order_id, price, amount FROM {function}(%s, %s)",
+                    f"SELECT side, order_id, price, amount FROM {function}(%s, %s)",  # noqa: S608
                     (PAIR, instant),
                 ).fetchall()
                 seconds.append(time.perf_counter() - t)
-                assert sorted(rows) == truth[instant], f"{function} differs from the engine at {instant}"
+                assert sorted(rows) == truth[instant], (
+                    f"{function} differs from the engine at {instant}"
+                )
             calls[function] = (time.perf_counter() - started, seconds)
         started = time.perf_counter()
         many = conn.execute(
@@ -232,9 +236,11 @@ def measure(dsn: str, day: Day, args: argparse.Namespace) -> None:
         print(f"{function:13} {len(instants)} calls  {total:7.2f} s   {summary(seconds)}")
     print(f"book_at_many  1 call       {many_total:7.2f} s   "
           f"({many_total / len(instants) * 1000:.2f} ms an instant, {len(many)} rows)")  # fmt: skip
-    print(f"book_at_0013 / book_at_many: {calls['book_at_0013'][0] / many_total:.1f}; "
-          f"book_at_0013 / book_at: {calls['book_at_0013'][0] / calls['book_at'][0]:.1f}; "
-          "every result equal to the engine's book")
+    print(
+        f"book_at_0013 / book_at_many: {calls['book_at_0013'][0] / many_total:.1f}; "
+        f"book_at_0013 / book_at: {calls['book_at_0013'][0] / calls['book_at'][0]:.1f}; "
+        "every result equal to the engine's book"
+    )
 
 
 def main() -> None:
