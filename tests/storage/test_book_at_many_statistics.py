@@ -41,6 +41,23 @@ def shared_buffers_touched(conn: psycopg.Connection[Any], statement: str) -> int
     return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
 
 
+def table_pages(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> int:
+    """The tables' pages with their indexes; a hypertable's are in its chunks."""
+    timescale = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").rowcount
+    size = (
+        "coalesce(hypertable_size(t), pg_total_relation_size(t))"
+        if timescale
+        else ("pg_total_relation_size(t)")
+    )
+    row = conn.execute(
+        f"SELECT sum({size} / current_setting('block_size')::int)::int "  # noqa: S608 - ours
+        "FROM unnest(%s::regclass[]) t",
+        (list(tables),),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_book_at_reads_a_never_analysed_table_in_bounded_work(db_dsn: str, tmp_path: Path) -> None:
     """On tables that grew from empty and were never analysed the planner guesses one row
     per step; book_at must still read each table by index ranges and join by hashing, not
@@ -60,11 +77,9 @@ def test_book_at_reads_a_never_analysed_table_in_bounded_work(db_dsn: str, tmp_p
                 "AND last_analyze IS NULL AND last_autoanalyze IS NULL"
             ).fetchone()
             assert never == (1,)
-            (pages,) = conn.execute(
-                "SELECT sum(pg_total_relation_size(t) / current_setting('block_size')::int) "
-                "FROM unnest(array['book_events', 'book_fills', 'book_snapshot_orders', "
-                "'book_snapshots']::regclass[]) t"
-            ).fetchone()
+            pages = table_pages(
+                conn, ("book_events", "book_fills", "book_snapshot_orders", "book_snapshots")
+            )
             at = h.at(1000).isoformat()
             call = f"SELECT * FROM book_at('{h.PAIR}', '{at}')"  # noqa: S608 - our constants
             conn.execute(call)  # once first: the catalog reads of planning are not the work
