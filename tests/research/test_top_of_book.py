@@ -31,8 +31,9 @@ def test_each_snapshots_top_is_the_rebuilt_books_top_at_that_instant(
         rows = conn.execute(
             "SELECT s.pair, s.taken_at, s.best_bid, s.bid_size, s.best_ask, s.ask_size, "
             "       s.spread, b.best_bid, b.bid_size, b.best_ask, b.ask_size, b.spread "
-            "FROM top_of_book_snapshots s "
-            "CROSS JOIN LATERAL top_of_book_at(s.pair, s.taken_at) b "
+            "FROM top_of_book_snapshots s JOIN book_snapshots USING (snapshot_id) "
+            # a snapshot is the book after the last event it contains (docs/research.md)
+            "CROSS JOIN LATERAL top_of_book_at(s.pair, coalesce(events_through, s.taken_at)) b "
             "WHERE NOT s.grouped"
         ).fetchall()
     assert len(rows) >= 2 * len(PAIRS)
