@@ -6,10 +6,10 @@ replay into a second database; the two databases must then hold the same rows fo
 period (trades, book events, fills: every column that comes from the exchange, digits
 included), the same candles, and `book_at` must give the same book at many instants.
 
-`book_at` finds its snapshot by `taken_at`, the recorder's own clock when it asked. A
-recorder of a replay asks in the present for a book of the past, so the second daemon's
-REST client is given the replay's clock (`recorder.exchange.rest.utc_now`): its snapshots
-are then stamped in the period they show, as the first daemon's were.
+The second daemon runs on its own clock: it asks for its snapshots in the present, of a
+book of the past. `book_at` takes a snapshot over at the last event it contains
+(`events_through`, a date of the exchange's clock, here the replay's), so both databases
+answer for the period alike wherever each has a snapshot to start from.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ import pytest
 
 from recorder.cli import main
 from recorder.daemon import Daemon
-from recorder.sim.replay import ReplayError, ReplaySettings, micros_datetime, run_replay
-from recorder.sim.server import SimSettings, Simulator, run_sim
+from recorder.sim.replay import ReplayError, ReplaySettings, run_replay
+from recorder.sim.server import SimSettings, run_sim
 from tests.harness.daemon import daemon_config, events_received, start_daemon, stop_daemon
 from tests.harness.deliveries import delivered_keys
 from tests.harness.metrics import metric_total
@@ -93,19 +92,12 @@ async def record_live(dsn: str, tmp_path: Path) -> tuple[datetime, datetime]:
     return since, until
 
 
-def replay_clock_now(replay: Simulator) -> datetime:
-    source: Any = replay.source
-    return micros_datetime(source.clock.now(time.monotonic()))
-
-
 async def record_replay(
-    first: str, second: str, since: datetime, until: datetime, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, Any]:  # fmt: skip
+    first: str, second: str, since: datetime, until: datetime, tmp_path: Path
+) -> dict[str, Any]:
     """Replay the period of `first` and record it into `second`; the replay's last state."""
     settings = ReplaySettings(first, PAIRS, since, until, speed=3.0)
     async with run_replay(settings) as replay:
-        monkeypatch.setattr("recorder.exchange.rest.utc_now", lambda: replay_clock_now(replay))
         daemon = Daemon(daemon_config(tmp_path, replay, second))
         running = await start_daemon(daemon)
         await eventually(lambda: replay.state()["replay"]["done"], timeout_s=60,
@@ -143,13 +135,10 @@ def candle_rows(dsn: str, until: datetime) -> list[tuple[str, ...]]:
     return exact(query(dsn, CANDLES_SQL, until))
 
 
-def settled(dsn: str, pair: str, at: datetime) -> bool:
-    """Whether book_at(pair, at) stands on a snapshot whose own events are all before `at`
-    (between a snapshot's request and the last event it contains, book_at shows that event
-    early, in any recording: tests/test_book_cut.py)."""
-    rows = query(dsn, "SELECT coalesce(events_through, taken_at) <= %s FROM book_snapshots "
-                 "WHERE pair = %s AND NOT grouped AND taken_at <= %s "
-                 "ORDER BY taken_at DESC LIMIT 1", at, pair, at)  # fmt: skip
+def covered(dsn: str, pair: str, at: datetime) -> bool:
+    """Whether book_at(pair, at) has a snapshot to start from (one holding no event after
+    `at`): the second recorder's first snapshot comes some time into the period."""
+    rows = query(dsn, "SELECT snapshot_id IS NOT NULL FROM book_window_at(%s, %s)", pair, at)
     return bool(rows and rows[0][0])
 
 
@@ -173,12 +162,12 @@ def recorded(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 async def test_a_replayed_period_is_recorded_again_row_for_row(
-    recorded: Recorded, pg_server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    recorded: Recorded, pg_server_dsn: str, tmp_path: Path
 ) -> None:
     first, since, until = recorded.dsn, recorded.since, recorded.until
     with fresh_database(pg_server_dsn, "replay_second") as second:
         drift = metric_total("recorder_book_drift_total")
-        state = await record_replay(first, second, since, until, tmp_path, monkeypatch)
+        state = await record_replay(first, second, since, until, tmp_path)
 
         # The replay's stream and books agree: the second daemon saw no drift.
         assert metric_total("recorder_book_drift_total") == drift
@@ -197,7 +186,7 @@ async def test_a_replayed_period_is_recorded_again_row_for_row(
         compared = 0
         for pair in PAIRS:
             for at in instants[::3]:
-                if settled(first, pair, at) and settled(second, pair, at):
+                if covered(first, pair, at) and covered(second, pair, at):
                     assert book_at(second, pair, at) == book_at(first, pair, at), (pair, at)
                     compared += 1
         assert compared >= 50
@@ -297,7 +286,7 @@ def test_recorder_replay_serves_the_period_and_stops_on_sigterm(recorded: Record
         assert state()["clock"] == recorded.until.isoformat()
         # The exchange's book at the end is the recorded book then, in price-time priority.
         for pair in PAIRS:
-            assert settled(recorded.dsn, pair, recorded.until)
+            assert covered(recorded.dsn, pair, recorded.until)
             assert served_book(url, pair) == book_at(recorded.dsn, pair, recorded.until)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -2,10 +2,9 @@
 wire and in the served book, where the round trip (tests/test_replay.py) would only show
 that both sides agree.
 
-The recording: one pair; a snapshot asked for one second before the period and answered
-with an event of the period already in it (`events_through`); in the period, a fill of a
-snapshot order, and a cancel whose other id names another resting order; the tape around
-the period; candles.
+The recording: one pair; a snapshot asked for one second before the period; in the period,
+fills of a snapshot order, and a cancel whose other id names another resting order; the
+tape around the period; candles.
 """
 
 from __future__ import annotations
@@ -37,13 +36,14 @@ def write_recording(dsn: str) -> None:
     statements: list[tuple[str, tuple[Any, ...]]] = [
         ("INSERT INTO pairs VALUES ('BTC_USD', 'BTC', 'USD', 2, 0.00000001, 100000000, %s, %s)",
          (SINCE, SINCE)),
-        # asked for at -1 s, answered with the fill of 0.2 s already in it
+        # asked for at -1 s, holding the events up to -1.2 s (none of those after its request)
         ("INSERT INTO book_snapshots VALUES (%s, 'BTC_USD', %s, %s, false, 'connect', %s)",
-         (SNAPSHOT, at(-1), at(0.5), at(0.2))),
-        ("INSERT INTO book_snapshot_orders VALUES (%s, 'buy', 0, 1, 100.00, 1.50000000, %s),"
-         " (%s, 'sell', 0, 2, 101.00, 2.00000000, %s), (%s, 'sell', 1, 3, 102.50, 0.1, %s)",
-         (SNAPSHOT, at(-30), SNAPSHOT, at(-20), SNAPSHOT, at(-10))),
-        # 0.2 s: order 9 filled order 2 by 0.5 (the snapshot shows 2.0 left: it holds this)
+         (SNAPSHOT, at(-1), at(-0.5), at(-1.2))),
+        ("INSERT INTO book_snapshot_orders VALUES (%s, 'buy', 0, 1, 100.00, 1.50000000, %s, %s),"
+         " (%s, 'sell', 0, 2, 101.00, 2.50000000, %s, %s),"
+         " (%s, 'sell', 1, 3, 102.50, 0.1, %s, %s)",
+         (SNAPSHOT, at(-30), at(-1), SNAPSHOT, at(-20), at(-1), SNAPSHOT, at(-10), at(-1))),
+        # 0.2 s: order 9 filled order 2 by 0.5
         ("INSERT INTO book_events VALUES ('BTC_USD', 9, 'new', %s, 'buy', 101.00, 0E-8, "
          "NULL, %s, %s)", (at(0.2), at(0.21), SESSION)),
         ("INSERT INTO book_fills VALUES ('BTC_USD', 3, 9, 2, 'sell', 101.00, 0.50000000, %s, %s)",
@@ -101,7 +101,7 @@ async def test_recorded_rows_go_out_as_they_were_stored(recording: str) -> None:
             '"pair":"BTC_USD","cancelled":true}]',
         ]
         book = replay.engine.books["BTC_USD"]
-        # order 2: 2.0 in the snapshot, less only the fill after it; order 3 stays although
+        # order 2: 2.5 in the snapshot, less the two fills after it; order 3 stays although
         # the cancel's other id names it; order 11 rests, dated by its event
         assert [(o.oid, str(o.amount), str(o.timestamp)) for o in book.orders("sell")] == [
             (2, "1.99999900", "1795607980.000000"),

@@ -181,9 +181,6 @@ class Period:
 
     specs: dict[str, PairSpec]
     books: dict[str, list[Order]]
-    contained_us: dict[str, int]
-    """Per pair, the date up to which the starting book already contains the events: they
-    go out, and change nothing (`book_at` counts them in its snapshot)."""
     trades: list[Fill]
     """The tape up to `until`, oldest first."""
     candles: list[tuple[str, CandleType, Candle]]
@@ -199,11 +196,7 @@ FROM pairs WHERE name = ANY(%s)
 # snapshot book_at starts from, else the date of the event that placed it; book_at's order
 # (price, then time) is the priority the book is rebuilt in.
 START_BOOK_SQL = """
-WITH snap AS (
-    SELECT snapshot_id, taken_at FROM book_snapshots
-    WHERE pair = %(pair)s AND NOT grouped AND taken_at <= %(at)s
-    ORDER BY taken_at DESC LIMIT 1
-)
+WITH snap AS (SELECT snapshot_id, taken_at FROM book_window_at(%(pair)s, %(at)s))
 SELECT b.side, b.order_id, b.price, b.amount,
        coalesce(o.order_ts, e.ts, (SELECT taken_at FROM snap)) AS order_ts
 FROM book_at(%(pair)s, %(at)s) AS b
@@ -212,12 +205,10 @@ LEFT JOIN book_snapshot_orders o
 LEFT JOIN book_events e ON e.pair = %(pair)s AND e.oid = b.order_id AND e.kind = 'new'
 """
 
-# The snapshot book_at starts from, and the date of the last event it contains.
-START_SNAPSHOT_SQL = """
-SELECT coalesce(events_through, taken_at) FROM book_snapshots
-WHERE pair = %s AND NOT grouped AND taken_at <= %s
-ORDER BY taken_at DESC LIMIT 1
-"""
+# The snapshot book_at starts from (none: a row of nulls). It holds no event after `since`
+# (migrations/0013_book_at_snapshot_by_contents.sql), so every event after `since` changes
+# the book.
+START_SNAPSHOT_SQL = "SELECT snapshot_id FROM book_window_at(%s, %s)"
 
 TRADES_SQL = """
 SELECT pair, tid, ts, type, price, amount FROM trades
@@ -265,9 +256,7 @@ class Recording:
         missing = [pair for pair in self.pairs if pair not in specs]
         if missing:
             raise ReplayError(f"pairs: not recorded in this database: {', '.join(missing)}")
-        books, contained_us = {}, {}
-        for pair in self.pairs:
-            books[pair], contained_us[pair] = await self._start_book(pair)
+        books = {pair: await self._start_book(pair) for pair in self.pairs}
         cursor = await self.conn.execute(TRADES_SQL, [list(self.pairs), self.until])
         trades = [
             Fill(
@@ -283,19 +272,17 @@ class Recording:
             for pair, resolution, bucket, o, h, low, c, volume in await cursor.fetchall()
             if is_candle_type(resolution)  # the table's CHECK allows no other
         ]
-        return Period(specs, books, contained_us, trades, candles)
+        return Period(specs, books, trades, candles)
 
-    async def _start_book(self, pair: str) -> tuple[list[Order], int]:
-        """The book at `since`, and the date of the last event it contains (after `since`
-        when its snapshot already holds events answered after it was asked for)."""
+    async def _start_book(self, pair: str) -> list[Order]:
+        """The book at `since`."""
         cursor = await self.conn.execute(START_SNAPSHOT_SQL, [pair, self.since])
         row = await cursor.fetchone()
-        if row is None:
+        if row is None or row[0] is None:
             raise ReplayError(
                 f"since: no ungrouped snapshot of {pair} at or before {self.since.isoformat()}"
                 " to start its book from"
             )
-        contained_us = max(to_micros(self.since), to_micros(row[0]))
         cursor = await self.conn.execute(START_BOOK_SQL, {"pair": pair, "at": self.since})
         orders = [
             Order(
@@ -304,7 +291,7 @@ class Recording:
             )
             for side, order_id, price, amount, order_ts in await cursor.fetchall()
         ]  # fmt: skip
-        return orders, contained_us
+        return orders
 
     async def groups(self) -> AsyncIterator[Group]:
         """The window's events grouped by date, oldest first, streamed from two cursors."""
@@ -469,14 +456,7 @@ class RecordedSource:
     def _apply(self, sim: Simulator, event: BookEvent, fills: list[BookFill]) -> Event:
         """Change the simulator's book as the recorded event did; the event to publish."""
         date = micros_date(to_micros(event.ts))
-        if to_micros(event.ts) > self.period.contained_us[event.pair]:
-            self._change_books(sim, event, fills, date)
-        elif event.kind == "new":
-            # The starting book holds what is left of it; the order is known all the same
-            # (`/order/<pk>/`, the accounts' bookkeeping look every new order up).
-            engine_order = self._order(event, fills, date)
-            engine_order.status = STATUS_DONE
-            sim.engine.orders.setdefault(event.oid, engine_order)
+        self._change_books(sim, event, fills, date)
         if event.kind == "cancel":
             return Cancel(
                 pair=event.pair, date=date, oid=event.oid,
