@@ -103,12 +103,30 @@ def plan(
     every lease row, and the number of live members (`me` included)."""
     holdings = list(holdings)
     mine = {h.resource for h in holdings if h.owner == me and h.live}
-    share = fair_share(sum(wanted.values()), live_members)
+    slots = sum(wanted.values())
+    share = fair_share(slots, live_members)
+    floor = slots // max(1, live_members)
     unwanted = sorted(mine - wanted.keys())
     kept = sorted(mine & wanted.keys(), key=lambda r: _spread(me, r))
+    counts: dict[uuid.UUID, int] = {me: len(kept)}
+    for h in holdings:
+        if h.live and h.owner != me and h.resource in wanted:
+            counts[h.owner] = counts.get(h.owner, 0) + 1
+    # Members holding nothing have no rows: they are the live ones not seen.
+    lowest = 0 if live_members > len(counts) else min(counts.values())
+    # Shares round up, so 4 pairs on 3 members may settle as 2, 2 and 0: whoever holds
+    # the most (ties: the highest id) gives one up while a member is below the floor, and
+    # only members below the floor claim meanwhile, so that the one given up goes to them.
+    starving = lowest < floor
+    top = max(counts.items(), key=lambda item: (item[1], item[0].bytes))[0] == me
+    if len(kept) > share:
+        surplus = kept[share:]
+    elif starving and top and len(kept) > lowest + 1:
+        surplus = kept[-1:]
+    else:
+        surplus = []
     # The surplus goes from the end of this member's own order, the part it would claim last.
-    surplus = kept[share:]
-    if len(kept) >= share:
+    if surplus or len(kept) >= share or (starving and len(kept) >= floor):
         return Plan(release=unwanted + sorted(surplus))
     held_live: dict[tuple[str, int], bool] = {(h.resource, h.slot): h.live for h in holdings}
     owners: dict[str, int] = {}
@@ -116,10 +134,10 @@ def plan(
         if h.live:
             owners[h.resource] = owners.get(h.resource, 0) + 1
     candidates = []
-    for resource, slots in wanted.items():
+    for resource, count in wanted.items():
         if resource in mine:
             continue
-        free = [s for s in range(slots) if not held_live.get((resource, s), False)]
+        free = [s for s in range(count) if not held_live.get((resource, s), False)]
         if free:
             candidates.append((owners.get(resource, 0), _spread(me, resource), resource, free[0]))
     # Resources nobody records first (with redundancy, each gets one owner before a second);

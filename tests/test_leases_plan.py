@@ -45,8 +45,24 @@ def test_a_recorder_over_its_share_gives_the_surplus_up() -> None:
     pairs = {f"P{n}_USD": 1 for n in range(4)}
     rows = [Holding(p, 0, A, live=True) for p in pairs]
     todo = plan(A, pairs, rows, live_members=2)
-    assert len(todo.release) == 2 and set(todo.release) <= set(pairs)
+    assert len(todo.release) == 2
+    assert set(todo.release) <= set(pairs)
     assert todo.claim_count == 0
+
+
+def test_the_member_holding_most_gives_one_up_while_another_holds_less_than_the_floor() -> None:
+    # 4 pairs on 3 members: the shares (2 each) allow 2, 2, 0.
+    pairs = {f"P{n}_USD": 1 for n in range(4)}
+    rows = [Holding(p, 0, A if n < 2 else B, live=True) for n, p in enumerate(pairs)]
+    top, other = (B, A) if B.bytes > A.bytes else (A, B)
+    assert len(plan(top, pairs, rows, live_members=3).release) == 1
+    assert plan(other, pairs, rows, live_members=3).release == []
+    # With one given up (2, 1, 0), the member with 1 leaves the free pair to the one with 0.
+    rows = [r for r in rows if not (r.owner == top and r.resource in ("P0_USD", "P2_USD"))][:3]
+    one = [r for r in rows if r.owner == top]
+    assert len(one) == 1
+    assert plan(top, pairs, rows, live_members=3).claim_count == 0
+    assert plan(C, pairs, rows, live_members=3).claim_count == 2
 
 
 def test_a_pair_no_longer_wanted_is_given_up() -> None:
@@ -118,6 +134,8 @@ def test_members_settle_with_every_slot_owned_once_and_fair_shares(
         assert len(owners) == len(set(owners)), f"{resource} owned twice by one member"
     if redundancy == 1:
         assert len(rows) == len(wanted), "every pair and the account owned once"
+        held = [sum(o == m for o in rows.values()) for m in left]
+        assert max(held) - min(held) <= 1, f"unbalanced: {held}"
     # With redundancy, a second copy may stay unowned when the shares are tight: the only
     # members below their share already hold that pair (docs/operations.md says so).
     share = fair_share(sum(wanted.values()), len(left))
