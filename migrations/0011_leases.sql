@@ -24,6 +24,7 @@ CREATE TABLE leases (
     slot        smallint NOT NULL CHECK (slot >= 0),
     owner       uuid NOT NULL,
     acquired_at timestamptz NOT NULL,
+    renewed_at  timestamptz NOT NULL,
     expires_at  timestamptz NOT NULL,
     PRIMARY KEY (resource, slot),
     UNIQUE (resource, owner)
@@ -33,7 +34,8 @@ CREATE TABLE leases (
 -- its claim to its release. released_at is NULL while held (or when its owner died and
 -- nobody has taken the resource since); reason says why it ended: 'released' (rebalanced or
 -- delisted), 'stopped' (the owner shut down), 'expired' (not renewed in time: the owner
--- died, hung or lost the database; released_at is then the expiry).
+-- died, hung or lost the database; released_at is then its last renewal, the last moment it
+-- is known to have been recording, so that the gap after it is not understated).
 CREATE TABLE lease_history (
     resource    text NOT NULL,
     owner       uuid NOT NULL,

@@ -197,7 +197,7 @@ class _Round:
         """Renew the unexpired leases this member believes it holds; the ones renewed. Every
         other row of this member (expired, or dropped by the fence) is deleted: free at once."""
         cursor = await self.conn.execute(
-            "UPDATE leases SET expires_at = now() + %(ttl)s::interval"
+            "UPDATE leases SET renewed_at = now(), expires_at = now() + %(ttl)s::interval"
             " WHERE owner = %(me)s AND expires_at > now() AND resource = ANY(%(believed)s)"
             " RETURNING resource",
             {"me": self.me, "believed": list(believed), **self.ttl},
@@ -205,7 +205,8 @@ class _Round:
         renewed = {str(r) for (r,) in await cursor.fetchall()}
         cursor = await self.conn.execute(
             "DELETE FROM leases WHERE owner = %(me)s AND NOT resource = ANY(%(renewed)s)"
-            " RETURNING resource, acquired_at, least(expires_at, now()),"
+            " RETURNING resource, acquired_at,"
+            " CASE WHEN expires_at <= now() THEN renewed_at ELSE now() END,"
             " CASE WHEN expires_at <= now() THEN 'expired' ELSE 'released' END",
             {"me": self.me, "renewed": list(renewed)},
         )
@@ -222,7 +223,7 @@ class _Round:
     async def claim(self, resource: str, slot: int) -> bool:
         """Take the slot if it is free or expired; False if another member holds it."""
         cursor = await self.conn.execute(
-            "SELECT owner, acquired_at, expires_at, expires_at > now() FROM leases"
+            "SELECT owner, acquired_at, renewed_at, expires_at > now() FROM leases"
             " WHERE resource = %s AND slot = %s FOR UPDATE",
             (resource, slot),
         )
@@ -230,23 +231,23 @@ class _Round:
         if row is None:
             # Another member may insert the same slot meanwhile: then nothing is inserted.
             cursor = await self.conn.execute(
-                "INSERT INTO leases (resource, slot, owner, acquired_at, expires_at)"
-                " VALUES (%(r)s, %(s)s, %(me)s, now(), now() + %(ttl)s::interval)"
+                "INSERT INTO leases (resource, slot, owner, acquired_at, renewed_at, expires_at)"
+                " VALUES (%(r)s, %(s)s, %(me)s, now(), now(), now() + %(ttl)s::interval)"
                 " ON CONFLICT DO NOTHING RETURNING resource",
                 {"r": resource, "s": slot, "me": self.me, **self.ttl},
             )
             if await cursor.fetchone() is None:
                 return False
         else:
-            owner, acquired_at, expires_at, live = row
+            owner, acquired_at, renewed_at, live = row
             if live:
                 return False
             await self.conn.execute(
-                "UPDATE leases SET owner = %(me)s, acquired_at = now(),"
+                "UPDATE leases SET owner = %(me)s, acquired_at = now(), renewed_at = now(),"
                 " expires_at = now() + %(ttl)s::interval WHERE resource = %(r)s AND slot = %(s)s",
                 {"r": resource, "s": slot, "me": self.me, **self.ttl},
             )
-            await self._close(resource, owner, acquired_at, expires_at, "expired")
+            await self._close(resource, owner, acquired_at, renewed_at, "expired")
             metrics.lease_takeovers.inc()
         m = self.member
         await self.conn.execute(
