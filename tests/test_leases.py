@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from recorder.research.coverage import format_report, load_report
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.harness.daemon import engine_tape, stored_tape
 from tests.harness.leases import (
@@ -109,6 +110,13 @@ async def test_two_then_three_recorders_share_the_pairs_and_a_killed_ones_are_ta
     # The gap runs from the killed one's last renewal to the takeover: the kill inside it.
     around_kill = {r for r, begin, end in lease_gaps(db) if begin <= killed_db_at < end}
     assert orphaned <= around_kill, "each takeover shows as an ownership gap"
+    with psycopg.connect(db) as conn:
+        report = load_report(conn)
+    for pair in report.pairs:
+        if pair.pair in orphaned:
+            assert any(begin <= killed_db_at < end for begin, end in pair.ownerless), pair
+            assert {o.pid for o in pair.owners} >= {victim.pid}
+    assert "no owner" in format_report(report)
     taken = query(db, "SELECT resource FROM lease_history WHERE reason = 'expired'")
     assert orphaned <= {r for (r,) in taken}
     await stop_all(recorders)
