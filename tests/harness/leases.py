@@ -8,6 +8,8 @@ sides that would disagree if it were not so.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -83,3 +85,54 @@ def shared_once(
 
 def lease_gaps(dsn: str) -> list[tuple[Any, ...]]:
     return query(dsn, "SELECT resource, gap_start, gap_end FROM lease_gaps ORDER BY gap_start")
+
+
+class WorkersProcess(RecorderProcess):
+    """`recorder run --workers N`: the parent; its workers are found by their parent pid."""
+
+    def __init__(self, config_path: Path, workers: int) -> None:
+        super().__init__(config_path)
+        self.workers = workers
+
+    def start(self) -> int:
+        assert not self.running, "already running"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "recorder", "run", "--config", str(self.config_path),
+                 "--workers", str(self.workers)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )  # fmt: skip
+        self.starts += 1
+        return self.process.pid
+
+    def worker_pids(self) -> set[int]:
+        """The running processes whose parent is this one."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                fields = stat.rpartition(")")[2].split()
+                if int(fields[1]) == self.pid and fields[0] != "Z":
+                    found.add(int(entry.name))
+        return found
+
+
+def shared_by_workers(
+    dsn: str, sim: Simulator, pairs: Iterable[str], parent: WorkersProcess
+) -> bool:
+    """As `shared_once`, the owners being the parent's running workers, all of them sharing."""
+    pairs = list(pairs)
+    workers = parent.worker_pids()
+    leases = live_leases(dsn)
+    if len(workers) != parent.workers or sorted(leases) != sorted(pairs):
+        return False
+    owners = [pids[0] for pids in leases.values() if len(pids) == 1]
+    if len(owners) != len(pairs) or not set(owners) <= workers:
+        return False
+    counts = Counter(owners)
+    if max(counts.values()) - min(counts.get(w, 0) for w in workers) > 1:
+        return False
+    return all(n == 1 for n in subscribers(sim, pairs).values())
