@@ -11,6 +11,10 @@ CREATE TABLE recorder_members (
     run_id     uuid PRIMARY KEY,
     host       text NOT NULL,
     pid        integer NOT NULL,
+    -- Where `pid` means something: the kernel boot and the pid namespace. A member that finds
+    -- another of its own process space whose pid is not running knows it died and frees its
+    -- leases at once instead of waiting for them to expire (a restart after a crash).
+    process_space text NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );

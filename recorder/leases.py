@@ -42,6 +42,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg
@@ -163,6 +164,30 @@ class Member:
     run_id: uuid.UUID
     host: str
     pid: int
+    process_space: str
+    """Where `pid` names one process: this kernel boot and pid namespace ("" if unknown)."""
+
+
+def process_space() -> str:
+    """This kernel boot's id and this process's pid namespace: two members with the same
+    one and the same pid are one process; a pid of it that is not running is a dead member.
+    The hostname is not enough: containers on several machines may share one."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 class _Round:
@@ -178,11 +203,12 @@ class _Round:
         """Renew the member row; how many members are live (this one included)."""
         m = self.member
         await self.conn.execute(
-            "INSERT INTO recorder_members (run_id, host, pid, expires_at)"
-            " VALUES (%(me)s, %(host)s, %(pid)s, now() + %(ttl)s::interval)"
+            "INSERT INTO recorder_members (run_id, host, pid, process_space, expires_at)"
+            " VALUES (%(me)s, %(host)s, %(pid)s, %(space)s, now() + %(ttl)s::interval)"
             " ON CONFLICT (run_id) DO UPDATE SET expires_at = excluded.expires_at",
-            {"me": self.me, "host": m.host, "pid": m.pid, **self.ttl},
+            {"me": self.me, "host": m.host, "pid": m.pid, "space": m.process_space, **self.ttl},
         )
+        await self._expire_the_dead()
         # Members dead a while are forgotten (lease_history keeps who they were).
         await self.conn.execute(
             "DELETE FROM recorder_members WHERE expires_at < now() - interval '1 hour'"
@@ -192,6 +218,27 @@ class _Round:
         )
         row = await cursor.fetchone()
         return int(row[0]) if row else 1
+
+    async def _expire_the_dead(self) -> None:
+        """Members of this process space whose process is gone (a crash, a SIGKILL): their
+        leases expire now, to be taken over in this round rather than after their expiry."""
+        m = self.member
+        if not m.process_space:
+            return
+        cursor = await self.conn.execute(
+            "SELECT run_id, pid FROM recorder_members WHERE process_space = %s"
+            " AND run_id <> %s AND expires_at > now()",
+            (m.process_space, self.me),
+        )
+        dead = [run for run, pid in await cursor.fetchall() if pid == m.pid or not running(pid)]
+        if dead:
+            log.info("recorders of this host found dead: their leases expire now", runs=dead)
+            await self.conn.execute(
+                "UPDATE recorder_members SET expires_at = now() WHERE run_id = ANY(%s)", (dead,)
+            )
+            await self.conn.execute(
+                "UPDATE leases SET expires_at = now() WHERE owner = ANY(%s)", (dead,)
+            )
 
     async def renew(self, believed: Iterable[str]) -> set[str]:
         """Renew the unexpired leases this member believes it holds; the ones renewed. Every
@@ -299,7 +346,7 @@ class Leases:
         clock: Clock = REAL_CLOCK,
     ) -> None:
         self._dsn = dsn
-        self.member = Member(run_id, socket.gethostname(), os.getpid())
+        self.member = Member(run_id, socket.gethostname(), os.getpid(), process_space())
         self.ttl_s = ttl_s
         self.renew_s = ttl_s / 3
         self.redundancy = redundancy

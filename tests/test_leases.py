@@ -103,8 +103,13 @@ async def test_two_then_three_recorders_share_the_pairs_and_a_killed_ones_are_ta
     await asyncio.to_thread(victim.kill)
     await settled(db, sim, recorders, "the killed recorder's pairs taken over")
     takeover_s = time.monotonic() - killed_at
-    # Taken over once expired: not before the lease's length, within two more rounds.
     assert takeover_s < 3 * LEASE_TTL_S + 5, takeover_s
+    # A recorder of the same host sees the pid is gone: taken over at its next round, not
+    # once the lease expires (the hung recorder's test takes the expiry path).
+    retaken = query(db, "SELECT resource, min(acquired_at) FROM lease_history"
+                    " WHERE acquired_at > %s GROUP BY resource", killed_db_at)  # fmt: skip
+    assert {r for r, _ in retaken} >= orphaned
+    assert all((at - killed_db_at).total_seconds() < LEASE_TTL_S for _, at in retaken), retaken
 
     await tape_complete(db, sim, recorders)
     # The gap runs from the killed one's last renewal to the takeover: the kill inside it.
@@ -183,4 +188,25 @@ async def test_recorders_that_lose_the_database_stop_recording_and_share_again_a
 
     await settled(dsn, sim, recorders, "the two sharing again once the database is back")
     await tape_complete(dsn, sim, recorders)
+    await stop_all(recorders)
+
+
+async def test_a_recorder_restarted_after_a_crash_records_every_pair_at_once(
+    sim: Simulator, db: str, tmp_path: Path, recorders: list[RecorderProcess]
+) -> None:
+    recorder = start(recorders, tmp_path, sim, db)
+    await settled(db, sim, recorders, "one recorder holding every pair")
+    await asyncio.to_thread(recorder.kill)
+    assert sorted(live_leases(db)) == sorted(PAIRS), "the dead run's leases have not expired"
+
+    recorder.start()
+    # Its first round, before it says it records, already holds every pair: the run that
+    # held them was of this host and its process is gone, so nothing waits for an expiry.
+    started = await recorder.wait_until(
+        lambda: [e for e in recorder.log_entries(this_start=True) if e.get("event") == "recording"],
+        timeout_s=SETTLE_S, what="the restarted recorder recording",
+    )  # fmt: skip
+    assert sorted(started[0]["pairs"]) == sorted(PAIRS)
+    await settled(db, sim, recorders, "the restarted recorder holding every pair")
+    await tape_complete(db, sim, recorders)
     await stop_all(recorders)
