@@ -26,7 +26,11 @@ rounds so that a round stuck on a dead connection cannot hold it up, drops every
 stops recording) once `lease_ttl_s` minus a margin has passed, by this process's monotonic
 clock, since the start of the last round that renewed. The database set the expiry from its
 own now() in that round's transaction, which began after that start, so the fence always
-falls before the expiry others see.
+falls before the expiry others see. A member that was alone at its last round keeps
+recording instead (into the writer's spool): nobody can take its leases over while the
+database is down, and a recorder alone must lose nothing to an outage of the database; once
+the database is back, it renews what nobody has taken, and stops recording what another
+member took first.
 
 The pure part (`plan`, `fair_share`) is apart from the SQL (`_Round`), and unit-tested
 without a database (tests/test_leases_plan.py).
@@ -241,11 +245,12 @@ class _Round:
             )
 
     async def renew(self, believed: Iterable[str]) -> set[str]:
-        """Renew the unexpired leases this member believes it holds; the ones renewed. Every
-        other row of this member (expired, or dropped by the fence) is deleted: free at once."""
+        """Renew the leases this member believes it holds and still owns (expired or not:
+        nobody took them over); the ones renewed. Every other row of this member (dropped by
+        the fence or by a delisting) is deleted: free at once."""
         cursor = await self.conn.execute(
             "UPDATE leases SET renewed_at = now(), expires_at = now() + %(ttl)s::interval"
-            " WHERE owner = %(me)s AND expires_at > now() AND resource = ANY(%(believed)s)"
+            " WHERE owner = %(me)s AND resource = ANY(%(believed)s)"
             " RETURNING resource",
             {"me": self.me, "believed": list(believed), **self.ttl},
         )
@@ -363,6 +368,8 @@ class Leases:
         self._valid_until = -math.inf
         """When the fence drops every lease (monotonic), unless a round renews them first."""
         self._renewed = asyncio.Event()
+        self._alone = False
+        """This member was the only live one at its last round: the fence leaves it be."""
         self._lock = asyncio.Lock()
         """One round at a time (the ticker's, a wake-up's, shutdown's)."""
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -437,6 +444,7 @@ class Leases:
             await self._close()  # a connection in doubt is not used again
             raise
         self._valid_until = started + self.ttl_s * (1 - FENCE_MARGIN)
+        self._alone = live <= 1
         lost = sorted(self.owned - renewed)
         if lost:
             log.warning("leases lost to another recorder: recording them stopped", resources=lost)
@@ -469,6 +477,9 @@ class Leases:
                 continue
             if clock.monotonic() < self._valid_until or not self.owned:
                 continue  # renewed meanwhile
+            if self._alone:
+                await self._renewed.wait()  # nobody to take over: record on, renew when able
+                continue
             # Even while a round runs (perhaps stuck on a dead connection): it cannot renew
             # what has expired by now, and recording must stop without waiting for it.
             await self._drop_all()

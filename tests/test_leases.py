@@ -210,3 +210,29 @@ async def test_a_recorder_restarted_after_a_crash_records_every_pair_at_once(
     await settled(db, sim, recorders, "the restarted recorder holding every pair")
     await tape_complete(db, sim, recorders)
     await stop_all(recorders)
+
+
+async def test_a_recorder_alone_records_on_through_a_database_outage_longer_than_its_lease(
+    sim: Simulator, own_pg: EmbeddedPostgres, tmp_path: Path, recorders: list[RecorderProcess]
+) -> None:
+    dsn = own_pg.dsn
+    recorder = start(recorders, tmp_path, sim, dsn)
+    await settled(dsn, sim, recorders, "one recorder holding every pair")
+
+    await asyncio.to_thread(own_pg.crash)
+    try:
+        # Nobody can take its pairs over meanwhile: it keeps them subscribed (its rows go to
+        # the spool) through two lease lengths, where recorders that share would stop.
+        watched_until = time.monotonic() + 2 * LEASE_TTL_S
+        while time.monotonic() < watched_until:
+            assert all(n == 1 for n in subscribers(sim, PAIRS).values()), recorder.log_tail()
+            await asyncio.sleep(0.1)
+    finally:
+        await asyncio.to_thread(own_pg.restart)
+
+    await tape_complete(dsn, sim, recorders)
+    # Its leases were renewed once the database was back, never given up or taken over.
+    history = query(dsn, "SELECT resource, released_at FROM lease_history ORDER BY resource")
+    assert history == [(pair, None) for pair in sorted(PAIRS)]
+    assert query(dsn, "SELECT count(*) FROM stream_gaps")[0][0] == 0
+    await stop_all(recorders)
