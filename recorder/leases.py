@@ -443,6 +443,9 @@ class Leases:
             metrics.lease_renew_failures.inc()
             await self._close()  # a connection in doubt is not used again
             raise
+        except asyncio.CancelledError:
+            await self._close()  # cancelled mid-transaction (shutdown): not reusable either
+            raise
         self._valid_until = started + self.ttl_s * (1 - FENCE_MARGIN)
         self._alone = live <= 1
         lost = sorted(self.owned - renewed)

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -56,9 +57,9 @@ def recorders() -> Iterator[list[RecorderProcess]]:
 
 
 def start(
-    recorders: list[RecorderProcess], tmp_path: Path, sim: Simulator, dsn: str
+    recorders: list[RecorderProcess], tmp_path: Path, sim: Simulator, dsn: str, **recorder_keys: Any
 ) -> RecorderProcess:
-    recorder = recorder_process(tmp_path, f"r{len(recorders) + 1}", sim, dsn)
+    recorder = recorder_process(tmp_path, f"r{len(recorders) + 1}", sim, dsn, **recorder_keys)
     recorders.append(recorder)
     recorder.start()
     return recorder
@@ -235,4 +236,24 @@ async def test_a_recorder_alone_records_on_through_a_database_outage_longer_than
     history = query(dsn, "SELECT resource, released_at FROM lease_history ORDER BY resource")
     assert history == [(pair, None) for pair in sorted(PAIRS)]
     assert query(dsn, "SELECT count(*) FROM stream_gaps")[0][0] == 0
+    await stop_all(recorders)
+
+
+async def test_with_redundancy_two_every_pair_is_recorded_by_both_and_stored_once(
+    sim: Simulator, db: str, tmp_path: Path, recorders: list[RecorderProcess]
+) -> None:
+    both = [start(recorders, tmp_path, sim, db, redundancy=2) for _ in range(2)]
+    pids = sorted(r.pid for r in both)
+
+    def doubled() -> bool:
+        leases = live_leases(db)
+        return (
+            sorted(leases) == sorted(PAIRS)
+            and all(sorted(owners) == pids for owners in leases.values())
+            and all(n == 2 for n in subscribers(sim, PAIRS).values())
+        )
+
+    await eventually(doubled, timeout_s=SETTLE_S, what="every pair held and subscribed by both",
+                     ignoring=(psycopg.errors.UndefinedTable,))  # fmt: skip
+    await tape_complete(db, sim, recorders)
     await stop_all(recorders)
