@@ -2,7 +2,7 @@
 
 Every `recorder run` on a database is a member: it keeps a row in `recorder_members` and
 leases on what it records (a pair, or "account" for the private endpoints) in `leases`,
-both with an expiry set by the database's clock (migrations/0011_leases.sql says why a
+both with an expiry set by the database's clock (migrations/0015_leases.sql says why a
 table and not advisory locks). Once every `lease_ttl_s / 3` a round, one transaction:
 
     1. renew this run's member row and its leases (`UPDATE ... WHERE owner = me`); a lease

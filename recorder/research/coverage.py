@@ -310,7 +310,7 @@ def load_report(
 def _with_owners(
     conn: psycopg.Connection[Any], pair: PairCoverage, start: datetime, end: datetime
 ) -> PairCoverage:
-    """The pair with who held its lease in [start, end) (none before migration 0011)."""
+    """The pair with who held its lease in [start, end) (none before migration 0015)."""
     row = conn.execute("SELECT to_regclass('lease_history') IS NOT NULL").fetchone()
     if not row or not row[0]:
         return pair
