@@ -85,10 +85,31 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    """The daemon: record until SIGTERM/SIGINT."""
+    """The daemon: record until SIGTERM/SIGINT; with --workers, N of them under a parent."""
+    if args.workers:
+        from recorder.workers import run_workers
+
+        return run_workers(config, args.config, args.workers)
     from recorder.daemon import run
 
     return run(config)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="run N recorder processes under one parent, sharing the pairs through the "
+        "database (docs/operations.md, 'Running several recorders')",
+    )
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of workers (1 or more): {text!r}")
+    return int(text)
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
@@ -317,6 +338,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
 }
 
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": add_run_arguments,
     "sim": sim_cli.add_arguments,
     "replay": sim_cli.add_replay_arguments,
     "demo": add_demo_arguments,

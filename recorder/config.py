@@ -331,6 +331,15 @@ class RecorderConfig(Section):
         BeforeValidator(_split_list),
     ] = CANDLE_TYPES
     trades_backfill: BackfillSetting = TradesBackfill("all", None)
+    lease_ttl_s: Annotated[
+        float, BeforeValidator(_reject_bool), Field(ge=1, le=600, allow_inf_nan=False)
+    ] = 12.0
+    """Recorders on one database share the pairs through leases of this length, renewed
+    every third of it: one that dies, hangs or loses the database loses its pairs to the
+    others within it (docs/operations.md, "Running several recorders")."""
+    redundancy: Annotated[int, BeforeValidator(_reject_bool), Field(ge=1, le=16)] = 1
+    """How many recorders record each pair at once (a hot standby with 2); the account is
+    always fetched by one."""
 
     @model_validator(mode="after")
     def _lists_make_sense(self) -> Self:

@@ -5,9 +5,9 @@
                exchange client, the first pair list (waited for while the exchange is down),
                then every source as a supervised task
     main_loop  until asked to stop: the supervisor keeps the sources running (metadata
-               refresh, the stream and its consumer, per pair snapshots, trades and
-               candles, the account with keys); a pair listed later gets its tasks, a
-               pair delisted loses them (and its stream subscription)
+               refresh, the stream and its consumer, the leases, per pair snapshots,
+               trades and candles, the account with keys); a pair listed later gets its
+               tasks, a pair delisted loses them (and its stream subscription)
     shutdown   on SIGTERM/SIGINT: stop the sources, commit everything received (within
                `drain_timeout_s`), stop; a second signal skips the wait and spills what is
                left to the spool, which the next start commits first. Exit code 0 either way.
@@ -15,6 +15,14 @@
 Nothing here parses, builds records or writes SQL: sources make records (the exchange
 client keeps its malformed answers through `on_malformed`, the stream closes its own
 sessions), the writer stores them.
+
+What is recorded is what this process holds a lease on (`recorder/leases.py`): the pairs
+listed and wanted (metadata) are shared with every other recorder on the database, and this
+one records its part, taking pairs over from a recorder that died or hung and giving some
+up when another joins. Alone on its database, it holds everything from its first round,
+before it reports ready. A pair gained is recorded as after a reconnect: a snapshot, the
+trade tape caught up from the last stored trade (whoever stored it), a stream subscription.
+Losing a pair's lease is not a delisting: it only stops recording it here.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from recorder.clock import REAL_CLOCK
 from recorder.config import Config
 from recorder.exchange.rest import ExchangeClient, HttpError
 from recorder.exchange.stream import BookStream
+from recorder.leases import ACCOUNT, Leases
 from recorder.logs import get_logger
 from recorder.records import new_id
 from recorder.retry import DATABASE_WAIT, EXCHANGE_WAIT, Backoff
@@ -82,6 +91,7 @@ class Sources:
     trades: TradeRecorder
     candles: CandleRecorder
     metadata: MetadataRecorder
+    leases: Leases
 
 
 class Daemon:
@@ -98,6 +108,8 @@ class Daemon:
         self.dsn = ""
         self.writer: Writer | None = None
         self._sources: Sources | None = None
+        self._listed: set[str] = set()
+        """The pairs the exchange lists and the configuration wants (shared by the members)."""
         self._resources = AsyncExitStack()
         """What startup opened (database, metrics endpoint, writer, client), closed last."""
 
@@ -188,6 +200,12 @@ class Daemon:
             ) from exc
         if listed is None:
             return None
+        # The first round before anything records: alone on the database, this run holds
+        # every pair now; one that fails is tried again by the leases task.
+        try:
+            await sources.leases.round("start")
+        except psycopg.Error as exc:
+            log.warning("first lease round failed; trying again", error=str(exc).strip())
         self._start(sources)
         return sources
 
@@ -274,10 +292,72 @@ class Daemon:
             on_delisted=self._unfollow,
             refresh_s=recorder.metadata_refresh_s,
         )
-        self._sources = Sources(writer, client, stream, book, trades, candles, metadata)
+        leases = Leases(
+            self.dsn,
+            run_id=stream.run_id or new_id(),
+            ttl_s=recorder.lease_ttl_s,
+            redundancy=recorder.redundancy,
+            on_gained=self._gained,
+            on_lost=self._lost,
+        )
+        self._sources = Sources(writer, client, stream, book, trades, candles, metadata, leases)
         return self._sources
 
     async def _follow(self, pairs: list[str]) -> None:
+        """Pairs newly listed: shared with the other recorders from now on."""
+        sources = self._sources
+        assert sources is not None
+        self._listed.update(pairs)
+        sources.leases.want(self._listed, account=sources.client.private_enabled)
+
+    async def _unfollow(self, pairs: list[str]) -> None:
+        """Pairs delisted: recording them stops here now; their leases go at the next round."""
+        sources = self._sources
+        assert sources is not None
+        self._listed.difference_update(pairs)
+        sources.leases.want(self._listed, account=sources.client.private_enabled)
+        await sources.leases.drop(pairs)
+
+    async def _gained(self, resources: list[str]) -> None:
+        """This run holds these leases now: record them."""
+        sources = self._sources
+        assert sources is not None
+        if ACCOUNT in resources:
+            self.supervisor.spawn("account", AccountRecorder(sources.client, sources.writer).run)
+        pairs = [r for r in resources if r != ACCOUNT]
+        if pairs:
+            await self._resume_from_database(pairs)
+            await self._record(pairs)
+
+    async def _lost(self, resources: list[str]) -> None:
+        """This run holds these leases no more: stop recording them (not a delisting)."""
+        if ACCOUNT in resources:
+            await self.supervisor.cancel("account")
+        pairs = [r for r in resources if r != ACCOUNT]
+        if pairs:
+            await self._stop_recording(pairs)
+
+    async def _resume_from_database(self, pairs: list[str]) -> None:
+        """Another recorder may have recorded these pairs since this one started: take up
+        from what is stored now (the tape from the last stored trade, the candles from the
+        last stored bucket), not from what was stored at start."""
+        sources = self._sources
+        assert sources is not None
+        try:
+            last_tids = await last_trade_ids(self.dsn)
+            spans = await candle_spans(self.dsn)
+        except psycopg.Error as exc:
+            # What this run knows still works: the writer's keys make a re-read harmless.
+            log.warning("could not read where to resume; using what this run knows",
+                        pairs=pairs, error=str(exc).strip())  # fmt: skip
+            return
+        known = sources.trades.last_tids
+        for pair in pairs:
+            if pair in last_tids:
+                known[pair] = max(known.get(pair, last_tids[pair]), last_tids[pair])
+        sources.candles.resume({chart: span for chart, span in spans.items() if chart[0] in pairs})
+
+    async def _record(self, pairs: list[str]) -> None:
         """Record `pairs` from now on: subscribe their books, start their tasks."""
         sources = self._sources
         assert sources is not None
@@ -287,8 +367,8 @@ class Daemon:
             for name, factory in self._pair_tasks(pair).items():
                 self.supervisor.spawn(name, factory)
 
-    async def _unfollow(self, pairs: list[str]) -> None:
-        """Stop recording `pairs` (delisted): their tasks, their books, their channels."""
+    async def _stop_recording(self, pairs: list[str]) -> None:
+        """Stop recording `pairs`: their tasks, their books, their channels."""
         sources = self._sources
         assert sources is not None
         for pair in pairs:
@@ -316,11 +396,10 @@ class Daemon:
         supervisor.spawn("metadata", sources.metadata.run)
         supervisor.spawn("stream", sources.stream.run)
         supervisor.spawn("stream-consumer", sources.book.consume)
-        if sources.client.private_enabled:
-            supervisor.spawn("account", AccountRecorder(sources.client, sources.writer).run)
+        supervisor.spawn("leases", sources.leases.run)
         if self.notifier.watchdog_interval_s is not None:
             supervisor.spawn("watchdog", self.notifier.watchdog)
-        pairs = sorted(sources.metadata.pairs)
+        pairs = sorted(set(sources.leases.owned) - {ACCOUNT})
         self.notifier.ready(f"recording {len(pairs)} pairs")
         self.ready.set()
         log.info("recording", pairs=pairs, candle_types=list(self.config.recorder.candle_types))
@@ -339,6 +418,8 @@ class Daemon:
         # Stopping the stream ends its session: its `Disconnected` is the last item it queues.
         await self.supervisor.stop(timeout_s=5.0)
         sources.book.close()
+        # Recording has stopped: the other recorders may take everything over at once.
+        await sources.leases.release_all()
         writer = sources.writer
         drained = asyncio.create_task(writer.flush(self.drain_timeout_s))
         forced = asyncio.create_task(self.forced.wait())

@@ -255,3 +255,29 @@ spool_held_rows = Gauge(
     "Rows set aside under data_dir/spool/held because writing them failed with an error that "
     "is neither an outage nor a refusal; tried again at each start and every few minutes",
 )
+
+
+# --- several recorders on one database (recorder/leases.py); docs/operations.md -------------
+
+leases_owned = Gauge(
+    "recorder_leases_owned",
+    "Leases this recorder holds, so what it records: pairs, and the account if it has it",
+)
+recorders_live = Gauge(
+    "recorder_recorders_live",
+    "Recorders sharing this database's pairs now (unexpired members, this one included)",
+)
+lease_takeovers = Counter(
+    "recorder_lease_takeovers_total",
+    "Leases this recorder took over from another whose lease had expired (died, hung or "
+    "lost the database)",
+)
+lease_losses = Counter(
+    "recorder_leases_lost_total",
+    "Leases this recorder lost without giving them up: taken over by another, or dropped "
+    "because they could not be renewed in time",
+)
+lease_renew_failures = Counter(
+    "recorder_lease_renew_failures_total",
+    "Lease rounds (renew, claim) that failed, mostly because the database was unreachable",
+)

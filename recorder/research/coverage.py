@@ -14,6 +14,11 @@ A delisted pair is told apart from one with holes by the stored `pairs` rows: th
 stores the whole pair list at every refresh, all rows with the answer's time, so a pair
 whose `updated_at` is older than the newest was missing from the lists since: the exchange
 delisted it, the recorder stopped recording it then, and nothing after is missing.
+
+Where several recorders share the pairs (docs/operations.md, "Running several recorders"),
+each pair says who recorded it when (`lease_history`) and where it had no owner
+(`lease_gaps`): a takeover after a recorder died or hung, or a handover when they
+rebalanced. The book stream of the pair was not recorded there; its trades were caught up.
 """
 
 from __future__ import annotations
@@ -58,6 +63,18 @@ class CandleHole:
 
 
 @dataclass(frozen=True, slots=True)
+class Ownership:
+    """One recorder's holding of a pair's lease."""
+
+    host: str
+    pid: int
+    acquired_at: datetime
+    released_at: datetime | None
+    """None: held now (or its recorder died and nobody has taken the pair over yet)."""
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PairCoverage:
     pair: str
     trades: int
@@ -79,6 +96,10 @@ class PairCoverage:
     """When each fill missing from the tape happened, in order."""
     candle_hole_spans: tuple[CandleHole, ...] = ()
     """The candle holes of the window, by resolution and start."""
+    owners: list[Ownership] = field(default_factory=list)
+    """Who held the pair's lease in the window, oldest first."""
+    ownerless: list[tuple[datetime, datetime]] = field(default_factory=list)
+    """Stretches without an owner in the window: handovers and takeovers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +232,28 @@ def format_report(report: Report) -> str:
             f"  candle holes {pair.candle_holes:>10}  (gaps in the candles where the tape has "
             "trades)",
         ]
+        lines += _ownership_lines(pair)
     return "\n".join(lines)
+
+
+def _ownership_lines(pair: PairCoverage) -> list[str]:
+    if not pair.owners:
+        return []
+    recorders = {(o.host, o.pid) for o in pair.owners}
+    lines = [f"  owners       {len(pair.owners):>10}  holdings by {len(recorders)} recorders"]
+    for o in pair.owners:
+        until = "now" if o.released_at is None else _at(o.released_at)
+        reason = f" ({o.reason})" if o.reason else ""
+        lines.append(f"    {o.host}:{o.pid}  {_at(o.acquired_at)} -> {until}{reason}")
+    if pair.ownerless:
+        total = sum((end - start).total_seconds() for start, end in pair.ownerless)
+        lines.append(
+            f"  no owner     {len(pair.ownerless):>10}  stretches, {human(total)} (handovers: "
+            "no book events, trades caught up after)"
+        )
+        for start, end in pair.ownerless:
+            lines.append(f"    {_at(start)} -> {_at(end)}  {human((end - start).total_seconds())}")
+    return lines
 
 
 _PAIR_SQL = """
@@ -289,7 +331,34 @@ def load_report(
         )
         for row in conn.execute(_PAIR_SQL, window).fetchall()
     ]
-    return Report(start, end, sessions, gaps, pairs)
+    return Report(start, end, sessions, gaps, [_with_owners(conn, p, start, end) for p in pairs])
+
+
+def _with_owners(
+    conn: psycopg.Connection[Any], pair: PairCoverage, start: datetime, end: datetime
+) -> PairCoverage:
+    """The pair with who held its lease in [start, end) (none before migration 0015)."""
+    row = conn.execute("SELECT to_regclass('lease_history') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return pair
+    owners = [
+        Ownership(*r)
+        for r in conn.execute(
+            "SELECT host, pid, acquired_at, released_at, reason FROM lease_history"
+            " WHERE resource = %s AND acquired_at < %s"
+            " AND coalesce(released_at, 'infinity') > %s ORDER BY acquired_at",
+            (pair.pair, end, start),
+        ).fetchall()
+    ]
+    ownerless = [
+        (gap_start, gap_end)
+        for gap_start, gap_end in conn.execute(
+            "SELECT gap_start, gap_end FROM lease_gaps WHERE resource = %s"
+            " AND gap_end > %s AND gap_start < %s ORDER BY gap_start",
+            (pair.pair, start, end),
+        ).fetchall()
+    ]
+    return replace(pair, owners=owners, ownerless=ownerless)
 
 
 # The instants behind the counts of _PAIR_SQL, for the timeline `recorder coverage --plot`
@@ -326,6 +395,7 @@ def _times_by_pair(
 __all__ = [
     "CandleHole",
     "Gap",
+    "Ownership",
     "PairCoverage",
     "Report",
     "Session",

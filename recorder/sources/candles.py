@@ -64,6 +64,16 @@ class CandleRecorder:
         """Charts with nothing more to backfill in this run."""
         self._backfilling = {chart: _Backfill(oldest, 0) for chart, (oldest, _) in stored.items()}
 
+    def resume(self, stored: Mapping[Chart, tuple[datetime, datetime]]) -> None:
+        """Take what is stored now into account (another recorder recorded these charts
+        meanwhile): forward from the newest bucket, backfill before the oldest."""
+        for chart, (oldest, newest) in stored.items():
+            if chart not in self.last_buckets or newest > self.last_buckets[chart]:
+                self.last_buckets[chart] = newest
+            if chart not in self._backfilled:
+                begun = self._backfilling.setdefault(chart, _Backfill(oldest, 0))
+                begun.oldest = min(begun.oldest, oldest)
+
     async def run(self, pair: str, resolution: CandleType) -> NoReturn:
         """Backfill the chart before its oldest stored candle, then keep it current."""
         chart = (pair, resolution)
