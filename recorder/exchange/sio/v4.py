@@ -144,6 +144,7 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
         self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, window: float
     ) -> None:
         ws = self.ws
+        step = min(_LIVENESS_STEP_S, window / 8)
         renewed = loop.time()
         read = 0
         while self.state == "connected" and self.write_loop_task:
@@ -154,7 +155,7 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
                 await self.queue.put(None)
                 return
             now = loop.time()
-            if now - renewed > _LIVENESS_STEP_S:
+            if now - renewed > step:
                 renewed = now
                 deadline.reschedule(now + window)
             read += 1
@@ -197,7 +198,8 @@ READ_BATCH = 100
 
 _LIVENESS_STEP_S = 1.0
 """How often, at most, a message moves the read deadline: a server silent for the read
-window (see `_EngineIO`) is given up on at most this much later."""
+window (see `_EngineIO`) is given up on at most this much later (an eighth of the window
+when that is shorter, as in tests with a heartbeat of milliseconds)."""
 
 _PLAIN_EVENT_MESSAGE = str(engineio_packet.MESSAGE) + PLAIN_EVENT
 """An Engine.IO message holding a `2[...]` socket.io packet: `42[...]`."""
