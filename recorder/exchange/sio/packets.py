@@ -18,6 +18,7 @@ import socketio  # type: ignore[import-untyped]
 from socketio import packet as sio_packet
 
 from recorder.exchange.parse import load_json
+from recorder.records import quick_init
 
 EVENT: int = sio_packet.EVENT
 
@@ -38,6 +39,7 @@ class _ExactJson:
         return json.dumps(value, default=str, **kwargs)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Received:
     """What the packet layer hands the stream: the decoded arguments and the JSON text."""
