@@ -241,9 +241,22 @@ class Fields:
         return self.data[key]
 
     def decimal(self, key: str) -> Decimal:
+        value = self.data.get(key)
+        # The usual case first, checked as `_check_decimal` does, without its calls: a JSON
+        # number (a Decimal) written plainly in few characters. Anything else, or an error,
+        # takes the general path, which says what is wrong.
+        if type(value) is Decimal and value.is_finite():
+            text = str(value)
+            if len(text) <= _PLAINLY_IN_RANGE and "E" not in text:
+                return value
         return to_decimal(self.raw(key), self.path(key))
 
     def int(self, key: str, *, bits: int = INT_BITS) -> int:
+        value = self.data.get(key)
+        # As `to_int` checks it: an int (not a bool) inside the column's range has fewer
+        # digits than MAX_INT_DIGITS.
+        if type(value) is int and -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+            return value
         return to_int(self.raw(key), self.path(key), bits=bits)
 
     def timestamp(self, key: str) -> datetime:
