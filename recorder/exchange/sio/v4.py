@@ -46,7 +46,6 @@ from recorder.exchange.sio.packets import (
     ExactPacket,
     Received,
     _ExactJson,
-    plain_event,
 )
 from recorder.logs import get_logger
 
@@ -260,7 +259,7 @@ class SocketIO4Connection:
             client.eio.on_plain_event = on_plain_event
 
         def on_plain_event(text: str) -> None:
-            self._on_event(plain_event(text)[1])
+            self._on_event(Received.of_text(text[1:]))  # decoded when the stream reads it
 
         async def on_disconnect(reason: Any = None) -> None:
             resolve(self.closed, str(reason) if reason is not None else "disconnected")
