@@ -65,7 +65,7 @@ def _raise_if_cancelling() -> None:
 
 
 class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
-    """python-engineio's client, with two changes.
+    """python-engineio's client, with three changes.
 
     Book events in the read loop. The library runs every message as a task of its own
     (python-socketio then decodes and dispatches it), which costs more than our handling of
@@ -81,7 +81,8 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
     without suspending, under one deadline renewed at most once a second (`_LIVENESS_STEP_S`)
     rather than per message, and lets the other tasks (the write loop with its pongs, the
     book consumer) run every `READ_BATCH` messages. Any message is a sign of life, as in
-    socket.io's own client; what ends the loop, and how, is the library's.
+    socket.io's own client; what ends the loop, and how, is the library's. (Long-polling,
+    where a proxy refuses websockets, keeps the library's read loop.)
 
     Patience with a lagging reader: it gives up on a connection no sooner than the server.
     Once subscribed, the client's only packet to send is its pong to the server's ping,
