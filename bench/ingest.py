@@ -693,13 +693,17 @@ def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
 
 
 def versus(these: list[RecorderResult], base: list[RecorderResult], process: str) -> str:
-    overall = mean(r.cpu[process] for r in these) / mean(r.cpu[process] for r in base)
+    # A process idle in a run (the simulator with --source node) has no ratio: "-".
+    def ratio(value: float, of: float) -> str:
+        return f"{value / of:.2f}" if of > 0 else "-"
+
+    overall = ratio(mean(r.cpu[process] for r in these), mean(r.cpu[process] for r in base))
     rounds = [
-        f"{r.cpu[process] / b.cpu[process]:.2f}"
+        ratio(r.cpu[process], b.cpu[process])
         for r, b in zip(these, base, strict=False)
         if r.round == b.round
     ]
-    return f"{overall:.2f}x ({', '.join(rounds)})"
+    return f"{overall}x ({', '.join(rounds)})"
 
 
 # --- the profiles ---------------------------------------------------------------------------
