@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What the recorder's event path costs per event, beside a bare python-socketio client.
 
-    .venv/bin/python bench/event_path.py [--events 20000] [--repeat 5] [--profile]
+    .venv/bin/python bench/event_path.py [--events 20000] [--repeat 5] [--connections 1]
+        [--profile]
 
 In process, no sockets: the simulator's matching engine runs its seeded order flow on two
 pairs (new orders, some with fills, and cancels) and each event becomes the Engine.IO text
@@ -17,6 +18,10 @@ clients and is not in the figures):
   queue, then `BookRecorder.handle` (the event lag metric, each pair's L3 book) up to
   `Writer.put`, where a list takes the records (the writer is measured by
   `bench/writer.py`).
+
+With `--connections 2` the recorder reads every text on two connections (two read loops
+side by side into one stream, as the daemon's default `exchange.stream_connections = 2`
+receives every event twice); the bare client still reads it once.
 
 Prints the process time per event, best of `--repeat`, of each and their ratio, and checks
 the recorder's run: every event and fill handed on once, nothing raw, each rebuilt book equal
@@ -150,31 +155,36 @@ async def bare(market: Market) -> float:
     return spent
 
 
-async def recorder(market: Market) -> float:
-    stream = BookStream("http://127.0.0.1:1", pairs=PAIRS, connections=1)
-    (link,) = stream._links  # as if connected and subscribed
-    link.session = StreamSession(link.session_id, utc_now(), None, None)
-    link.heard = frozenset(PAIRS)
+async def recorder(market: Market, connections: int = 1) -> float:
+    stream = BookStream("http://127.0.0.1:1", pairs=PAIRS, connections=connections)
+    for link in stream._links:  # as if connected and subscribed
+        link.session = StreamSession(link.session_id, utc_now(), None, None)
+        link.heard = frozenset(PAIRS)
     sink = _Sink()
     books = BookRecorder(None, stream, sink, snapshot_interval_s=60)  # type: ignore[arg-type]
     for pair in PAIRS:
         pair_book = books.follow(pair)
         pair_book.model = Book(market.before[pair], cancel_reading=pair_book.cancel_reading)
-    connection = SocketIO4Connection(
-        "http://127.0.0.1:1",
-        path="/socket.io/",
-        timeout_s=10,
-        on_open=lambda: None,
-        on_event=lambda got: stream.on_event(link, got),
-    )
-    client = connection.new_client()
+    links = [
+        SocketIO4Connection(
+            "http://127.0.0.1:1",
+            path="/socket.io/",
+            timeout_s=10,
+            on_open=lambda: None,
+            on_event=lambda got, link=link: stream.on_event(link, got),
+        )
+        for link in stream._links
+    ]
+    clients = [connection.new_client() for connection in links]
     started = time.process_time()
     consuming = asyncio.create_task(books.consume())
-    await read_all(client, market.texts)
+    # Each connection's read loop over the same texts, side by side as two sockets are read.
+    await asyncio.gather(*(read_all(client, market.texts) for client in clients))
     books.close()  # what the consumer has not taken yet
     consuming.cancel()
     spent = time.process_time() - started
-    await connection.close()
+    for connection in links:
+        await connection.close()
     check(market, books, sink.records)
     return spent
 
@@ -197,6 +207,12 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="the recorder's stream connections, each reading every event (the bare client: 1)",
+    )
     args = parser.parse_args()
     market = Market(args.events)
     print(
@@ -207,16 +223,19 @@ async def main() -> None:
     best = {"bare": float("inf"), "recorder": float("inf")}
     for _ in range(args.repeat):  # alternating, so that a change in load weighs on both
         best["bare"] = min(best["bare"], await bare(market))
-        best["recorder"] = min(best["recorder"], await recorder(market))
+        best["recorder"] = min(best["recorder"], await recorder(market, args.connections))
     per_event = {name: spent / len(market.texts) * 1e6 for name, spent in best.items()}
     print(f"bare python-socketio client  {per_event['bare']:7.1f} us/event")
-    print(f"recorder, up to Writer.put   {per_event['recorder']:7.1f} us/event")
+    print(
+        f"recorder, up to Writer.put   {per_event['recorder']:7.1f} us/event"
+        f" ({args.connections} connection(s))"
+    )
     print(f"recorder / bare              {per_event['recorder'] / per_event['bare']:7.2f}x")
     print("checked: every event and fill handed on once, none raw, books equal to the engine's")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        await recorder(market)
+        await recorder(market, args.connections)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

@@ -63,7 +63,8 @@ snapshots are off (made ahead, the engine's book is ahead of the stream); its fi
 taken before the events are made. First, the source's own ceiling: what it sends to 1 (and
 to as many as --connections' largest) raw WebSocket readers (bench/raw_reader.js), events
 cycled. A last table sets each recorder run beside the bare client: rates, CPU per 1,000
-events/s, latencies.
+events/s, latencies. The machine's load changes within minutes: --bare-each-run runs the
+bare client again right after each recorder run, and each run is compared with that one.
 
 --profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
 .venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
@@ -164,6 +165,8 @@ class RecorderResult:
     drops: list[str]
     """Stream connections dropped during the run (`connection_drops`)."""
     profile: Path | None = None
+    beside: BareResult | None = None
+    """With --bare-each-run: the bare client's run right after this one, compared with it."""
 
 
 @dataclass
@@ -555,11 +558,12 @@ def report(runs: list[RateRuns], counts: list[int]) -> None:
     print("| ---: " * 11 + "| --- | --- |")
     for rr in runs:
         for rec in rr.recorder:
+            bare = rec.beside or rr.bare
             print(
                 f"| {rate_label(rr.rate)} | {rec.connections} | {rec.round + 1} "
-                f"| {rr.bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
+                f"| {bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
                 f"| {rec.fills_per_s:,.0f} | {rec.events_per_s + rec.fills_per_s:,.0f} "
-                f"| {rec.events_per_s / rr.bare.received_per_s:.2f}x | {rec.made_per_s:,.0f} "
+                f"| {rec.events_per_s / bare.received_per_s:.2f}x | {rec.made_per_s:,.0f} "
                 f"| {rec.max_buffered_rows:,} | {rec.max_socket_backlog:,} "
                 f"| {'checked' if rec.recorded else 'FAILED'} | {'; '.join(rec.drops) or '-'} |"
             )
@@ -619,9 +623,9 @@ def report_per_event(runs: list[RateRuns], ceilings: dict[int, tuple[float, floa
           "| event to commit p50 / p99, recorder | recording |")  # fmt: skip
     print("| ---: " * 11 + "| --- |")
     for rr in runs:
-        bare = rr.bare
-        bare_cpu = bare.cpu["client"] / bare.received_per_s * 1000
         for rec in rr.recorder:
+            bare = rec.beside or rr.bare
+            bare_cpu = bare.cpu["client"] / bare.received_per_s * 1000
             rec_cpu = rec.cpu["recorder"] / rec.events_per_s * 1000
             print(
                 f"| {rate_label(rr.rate)} | {rec.connections} | {rec.round + 1} "
@@ -689,13 +693,17 @@ def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
 
 
 def versus(these: list[RecorderResult], base: list[RecorderResult], process: str) -> str:
-    overall = mean(r.cpu[process] for r in these) / mean(r.cpu[process] for r in base)
+    # A process idle in a run (the simulator with --source node) has no ratio: "-".
+    def ratio(value: float, of: float) -> str:
+        return f"{value / of:.2f}" if of > 0 else "-"
+
+    overall = ratio(mean(r.cpu[process] for r in these), mean(r.cpu[process] for r in base))
     rounds = [
-        f"{r.cpu[process] / b.cpu[process]:.2f}"
+        ratio(r.cpu[process], b.cpu[process])
         for r, b in zip(these, base, strict=False)
         if r.round == b.round
     ]
-    return f"{overall:.2f}x ({', '.join(rounds)})"
+    return f"{overall}x ({', '.join(rounds)})"
 
 
 # --- the profiles ---------------------------------------------------------------------------
@@ -782,6 +790,16 @@ async def main_async(args: argparse.Namespace) -> int:
                         pg, rate, pairs, args.seconds, work_dir, n, round_, profile_dir,
                         args.source, events,
                     )  # fmt: skip
+                    if args.bare_each_run:
+                        # The bare client again, right after: the load of the machine
+                        # changes within minutes, so each recorder run gets its own.
+                        rec.beside = await bare_client(
+                            rate,
+                            pairs,
+                            args.seconds,
+                            args.source,
+                            flow_events(args, rate, args.max_events),
+                        )
                     rr.recorder.append(rec)
                     print(f"asked {rate_label(rate)}/s, {n} connection(s), round {round_ + 1}: "
                           f"recorder committed {rec.events_per_s:,.0f} events/s + "
@@ -822,6 +840,10 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=2,
         help="recorder runs per connection count and rate, the order alternating",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bare-each-run", action="store_true",
+        help="run the bare client again after each recorder run and compare the two",
     )  # fmt: skip
     parser.add_argument(
         "--profile", metavar="DIR", type=Path,

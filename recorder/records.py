@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import ClassVar, Literal, TypeGuard
+from typing import Any, ClassVar, Literal, TypeGuard, TypeVar
 
 Side = Literal["buy", "sell"]
 EventKind = Literal["new", "cancel"]
@@ -33,6 +33,41 @@ def is_pair_name(value: object) -> TypeGuard[str]:
 def is_listed_pair_name(value: object) -> TypeGuard[str]:
     """A pair name written as the exchange lists its pairs, in upper case (`BTC_USD`)."""
     return is_pair_name(value) and value == value.upper()
+
+
+_Frozen = TypeVar("_Frozen", bound=type[Any])
+
+
+def quick_init(cls: _Frozen) -> _Frozen:
+    """`cls` (a frozen dataclass with slots) with an `__init__` a third as costly.
+
+    A frozen dataclass's own `__init__` stores each field with `object.__setattr__`, which
+    looks the name up again in the class for every field: about 4 us for a ten-field record,
+    more than decoding the event's JSON. This one calls each slot's descriptor directly.
+    The record stays as frozen (its `__setattr__` still refuses), with the same parameters
+    and defaults; a field with a `default_factory` is not supported.
+    """
+    names = [f.name for f in fields(cls) if f.init]
+    scope: dict[str, Any] = {}
+    parameters = []
+    for f in fields(cls):
+        if not f.init:
+            continue
+        if f.default_factory is not MISSING:
+            raise TypeError(f"quick_init: {cls.__name__}.{f.name} has a default_factory")
+        scope[f"_set_{f.name}"] = getattr(cls, f.name).__set__
+        if f.default is MISSING:
+            parameters.append(f.name)
+        else:
+            scope[f"_default_{f.name}"] = f.default
+            parameters.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names) or "    pass\n"
+    source = f"def __init__(self, {', '.join(parameters)}):\n{body}"
+    exec(source, scope)  # noqa: S102 - code made here from the dataclass's own field names
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init
+    return cls
 
 
 def utc_now() -> datetime:
@@ -84,6 +119,7 @@ class Trade:
     received_at: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookEvent:
     """A socket.io book event: a new order (what remains of it) or a cancel."""
@@ -101,6 +137,7 @@ class BookEvent:
     session_id: uuid.UUID
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookFill:
     """A trade inside a new-order event: incoming order `oid` filled resting order `o_id`."""

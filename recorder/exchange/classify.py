@@ -37,12 +37,14 @@ from recorder.records import (
     is_listed_pair_name,
     is_pair_name,
     new_id,
+    quick_init,
 )
 
 CHANNEL_PREFIX = "book_"
 SOURCE = "socket"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookUpdate:
     """One book event of the stream; `fills` is empty for a cancel.

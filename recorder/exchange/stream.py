@@ -408,9 +408,11 @@ class BookStream:
         received_at = utc_now()
         link.received += 1
         # The cheap test first: the same text as an event another connection brought is a
-        # copy of it, and need not be read again (most copies are; the identity below
-        # catches one serialized otherwise).
-        copied = self._arbiter.copy(got.text) if got.error is None else NOT_A_COPY
+        # copy of it, and need not be read again, not even decoded (`Received.of_text`
+        # decodes on first use; most copies are caught here, the identity below catches
+        # one serialized otherwise). Only a text that was decoded and classified is
+        # remembered under the text alone, so an undecodable one is never taken for a copy.
+        copied = self._arbiter.copy(got.text)
         if copied is not NOT_A_COPY:
             identity, ts = copied
             self._arbiter.expected(identity)

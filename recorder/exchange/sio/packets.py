@@ -11,7 +11,6 @@ Engine.IO transport under it differs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import socketio  # type: ignore[import-untyped]
@@ -38,15 +37,75 @@ class _ExactJson:
         return json.dumps(value, default=str, **kwargs)
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """What the packet layer hands the stream: the decoded arguments and the JSON text."""
+_PENDING: Any = object()
+"""What an undecoded `Received` holds in place of its event until it is read."""
 
-    event: Any
-    args: list[Any]
-    text: str
-    error: str | None = None
-    """Why the packet could not be decoded; it is then kept as a raw message."""
+
+class Received:
+    """What the packet layer hands the stream: the decoded arguments and the JSON text.
+
+    `Received.of_text` decodes on first use of `event`, `args` or `error`: with two
+    connections every event comes twice, and the stream drops the second copy by its text
+    alone (`BookStream.on_event`), so that copy is never decoded.
+    """
+
+    __slots__ = ("_args", "_error", "_event", "text")
+
+    def __init__(self, event: Any, args: list[Any], text: str, error: str | None = None) -> None:
+        self._event = event
+        self._args = args
+        self.text = text
+        self._error = error
+
+    @classmethod
+    def of_text(cls, text: str) -> Received:
+        """The arguments of an event packet's JSON text (`["book_BTC_USD",{...}]`), decoded
+        when first asked for; `error` says why if they cannot be."""
+        return cls(_PENDING, [], text)
+
+    @property
+    def event(self) -> Any:
+        """The first argument (the event name as sent); None if undecodable."""
+        if self._event is _PENDING:
+            self._decode()
+        return self._event
+
+    @property
+    def args(self) -> list[Any]:
+        if self._event is _PENDING:
+            self._decode()
+        return self._args
+
+    @property
+    def error(self) -> str | None:
+        """Why the packet could not be decoded; it is then kept as a raw message."""
+        if self._event is _PENDING:
+            self._decode()
+        return self._error
+
+    def _decode(self) -> None:
+        try:
+            data = load_json(self.text)
+        except Exception as exc:
+            self._event, self._error = None, f"undecodable packet: {exc}"
+            return
+        data = data if isinstance(data, list) else [data]
+        self._event = data[0] if data else None
+        self._args = data[1:]
+
+    def _fields(self) -> tuple[Any, list[Any], str, str | None]:
+        return (self.event, self.args, self.text, self.error)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Received):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and its args are a list
+
+    def __repr__(self) -> str:
+        fields = f"event={self.event!r}, args={self.args!r}, text={self.text!r}"
+        return f"Received({fields}, error={self.error!r})"
 
 
 UNDECODABLE = "\x00undecodable"
@@ -93,22 +152,21 @@ def plain_event(packet: str) -> list[Any]:
     `name` is `UNDECODABLE` for a packet that cannot be decoded (`Received.error` says why)
     or whose event name is no usable one.
     """
-    text = packet[1:]
-    try:
-        data = load_json(text)
-    except Exception as exc:
-        return [UNDECODABLE, Received(None, [], text, f"undecodable packet: {exc}")]
-    return _event(data, text)
+    return _named(Received.of_text(packet[1:]))
 
 
 def _event(data: Any, text: str) -> list[Any]:
     data = data if isinstance(data, list) else [data]
-    first = data[0] if data else None
+    return _named(Received(data[0] if data else None, data[1:], text))
+
+
+def _named(received: Received) -> list[Any]:
+    first = received.event
     # An event named like one of the library's own (`disconnect`, `connect`) would run
     # that handler: a server's `2["disconnect"]` would end a healthy session unrecorded.
     # Such a name reaches the catch-all handler, which keeps it raw.
-    usable = isinstance(first, str) and first not in RESERVED_EVENTS
-    return [first if usable else UNDECODABLE, Received(first, data[1:], text)]
+    usable = received.error is None and isinstance(first, str) and first not in RESERVED_EVENTS
+    return [first if usable else UNDECODABLE, received]
 
 
 def event_text(event: str, data: Any) -> str:

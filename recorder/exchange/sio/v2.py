@@ -54,7 +54,13 @@ from recorder.exchange.sio.connection import (
     future_reason,
     resolve,
 )
-from recorder.exchange.sio.packets import EVENT, ExactPacket, Received, event_text
+from recorder.exchange.sio.packets import (
+    EVENT,
+    PLAIN_EVENT,
+    ExactPacket,
+    Received,
+    event_text,
+)
 from recorder.logs import get_logger
 
 log = get_logger(__name__)
@@ -226,6 +232,9 @@ class SocketIO2Connection:
         return None
 
     def _socketio_packet(self, text: str) -> str | None:
+        if text.startswith(PLAIN_EVENT):  # every book event: decoded when the stream reads it
+            self._on_event(Received.of_text(text[1:]))
+            return None
         try:
             packet = ExactPacket(encoded_packet=text)
         except Exception as exc:  # a malformed non-event packet: keep it, go on

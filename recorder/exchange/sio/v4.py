@@ -10,8 +10,9 @@ module fits it to `Connection` and keeps three things ours:
 - cancellation and timeouts: `connect()` is bounded by `timeout_s` as a whole (the
   library's websocket connect has no timeout of its own), and `close()` ends the
   library's background tasks even when its own disconnect cannot run;
-- patience with a reader that lags behind its socket, and book events handled in the
-  library's read loop rather than one task each (`_EngineIO`).
+- patience with a reader that lags behind its socket, and the websocket read loop: book
+  events handled in it rather than one task each, messages read in batches without a
+  timer each (`_EngineIO`).
 
 Long-polling first, then the upgrade to a websocket, is the library's default and works
 through proxies that refuse websockets; `websocket_only` skips polling for servers that
@@ -28,6 +29,7 @@ from typing import Any, Final
 import aiohttp
 import engineio  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
+from engineio import base_client as engineio_base
 from engineio import packet as engineio_packet
 
 from recorder.exchange.sio.connection import (
@@ -44,7 +46,6 @@ from recorder.exchange.sio.packets import (
     ExactPacket,
     Received,
     _ExactJson,
-    plain_event,
 )
 from recorder.logs import get_logger
 
@@ -64,7 +65,7 @@ def _raise_if_cancelling() -> None:
 
 
 class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
-    """python-engineio's client, with two changes.
+    """python-engineio's client, with three changes.
 
     Book events in the read loop. The library runs every message as a task of its own
     (python-socketio then decodes and dispatches it), which costs more than our handling of
@@ -73,6 +74,15 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
     attachments: every book event) right in the read loop, in wire order. Every other
     packet takes the library's way: a socket.io DISCONNECT, for one, ends in
     `eio.disconnect()`, which waits for the read loop itself.
+
+    A read loop of our own for the websocket (`_read_loop_websocket`): the library's waits
+    for each message with `asyncio.wait_for`, a task and a timer per message, which cost
+    about as much as our handling of a book event. Ours reads what aiohttp has buffered
+    without suspending, under one deadline renewed at most once a second (`_LIVENESS_STEP_S`)
+    rather than per message, and lets the other tasks (the write loop with its pongs, the
+    book consumer) run every `READ_BATCH` messages. Any message is a sign of life, as in
+    socket.io's own client; what ends the loop, and how, is the library's. (Long-polling,
+    where a proxy refuses websockets, keeps the library's read loop.)
 
     Patience with a lagging reader: it gives up on a connection no sooner than the server.
     Once subscribed, the client's only packet to send is its pong to the server's ping,
@@ -112,6 +122,66 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
         except Exception:  # as the library does for a handler: the connection goes on
             log.exception("socket.io 4 event handler failed")
 
+    async def _read_loop_websocket(self) -> None:
+        loop = asyncio.get_running_loop()
+        window = float(self.ping_interval + self.ping_timeout)
+        try:
+            async with asyncio.timeout_at(loop.time() + window) as deadline:
+                await self._read_websocket(loop, deadline, window)
+        except TimeoutError:
+            log.warning("socket.io 4 server silent", silent_for_s=window)
+            await self.queue.put(None)
+        # What the library does when its read loop ends: unchanged.
+        if self.write_loop_task:
+            await self.write_loop_task
+        if self.state == "connected":
+            await self._trigger_event("disconnect", self.reason.TRANSPORT_ERROR, run_async=False)
+            with contextlib.suppress(ValueError):
+                engineio_base.connected_clients.remove(self)
+            await self._reset()
+
+    async def _read_websocket(
+        self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, window: float
+    ) -> None:
+        ws = self.ws
+        step = min(_LIVENESS_STEP_S, window / 8)
+        renewed = loop.time()
+        read = 0
+        while self.state == "connected" and self.write_loop_task:
+            try:
+                message = await ws.receive()
+            except Exception as exc:  # the library's answer to any failure: the end
+                log.info("socket.io 4 websocket read failed", error=repr(exc))
+                await self.queue.put(None)
+                return
+            now = loop.time()
+            if now - renewed > step:
+                renewed = now
+                deadline.reschedule(now + window)
+            read += 1
+            if read % READ_BATCH == 0:
+                await asyncio.sleep(0)
+            text = message.data
+            if isinstance(text, str):
+                handle = self.on_plain_event
+                if handle is not None and text.startswith(_PLAIN_EVENT_MESSAGE):
+                    try:
+                        handle(text[1:])
+                    except Exception:  # as the library does for a handler: the connection goes on
+                        log.exception("socket.io 4 event handler failed")
+                    continue
+            elif not isinstance(text, bytes):  # closed, closing, an error
+                log.info("socket.io 4 websocket ended", message=message.type.name)
+                await self.queue.put(None)
+                return
+            try:
+                pkt = engineio_packet.Packet(encoded_packet=text)
+            except Exception as exc:
+                log.info("undecodable Engine.IO packet, connection ended", error=repr(exc))
+                await self.queue.put(None)
+                return
+            await self._receive_packet(pkt)
+
     @property
     def ping_timeout(self) -> float | None:
         if self._server_ping_timeout is None or self.ping_interval is None:
@@ -121,6 +191,18 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
     @ping_timeout.setter
     def ping_timeout(self, seconds: float | None) -> None:
         self._server_ping_timeout = seconds
+
+
+READ_BATCH = 100
+"""Messages read in a row before the reader lets the other tasks run (as in `v2.py`)."""
+
+_LIVENESS_STEP_S = 1.0
+"""How often, at most, a message moves the read deadline: a server silent for the read
+window (see `_EngineIO`) is given up on at most this much later (an eighth of the window
+when that is shorter, as in tests with a heartbeat of milliseconds)."""
+
+_PLAIN_EVENT_MESSAGE = str(engineio_packet.MESSAGE) + PLAIN_EVENT
+"""An Engine.IO message holding a `2[...]` socket.io packet: `42[...]`."""
 
 
 class _Client(socketio.AsyncClient):  # type: ignore[misc]
@@ -178,7 +260,7 @@ class SocketIO4Connection:
             client.eio.on_plain_event = on_plain_event
 
         def on_plain_event(text: str) -> None:
-            self._on_event(plain_event(text)[1])
+            self._on_event(Received.of_text(text[1:]))  # decoded when the stream reads it
 
         async def on_disconnect(reason: Any = None) -> None:
             resolve(self.closed, str(reason) if reason is not None else "disconnected")
