@@ -6,10 +6,13 @@ replay into a second database; the two databases must then hold the same rows fo
 period (trades, book events, fills: every column that comes from the exchange, digits
 included), the same candles, and `book_at` must give the same book at many instants.
 
-The second daemon runs on its own clock: it asks for its snapshots in the present, of a
-book of the past. `book_at` takes a snapshot over at the last event it contains
-(`events_through`, a date of the exchange's clock, here the replay's), so both databases
-answer for the period alike wherever each has a snapshot to start from.
+The second daemon asks for its snapshots in the present, of a book of the past. `book_at`
+takes a snapshot over at the last event it contains (`events_through`, a date of the
+exchange's clock, here the replay's), but where the recorder could not tell which events a
+snapshot holds it falls back on `taken_at`, the recorder's own clock. So that every one of
+its snapshots counts, the second daemon's REST client is given the replay's clock
+(`recorder.exchange.rest.utc_now`): its snapshots are then stamped in the period they show,
+as the first daemon's were.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +38,8 @@ import pytest
 
 from recorder.cli import main
 from recorder.daemon import Daemon
-from recorder.sim.replay import ReplayError, ReplaySettings, run_replay
-from recorder.sim.server import SimSettings, run_sim
+from recorder.sim.replay import ReplayError, ReplaySettings, micros_datetime, run_replay
+from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.harness.daemon import daemon_config, events_received, start_daemon, stop_daemon
 from tests.harness.deliveries import delivered_keys
 from tests.harness.metrics import metric_total
@@ -92,12 +96,19 @@ async def record_live(dsn: str, tmp_path: Path) -> tuple[datetime, datetime]:
     return since, until
 
 
+def replay_clock_now(replay: Simulator) -> datetime:
+    source: Any = replay.source
+    return micros_datetime(source.clock.now(time.monotonic()))
+
+
 async def record_replay(
-    first: str, second: str, since: datetime, until: datetime, tmp_path: Path
-) -> dict[str, Any]:
+    first: str, second: str, since: datetime, until: datetime, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:  # fmt: skip
     """Replay the period of `first` and record it into `second`; the replay's last state."""
     settings = ReplaySettings(first, PAIRS, since, until, speed=3.0)
     async with run_replay(settings) as replay:
+        monkeypatch.setattr("recorder.exchange.rest.utc_now", lambda: replay_clock_now(replay))
         daemon = Daemon(daemon_config(tmp_path, replay, second))
         running = await start_daemon(daemon)
         await eventually(lambda: replay.state()["replay"]["done"], timeout_s=60,
@@ -162,12 +173,12 @@ def recorded(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 async def test_a_replayed_period_is_recorded_again_row_for_row(
-    recorded: Recorded, pg_server_dsn: str, tmp_path: Path
+    recorded: Recorded, pg_server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, since, until = recorded.dsn, recorded.since, recorded.until
     with fresh_database(pg_server_dsn, "replay_second") as second:
         drift = metric_total("recorder_book_drift_total")
-        state = await record_replay(first, second, since, until, tmp_path)
+        state = await record_replay(first, second, since, until, tmp_path, monkeypatch)
 
         # The replay's stream and books agree: the second daemon saw no drift.
         assert metric_total("recorder_book_drift_total") == drift
