@@ -4,9 +4,9 @@ Sources call `put()`, which only appends to memory and wakes the worker: it neve
 never touches the disk and never fails. The worker (a task the writer owns) commits by group
 commit: whenever rows are waiting and no commit is in flight, it commits them (up to
 `batch_rows`), one transaction a batch (`recorder/storage/committer.py`). While one commit
-is in flight the next batch gathers, so a row waits at most about two commits, never a
-timer, and the database sees no more commits a second than it can finish: under load the
-batches grow instead. Primary keys make every write idempotent, so a batch retried after an
+is in flight the next batch gathers, so a row waits for the commit in flight and its own
+(more only while over `batch_rows` are waiting), never for a timer, and the database sees
+no more commits a second than it can finish: under load the batches grow instead. Primary keys make every write idempotent, so a batch retried after an
 unclear failure cannot duplicate anything.
 
 When the database is down the records go to the durable spool under `data_dir` every
