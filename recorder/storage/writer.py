@@ -6,8 +6,9 @@ commit: whenever rows are waiting and no commit is in flight, it commits them (u
 `batch_rows`), one transaction a batch (`recorder/storage/committer.py`). While one commit
 is in flight the next batch gathers, so a row waits for the commit in flight and its own
 (more only while over `batch_rows` are waiting), never for a timer, and the database sees
-no more commits a second than it can finish: under load the batches grow instead. Primary keys make every write idempotent, so a batch retried after an
-unclear failure cannot duplicate anything.
+no more commits a second than it can finish: under load the batches grow instead. Primary
+keys make every write idempotent, so a batch retried after an unclear failure cannot
+duplicate anything.
 
 When the database is down the records go to the durable spool under `data_dir` every
 `flush_interval_s` (so a killed process loses no more than with the database up), and
