@@ -27,6 +27,8 @@ in docs/reliability.md, "The writer and its spool".
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,8 +230,12 @@ async def _copy(
 ) -> None:
     async with cursor.copy(sql) as copy:
         copy.set_types(spec.types)
-        for row in rows:
-            await copy.write_row(row)
+        # The whole batch encoded in one pass, then sent in one write: `write_row` per row
+        # cost a coroutine a row, and under load each of its buffer flushes gave the event
+        # loop away, stretching a commit (docs/benchmarks.md, "Writer"). The formatter is
+        # the one `write_row` uses, so the bytes are the same.
+        encode_row = copy.formatter.write_row
+        await copy.write(b"".join(map(encode_row, rows)))
 
 
 def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
@@ -258,17 +264,19 @@ def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
     (the database would keep the first too), the last for upserted ones (the newest
     observation).
     """
-    by_type: dict[type[Record], list[Record]] = {}
-    for record in batch:
-        records = by_type.get(type(record))
-        if records is None:
-            records = by_type[type(record)] = []
-        records.append(record)
+    # A batch holds few record types: one pass per type, each in C, beats a Python loop
+    # over the records. dict.fromkeys keeps the types in arrival order.
+    kinds = list(map(type, batch))
+    types = dict.fromkeys(kinds)
     groups: dict[TableSpec, list[Row]] = {}
-    for record_type, records in by_type.items():
+    for record_type in types:
         spec = SPECS[record_type]
-        rows = list(map(spec.to_row, records))
-        groups[spec] = _one_per_key(spec, rows)
+        if len(types) == 1:
+            records = batch
+        else:
+            same_type = map(functools.partial(operator.is_, record_type), kinds)
+            records = list(itertools.compress(batch, same_type))
+        groups[spec] = _one_per_key(spec, list(map(spec.to_row, records)))
     return groups
 
 

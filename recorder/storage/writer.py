@@ -1,10 +1,14 @@
 """The one writer: typed records in, batched idempotent inserts out, nothing lost meanwhile.
 
 Sources call `put()`, which only appends to memory and wakes the worker: it never blocks,
-never touches the disk and never fails. The worker (a task the writer owns) commits what is
-buffered when a batch is full or at most `flush_interval_s` after the oldest buffered record
-arrived, one transaction a batch (`recorder/storage/committer.py`). Primary keys make every
-write idempotent, so a batch retried after an unclear failure cannot duplicate anything.
+never touches the disk and never fails. The worker (a task the writer owns) commits by group
+commit: whenever rows are waiting and no commit is in flight, it commits them (up to
+`batch_rows`), one transaction a batch (`recorder/storage/committer.py`). While one commit
+is in flight the next batch gathers, so a row waits for the commit in flight and its own
+(more only while over `batch_rows` are waiting), never for a timer, and the database sees
+no more commits a second than it can finish: under load the batches grow instead. Primary
+keys make every write idempotent, so a batch retried after an unclear failure cannot
+duplicate anything.
 
 When the database is down the records go to the durable spool under `data_dir` every
 `flush_interval_s` (so a killed process loses no more than with the database up), and
@@ -84,7 +88,6 @@ class Writer:
         self._oldest_at: float | None = None
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
-        self._flushing = 0
         self._isolate = False
         self._task: asyncio.Task[NoReturn] | None = None
         self._closing = False
@@ -105,25 +108,27 @@ class Writer:
 
     def put(self, record: Record) -> None:
         """Take a record for writing; returns at once (the database may be down)."""
-        self._take(record)
-        self._watch_worker()
+        # Called for every event: kept to a few operations (docs/benchmarks.md, "Writer").
+        pending = self._pending
+        if not pending:
+            self._oldest_at = time.monotonic()
+            # An idle worker waits for this wake-up with no timer running. Once rows are
+            # waiting it needs no other: it commits again as soon as its commit is done.
+            self._wakeup.set()
+        pending.append(record)
+        if len(pending) > self._max_buffer_rows:
+            self._wakeup.set()  # to spill, even while the database is down
+        task = self._task
+        if task is not None and task.done():
+            self._watch_worker()
 
     def put_many(self, records: Iterable[Record]) -> None:
-        for record in records:
-            self._take(record)
-        self._wakeup.set()
-        self._watch_worker()
-
-    def _take(self, record: Record) -> None:
         if not self._pending:
             self._oldest_at = time.monotonic()
-        self._pending.append(record)
-        pending = len(self._pending)
-        if pending == 1 or pending >= self._batch_rows or pending > self._max_buffer_rows:
-            # An idle writer waits for a wake-up with no timer running: without this, a
-            # lone record (the last trades of a catch-up on a quiet market) would wait
-            # for the next put_many or flush, not flush_interval_s.
+        self._pending.extend(records)
+        if self._pending:
             self._wakeup.set()
+        self._watch_worker()
 
     @property
     def buffered_rows(self) -> int:
@@ -156,20 +161,16 @@ class Writer:
         disk at start) is not done: it may hold rows nobody has counted yet.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self._flushing += 1
-        try:
-            while self.buffered_rows or not self._spool.opened:
-                self._watch_worker()
-                remaining_s = 1.0 if deadline is None else deadline - time.monotonic()
-                if remaining_s <= 0:
-                    return False
-                self._progress.clear()
-                self._wakeup.set()
-                # Not longer than a second without looking at the worker (it may have died).
-                await _wait(self._progress, min(remaining_s, 1.0))
-            return True
-        finally:
-            self._flushing -= 1
+        while self.buffered_rows or not self._spool.opened:
+            self._watch_worker()
+            remaining_s = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining_s <= 0:
+                return False
+            self._progress.clear()
+            self._wakeup.set()
+            # Not longer than a second without looking at the worker (it may have died).
+            await _wait(self._progress, min(remaining_s, 1.0))
+        return True
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Commit what is buffered within `timeout_s`; spill the rest to the spool; stop.
@@ -288,9 +289,10 @@ class Writer:
         if self._spool.rows:
             dues.append(self._reads.retry_at)
         if self._pending:
-            full = len(self._pending) >= self._batch_rows or self._flushing
-            assert self._oldest_at is not None
-            dues.append(0.0 if full else self._oldest_at + self._flush_interval_s)
+            # Group commit: rows that arrived while the last commit was in flight go now.
+            # Waiting for a fuller batch or a timer would only add latency: the rate of
+            # commits is already bounded by how long each takes.
+            dues.append(0.0)
         if not dues:
             return None
         return max(min(dues), self._database_retry_at)
