@@ -114,9 +114,11 @@ def plan(
     unwanted = sorted(mine - wanted.keys())
     kept = sorted(mine & wanted.keys(), key=lambda r: _spread(me, r))
     counts: dict[uuid.UUID, int] = {me: len(kept)}
+    held_by: dict[uuid.UUID, set[str]] = {}
     for h in holdings:
         if h.live and h.owner != me and h.resource in wanted:
             counts[h.owner] = counts.get(h.owner, 0) + 1
+            held_by.setdefault(h.owner, set()).add(h.resource)
     # Members holding nothing have no rows: they are the live ones not seen.
     lowest = 0 if live_members > len(counts) else min(counts.values())
     # Shares round up, so 4 pairs on 3 members may settle as 2, 2 and 0: whoever holds
@@ -127,7 +129,13 @@ def plan(
     if len(kept) > share:
         surplus = kept[share:]
     elif starving and top and len(kept) > lowest + 1:
-        surplus = kept[-1:]
+        # Only a pair a member below the floor can take (with redundancy, one it does not
+        # hold a copy of already): another would come back to this member at its next round.
+        if live_members > len(counts):  # a member holding nothing can take any
+            takers: list[set[str]] = [set()]
+        else:
+            takers = [held_by.get(m, set()) for m, n in counts.items() if n < floor]
+        surplus = [r for r in reversed(kept) if any(r not in held for held in takers)][:1]
     else:
         surplus = []
     # The surplus goes from the end of this member's own order, the part it would claim last.
