@@ -2,12 +2,14 @@
 """Bytes on disk per trade, book event, fill, snapshot order and candle, plain and Timescale.
 
     .venv/bin/python bench/storage.py [--seconds 60] [--rate 500] [--book-orders 2000]
-                                      [--no-timescaledb] [--tsdb ../shared/timescaledb/tsdb.py]
+                                      [--history-per-hour 3600] [--no-timescaledb]
+                                      [--tsdb ../shared/timescaledb/tsdb.py]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
 both databases hold the same market data. The simulator starts with a day of trade history
-(backfilled by both recorders), then makes `--rate` book events per second for
+(`--history-per-hour` book events an hour, whose fills are the trades both recorders
+backfill), then makes `--rate` book events per second for
 `--seconds`, with a REST snapshot of each book (filled to `--book-orders` resting orders at
 the start: a deep book) every 5 seconds. The recorders are stopped
 cleanly (everything committed), then each table is measured after VACUUM ANALYZE:
@@ -256,6 +258,9 @@ def main() -> None:
     parser.add_argument(
         "--book-orders", type=int, default=2000, help="resting orders per book at the start"
     )
+    parser.add_argument(
+        "--history-per-hour", type=int, default=3600, help="book events an hour of the day before"
+    )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
     parser.add_argument(
         "--tsdb", type=Path, default=TSDB_SCRIPT, help="tsdb.py of the TimescaleDB build"
@@ -277,7 +282,7 @@ def main() -> None:
                 pairs=("BTC_USD", "ETH_USD"),
                 rate_per_s=args.rate,
                 history_hours=24,
-                history_events_per_hour=3600,
+                history_events_per_hour=args.history_per_hour,
                 book_orders=args.book_orders,
             )
             asyncio.run(record(settings, dsns, work, args.seconds))
