@@ -274,14 +274,16 @@ async def _throughput_window(
 def throughput_table(runs: list[Throughput]) -> str:
     lines = [
         "| pairs | workers | made ev/s | committed events/s | fills/s | CPU per worker "
-        "| all workers | parent / sim / PostgreSQL | machine | load 1 min |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| all workers | workers' CPU per 1,000 events/s | parent / sim / PostgreSQL | machine "
+        "| load 1 min |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
         per_worker = " / ".join(f"{c:.2f}" for c in run.worker_cpu)
         lines.append(
             f"| {run.pairs} | {run.workers} | {run.made_per_s:,.0f} | {run.events_per_s:,.0f} "
             f"| {run.fills_per_s:,.0f} | {per_worker} | {sum(run.worker_cpu):.2f} "
+            f"| {1000 * sum(run.worker_cpu) / max(run.events_per_s, 1):.3f} "
             f"| {run.parent_cpu:.2f} / {run.sim_cpu:.2f} / {run.postgres_cpu:.2f} "
             f"| {run.machine_cpu:.2f} | {run.load} |"
         )
