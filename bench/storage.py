@@ -2,12 +2,15 @@
 """Bytes on disk per trade, book event, fill, snapshot order and candle, plain and Timescale.
 
     .venv/bin/python bench/storage.py [--seconds 60] [--rate 500] [--book-orders 2000]
-                                      [--no-timescaledb] [--tsdb ../shared/timescaledb/tsdb.py]
+                                      [--history-per-hour 3600] [--no-timescaledb]
+                                      [--tsdb ../shared/timescaledb/tsdb.py]
+                                      [--alternative TABLE:SEGMENTBY:ORDERBY ...]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
 both databases hold the same market data. The simulator starts with a day of trade history
-(backfilled by both recorders), then makes `--rate` book events per second for
+(`--history-per-hour` book events an hour, whose fills are the trades both recorders
+backfill), then makes `--rate` book events per second for
 `--seconds`, with a REST snapshot of each book (filled to `--book-orders` resting orders at
 the start: a deep book) every 5 seconds. The recorders are stopped
 cleanly (everything committed), then each table is measured after VACUUM ANALYZE:
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -128,12 +132,14 @@ def table_sizes(dsn: str) -> dict[str, tuple[int, int, int]]:
     return sizes
 
 
-def hypertable_sizes(dsn: str) -> dict[str, tuple[int, int, int]]:
+def hypertable_sizes(
+    dsn: str, tables: tuple[str, ...] = HYPERTABLES
+) -> dict[str, tuple[int, int, int]]:
     """{hypertable: (rows, heap + toast bytes, index bytes)} from TimescaleDB's own sizes."""
     sizes = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
-        for table in HYPERTABLES:
+        for table in tables:
             row = conn.execute(
                 f"SELECT (SELECT count(*) FROM {table}), table_bytes + toast_bytes, "  # noqa: S608
                 "index_bytes FROM hypertable_detailed_size(%s)",
@@ -183,6 +189,31 @@ def columnstore_data_bytes(dsn: str) -> dict[str, int]:
                 total += int(row[0]) if row else 0
             sizes[table] = total
     return sizes
+
+
+def alternative_sizes(dsn: str, table: str, segmentby: str, orderby: str) -> tuple[int, int, int]:
+    """Recompress `table` with other columnstore settings, on the same rows: its (rows, heap
+    + toast bytes, index bytes). TimescaleDB keeps the settings per chunk, taken when the
+    chunk is converted, so each chunk goes back to the row store and is converted again."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        chunks = [c for (c,) in conn.execute("SELECT show_chunks(%s)", (table,)).fetchall()]
+        for chunk in chunks:
+            conn.execute("CALL convert_to_rowstore(%s, if_columnstore => true)", (chunk,))
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} SET (timescaledb.segmentby = {}, timescaledb.orderby = {})"
+            ).format(sql.Identifier(table), sql.Literal(segmentby), sql.Literal(orderby))
+        )
+        for chunk in chunks:
+            conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
+    return hypertable_sizes(dsn, (table,))[table]
+
+
+def parse_alternative(text: str) -> tuple[str, str, str]:
+    table, segmentby, orderby = text.split(":")
+    if table not in HYPERTABLES:
+        raise argparse.ArgumentTypeError(f"{table}: not one of {', '.join(HYPERTABLES)}")
+    return table, segmentby, orderby
 
 
 def print_table(title: str, sizes: dict[str, tuple[int, int, int]]) -> None:
@@ -256,6 +287,17 @@ def main() -> None:
     parser.add_argument(
         "--book-orders", type=int, default=2000, help="resting orders per book at the start"
     )
+    parser.add_argument(
+        "--history-per-hour", type=int, default=3600, help="book events an hour of the day before"
+    )
+    parser.add_argument(
+        "--alternative",
+        type=parse_alternative,
+        action="append",
+        default=[],
+        metavar="TABLE:SEGMENTBY:ORDERBY",
+        help="after the measurements, recompress TABLE so and measure it again (repeatable)",
+    )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
     parser.add_argument(
         "--tsdb", type=Path, default=TSDB_SCRIPT, help="tsdb.py of the TimescaleDB build"
@@ -277,7 +319,7 @@ def main() -> None:
                 pairs=("BTC_USD", "ETH_USD"),
                 rate_per_s=args.rate,
                 history_hours=24,
-                history_events_per_hour=3600,
+                history_events_per_hour=args.history_per_hour,
                 book_orders=args.book_orders,
             )
             asyncio.run(record(settings, dsns, work, args.seconds))
@@ -293,6 +335,18 @@ def main() -> None:
                             columnstore)  # fmt: skip
                 data = columnstore_data_bytes(dsns["timescaledb"])
                 print_comparison(plain, written, columnstore, data)
+                if args.alternative:
+                    print("\nother columnstore settings, the same rows (bytes per row)")
+                    print("| table | segmentby | orderby | columnstore | plain / columnstore |")
+                    print("| --- | --- | --- | ---: | ---: |")
+                for table, segmentby, orderby in args.alternative:
+                    rows, heap, index = alternative_sizes(
+                        dsns["timescaledb"], table, segmentby, orderby
+                    )
+                    plain_per_row = sum(plain[table][1:]) / max(plain[table][0], 1)
+                    per_row = (heap + index) / max(rows, 1)
+                    print(f"| {table} | {segmentby} | {orderby} | {per_row:.1f} | "
+                          f"{plain_per_row / per_row:.1f}x |", flush=True)  # fmt: skip
     finally:
         if tsdb is not None:
             tsdb["stop"](str(work / "tsdb"))

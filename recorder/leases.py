@@ -164,6 +164,25 @@ def plan(
     )
 
 
+def unowned(wanted: Mapping[str, int], holdings: Iterable[Holding], gained: Iterable[str]) -> int:
+    """How many slots no live member holds once a round has claimed `gained`: those this
+    member wants (each pair `redundancy` times) that are not held, and the resources it does
+    not want whose lease expired with nobody holding them now (a member configured with a
+    pair the others do not follow died). Every member reads the same rows, so any one of
+    them can say that a pair goes unrecorded."""
+    held: dict[str, int] = {}
+    for h in holdings:
+        if h.live:
+            held[h.resource] = held.get(h.resource, 0) + 1
+    for resource in gained:
+        held[resource] = held.get(resource, 0) + 1
+    missing = sum(max(0, slots - held.get(resource, 0)) for resource, slots in wanted.items())
+    abandoned = {
+        h.resource for h in holdings if h.resource not in wanted and h.resource not in held
+    }
+    return missing + len(abandoned)
+
+
 def _spread(me: uuid.UUID, resource: str) -> bytes:
     return hashlib.blake2b(me.bytes + resource.encode(), digest_size=8).digest()
 
@@ -440,7 +459,8 @@ class Leases:
                 one = _Round(conn, self.member, self.ttl_s)
                 live = await one.join()
                 renewed = await one.renew(self.owned)
-                todo = plan(self.member.run_id, self._wanted, await one.holdings(), live)
+                holdings = await one.holdings()
+                todo = plan(self.member.run_id, self._wanted, holdings, live)
                 gained: list[str] = []
                 for resource, slot in todo.claim:
                     if len(gained) >= todo.claim_count:
@@ -456,6 +476,8 @@ class Leases:
             raise
         self._valid_until = started + self.ttl_s * (1 - FENCE_MARGIN)
         self._alone = live <= 1
+        # What it gives up below stays counted: another member takes it at its next round.
+        metrics.leases_unowned.set(unowned(self._wanted, holdings, gained))
         lost = sorted(self.owned - renewed)
         if lost:
             log.warning("leases lost to another recorder: recording them stopped", resources=lost)

@@ -267,6 +267,11 @@ recorders_live = Gauge(
     "recorder_recorders_live",
     "Recorders sharing this database's pairs now (unexpired members, this one included)",
 )
+leases_unowned = Gauge(
+    "recorder_leases_unowned",
+    "Wanted lease slots (each pair recorder.redundancy times, and the account) that no live "
+    "recorder held at this recorder's last lease round, its own claims included",
+)
 lease_takeovers = Counter(
     "recorder_lease_takeovers_total",
     "Leases this recorder took over from another whose lease had expired (died, hung or "

@@ -14,7 +14,7 @@ import uuid
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from recorder.leases import Holding, fair_share, plan
+from recorder.leases import Holding, fair_share, plan, unowned
 
 A, B, C = (uuid.UUID(int=n) for n in (1, 2, 3))
 
@@ -144,3 +144,29 @@ def test_members_settle_with_every_slot_owned_once_and_fair_shares(
     share = fair_share(sum(wanted.values()), len(left))
     for member in left:
         assert sum(o == member for o in rows.values()) <= share
+
+
+def test_unowned_counts_the_wanted_slots_no_live_member_holds_after_the_claims() -> None:
+    wanted = {"BTC_USD": 1, "ETH_USD": 1, "account": 1}
+    rows = [
+        Holding("BTC_USD", 0, B, live=True),
+        Holding("ETH_USD", 0, C, live=False),  # its owner died; nobody has it yet
+    ]
+    assert unowned(wanted, rows, gained=[]) == 2  # ETH_USD and the account
+    assert unowned(wanted, rows, gained=["ETH_USD"]) == 1
+    assert unowned(wanted, rows, gained=["ETH_USD", "account"]) == 0
+
+
+def test_unowned_counts_each_missing_owner_under_redundancy() -> None:
+    rows = [Holding("BTC_USD", 0, B, live=True), Holding("ETH_USD", 1, C, live=False)]
+    assert unowned({"BTC_USD": 2, "ETH_USD": 2}, rows, gained=[]) == 3
+
+
+def test_unowned_counts_a_pair_only_others_wanted_once_its_lease_expired_unheld() -> None:
+    rows = [
+        Holding("XRP_USD", 0, B, live=False),  # wanted by a dead member alone
+        Holding("LTC_USD", 0, C, live=True),  # wanted by another, recorded
+        Holding("DOT_USD", 0, B, live=False),
+        Holding("DOT_USD", 1, C, live=True),  # one slot expired, another held: recorded
+    ]
+    assert unowned({"BTC_USD": 1}, rows, gained=["BTC_USD"]) == 1

@@ -331,6 +331,20 @@ async def run_faults(
     await watch.resolved("RecorderDown", "RecorderRowsHeld", "RecorderTaskRestarting")
     assert query(pg.dsn, "SELECT count(*) FROM candles")[0][0] > 0
 
+    # 8. A pair only a recorder that died followed: its lease expired and nobody holds it.
+    await asyncio.to_thread(
+        execute,
+        pg.dsn,
+        "INSERT INTO leases (resource, slot, owner, acquired_at, renewed_at, expires_at) "
+        "VALUES ('GONE_USD', 0, gen_random_uuid(), now() - interval '1 hour', "
+        "now() - interval '1 minute', now() - interval '30 seconds')",
+    )
+    watch.fault("an expired lease of a pair no live recorder follows", "RecorderPairUnowned")
+    await watch.fired("RecorderPairUnowned")
+    await asyncio.to_thread(execute, pg.dsn, "DELETE FROM leases WHERE resource = 'GONE_USD'")
+    watch.fault_over("RecorderPairUnowned")
+    await watch.resolved("RecorderPairUnowned")
+
     # No alert watches malformed input (it is kept and counted, never fatal), but a panel
     # does: the exchange sends some, and Prometheus must have scraped the count.
     await sim.burst(3, 3)
