@@ -71,8 +71,8 @@ from recorder.storage.writer import Writer
 
 PAIR = "BTC_USD"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ORDER_TYPES = ["uuid", "text", "int4", "int8", "numeric", "numeric", "timestamptz"]
-ORDER_COLUMNS = "snapshot_id, side, pos, order_id, price, amount, order_ts"
+ORDER_TYPES = ["uuid", "text", "int4", "int8", "numeric", "numeric", "timestamptz", "timestamptz"]
+ORDER_COLUMNS = "snapshot_id, side, pos, order_id, price, amount, order_ts, taken_at"
 PARTS = ("fetch", "parse", "store")
 PATHS = ("recorder", "bare", "bare+staging")
 
@@ -179,7 +179,7 @@ def bare_snapshot(
         body = json.loads(response.content, parse_float=Decimal)
         rows = [
             (snapshot_id, side, pos, o["id"], Decimal(o["price"]), Decimal(o["amount"]),
-             EPOCH + timedelta(microseconds=int(o["timestamp"] * 1_000_000)))
+             EPOCH + timedelta(microseconds=int(o["timestamp"] * 1_000_000)), taken_at)
             for side in ("sell", "buy")
             for pos, o in enumerate(body[side])
         ]  # fmt: skip
