@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -384,6 +384,7 @@ _ID_LIMIT = 1 << (INT_BITS - 1)
 _MAX_TIMESTAMP_SECONDS = int(MAX_TIMESTAMP_S)
 _SecondFields = tuple[int, int, int, int, int, int]
 """Year, month, day, hour, minute, second."""
+_EPOCH_ORDINAL = EPOCH.toordinal()
 _FRACTION_TO_MICROS = (1_000_000, 100_000, 10_000, 1_000, 100, 10, 1)
 """What a fraction of n digits (`.5` -> 5) is multiplied by to give microseconds."""
 
@@ -452,8 +453,9 @@ def _plain_timestamp(value: Any, seconds_seen: dict[str, _SecondFields]) -> date
     None for anything else (which `to_timestamp` then reads, or refuses, itself).
 
     `seconds_seen` maps the whole seconds' text to the date and time of that second: orders
-    placed in the same second (a market maker's ladder) share it, and building a `datetime`
-    from its fields costs a fifth of computing it from a `timedelta`.
+    placed in the same second (a market maker's ladder) share it. Building a `datetime` from
+    its fields costs half of computing it from a `timedelta`, and a third of what
+    `to_timestamp` spends.
     """
     if type(value) is not Decimal or not value.is_finite():
         return None
@@ -471,8 +473,8 @@ def _plain_timestamp(value: Any, seconds_seen: dict[str, _SecondFields]) -> date
         days, second = divmod(seconds, 86400)
         hour, second = divmod(second, 3600)
         minute, second = divmod(second, 60)
-        midnight = EPOCH + timedelta(days=days)
-        fields = (midnight.year, midnight.month, midnight.day, hour, minute, second)
+        calendar_day = date.fromordinal(_EPOCH_ORDINAL + days)
+        fields = (calendar_day.year, calendar_day.month, calendar_day.day, hour, minute, second)
         seconds_seen[whole] = fields
     micros = int(fraction) * _FRACTION_TO_MICROS[len(fraction)] if fraction else 0
     year, month, day, hour, minute, second = fields
