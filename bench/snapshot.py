@@ -3,6 +3,7 @@
 a bare httpx GET + json.loads + binary COPY of the same rows.
 
     .venv/bin/python bench/snapshot.py [--orders 10000] [--rounds 15] [--dsn DSN]
+                                       [--baseline CHECKOUT]
 
 Starts `recorder sim --book-orders N --rate 0 --history-hours 0` as its own process (one
 pair, a book of N resting orders that does not change) and, without --dsn, an embedded
@@ -23,6 +24,11 @@ alternates), each path takes one ungrouped snapshot of the book into an emptied
   bare+staging  the same, but COPY into a temporary table and INSERT ... ON CONFLICT DO
              NOTHING from there: the writer's technique without the writer
 
+With --baseline (a checkout of an earlier commit, e.g. made by `git worktree add`), the
+recorder path also parses every answer with that checkout's `parse.parse_orderbook`, in
+turn before or after its own, checks that both read the same levels, and reports the row
+"recorder@baseline": the recorder's fetch and store with the earlier parse, side by side.
+
 Each part is timed (fetch / parse / store) and the median of the rounds reported, with the
 recorder's in-memory L3 book rebuilt from the snapshot (its drift check) timed apart. Every
 round checks that every path stored exactly the same rows, equal to the simulator's book.
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import shutil
 import statistics
@@ -47,6 +54,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -63,8 +71,8 @@ from recorder.storage.writer import Writer
 
 PAIR = "BTC_USD"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ORDER_TYPES = ["uuid", "text", "int4", "int8", "numeric", "numeric", "timestamptz"]
-ORDER_COLUMNS = "snapshot_id, side, pos, order_id, price, amount, order_ts"
+ORDER_TYPES = ["uuid", "text", "int4", "int8", "numeric", "numeric", "timestamptz", "timestamptz"]
+ORDER_COLUMNS = "snapshot_id, side, pos, order_id, price, amount, order_ts, taken_at"
 PARTS = ("fetch", "parse", "store")
 PATHS = ("recorder", "bare", "bare+staging")
 
@@ -88,21 +96,62 @@ class Timer:
 # --- the recorder's path --------------------------------------------------------------------
 
 
-async def recorder_snapshot(client: ExchangeClient, writer: Writer) -> tuple[uuid.UUID, Timer]:
+def load_baseline_parse(checkout: Path) -> ModuleType:
+    """`recorder.exchange.parse` of another checkout, imported beside ours: the `recorder`
+    modules loaded so far are set aside while it imports, then put back."""
+
+    def ours() -> dict[str, ModuleType]:
+        return {
+            n: m for n, m in sys.modules.items() if n == "recorder" or n.startswith("recorder.")
+        }
+
+    saved = ours()
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(checkout))
+    try:
+        module = importlib.import_module("recorder.exchange.parse")
+    finally:
+        sys.path.remove(str(checkout))
+        for name in ours():
+            del sys.modules[name]
+        sys.modules.update(saved)
+    assert module.__file__ is not None
+    assert Path(module.__file__).is_relative_to(checkout), "the baseline is our own parse"
+    return module
+
+
+def levels(orders: list[Any]) -> list[tuple[Any, ...]]:
+    return [(o.side, o.pos, o.order_id, o.price, o.amount, o.order_ts) for o in orders]
+
+
+async def recorder_snapshot(
+    client: ExchangeClient, writer: Writer, baseline: ModuleType | None, baseline_first: bool
+) -> tuple[uuid.UUID, Timer]:
     timer = Timer()
     with timer.part("fetch"):
         answer = await client.request(
             "orderbook", "GET", f"/api/v1/orderbook/{PAIR}/", params={"group": "0"}
         )
+    options: dict[str, Any] = {
+        "pair": PAIR,
+        "grouped": False,
+        "taken_at": answer.sent_at,
+        "received_at": answer.received_at,
+        "reason": "bench",
+    }
+
+    earlier = None
+    if baseline is not None and baseline_first:
+        with timer.part("parse@baseline"):
+            earlier = baseline.parse_orderbook(answer.content, **options)
     with timer.part("parse"):
-        book = parse.parse_orderbook(
-            answer.content,
-            pair=PAIR,
-            grouped=False,
-            taken_at=answer.sent_at,
-            received_at=answer.received_at,
-            reason="bench",
-        )
+        book = parse.parse_orderbook(answer.content, **options)
+    if baseline is not None and not baseline_first:
+        with timer.part("parse@baseline"):
+            earlier = baseline.parse_orderbook(answer.content, **options)
+    if earlier is not None:
+        assert levels(earlier.orders) == levels(book.orders), "the baseline read other levels"
     with timer.part("store"):
         writer.put(book.snapshot)
         writer.put_many(book.orders)
@@ -130,7 +179,7 @@ def bare_snapshot(
         body = json.loads(response.content, parse_float=Decimal)
         rows = [
             (snapshot_id, side, pos, o["id"], Decimal(o["price"]), Decimal(o["amount"]),
-             EPOCH + timedelta(microseconds=int(o["timestamp"] * 1_000_000)))
+             EPOCH + timedelta(microseconds=int(o["timestamp"] * 1_000_000)), taken_at)
             for side in ("sell", "buy")
             for pos, o in enumerate(body[side])
         ]  # fmt: skip
@@ -177,7 +226,9 @@ def stored(conn: psycopg.Connection, snapshot_id: uuid.UUID) -> list[Row]:
 # --- the run --------------------------------------------------------------------------------
 
 
-async def run_rounds(url: str, dsn: str, rounds: int, spool: Path) -> list[dict[str, Timer]]:
+async def run_rounds(
+    url: str, dsn: str, rounds: int, spool: Path, baseline: ModuleType | None
+) -> list[dict[str, Timer]]:
     truth = engine_book(url)
     print(f"the simulator's {PAIR} book: {len(truth):,} resting orders", flush=True)
     results: list[dict[str, Timer]] = []
@@ -198,7 +249,9 @@ async def run_rounds(url: str, dsn: str, rounds: int, spool: Path) -> list[dict[
                 turn = round_no % len(PATHS)  # each path goes first as often as the others
                 for path in PATHS[turn:] + PATHS[:turn]:
                     if path == "recorder":
-                        ids[path], timers[path] = await recorder_snapshot(client, writer)
+                        ids[path], timers[path] = await recorder_snapshot(
+                            client, writer, baseline, baseline_first=round_no % 2 == 1
+                        )
                     else:
                         idempotent = path == "bare+staging"
                         ids[path], timers[path] = bare_snapshot(http, conn, idempotent=idempotent)
@@ -211,7 +264,19 @@ async def run_rounds(url: str, dsn: str, rounds: int, spool: Path) -> list[dict[
     return results
 
 
+BASELINE = "recorder@baseline"
+"""The recorder path's own fetch and store with the baseline checkout's parse."""
+
+
 def report(results: list[dict[str, Timer]], orders: int) -> None:
+    paths = PATHS
+    if "parse@baseline" in results[0]["recorder"].parts:
+        paths = (*PATHS, BASELINE)
+        for r in results:
+            own = r["recorder"].parts
+            r[BASELINE] = Timer()
+            r[BASELINE].parts = {**own, "parse": own["parse@baseline"]}
+
     def median_ms(path: str, part: str) -> float:
         return 1000 * statistics.median(r[path].parts[part] for r in results)
 
@@ -219,15 +284,18 @@ def report(results: list[dict[str, Timer]], orders: int) -> None:
         return 1000 * statistics.median(sum(r[path].parts[p] for p in PARTS) for r in results)
 
     print(f"\nmedian of {len(results)} rounds, milliseconds ({orders:,} orders per snapshot)")
-    print(f"{'path':<18}" + "".join(f"{p:>9}" for p in (*PARTS, "total")) + f"{'orders/s':>11}")
-    for path in PATHS:
+    print(f"{'path':<24}" + "".join(f"{p:>9}" for p in (*PARTS, "total")) + f"{'orders/s':>11}")
+    for path in paths:
         cells = "".join(f"{median_ms(path, p):>9.1f}" for p in PARTS)
         total = total_ms(path)
-        print(f"{path:<18}{cells}{total:>9.1f}{orders / total * 1000:>11,.0f}")
-    for other in PATHS[1:]:  # how many times the other path's time the recorder takes
-        ratios = "".join(f"{median_ms('recorder', p) / median_ms(other, p):>8.2f}x" for p in PARTS)
-        total = total_ms("recorder") / total_ms(other)
-        print(f"{'rec/' + other:<18}{ratios}{total:>8.2f}x")
+        print(f"{path:<24}{cells}{total:>9.1f}{orders / total * 1000:>11,.0f}")
+    for path, other in [("recorder", o) for o in PATHS[1:]] + [
+        (BASELINE, o) for o in PATHS[1:] if BASELINE in paths
+    ]:  # how many times the other path's time the recorder takes
+        ratios = "".join(f"{median_ms(path, p) / median_ms(other, p):>8.2f}x" for p in PARTS)
+        total = total_ms(path) / total_ms(other)
+        name = ("rec@baseline/" if path == BASELINE else "rec/") + other
+        print(f"{name:<24}{ratios}{total:>8.2f}x")
     print(
         f"the recorder's L3 book rebuilt from the snapshot: {median_ms('recorder', 'book'):.1f} ms"
     )
@@ -252,7 +320,9 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--dsn", default="")
+    parser.add_argument("--baseline", type=Path, help="a checkout whose parse to compare")
     args = parser.parse_args()
+    baseline = load_baseline_parse(args.baseline.resolve()) if args.baseline else None
 
     workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-snapshot-"))
     server: Any = None
@@ -266,7 +336,7 @@ def main() -> int:
             dsn = server.get_uri()
         migrate(dsn)
         started = utc_now()
-        results = asyncio.run(run_rounds(url, dsn, args.rounds, workdir / "spool"))
+        results = asyncio.run(run_rounds(url, dsn, args.rounds, workdir / "spool", baseline))
         report(results, args.orders)
         print(f"(run took {(utc_now() - started).total_seconds():.0f} s)")
     finally:

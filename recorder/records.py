@@ -154,6 +154,7 @@ class BookFill:
     received_at: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookSnapshot:
     """One REST order-book snapshot (header); its levels are `SnapshotOrder` records."""
@@ -170,6 +171,7 @@ class BookSnapshot:
     the events after it); None where unknown."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SnapshotOrder:
     """One level of a snapshot; `pos` counts from 0 at the best price of each side."""
