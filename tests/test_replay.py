@@ -40,10 +40,15 @@ from recorder.cli import main
 from recorder.daemon import Daemon
 from recorder.sim.replay import ReplayError, ReplaySettings, micros_datetime, run_replay
 from recorder.sim.server import SimSettings, Simulator, run_sim
-from tests.harness.daemon import daemon_config, events_received, start_daemon, stop_daemon
-from tests.harness.deliveries import delivered_keys
+from tests.harness.daemon import (
+    daemon_config,
+    events_received,
+    quiet_until_recorded,
+    start_daemon,
+    stop_daemon,
+)
 from tests.harness.metrics import metric_total
-from tests.harness.postgres import count_rows, fresh_database, query
+from tests.harness.postgres import fresh_database, query
 from tests.harness.waiting import eventually
 
 PAIRS = ("BTC_USD", "ETH_USD")
@@ -85,13 +90,7 @@ async def record_live(dsn: str, tmp_path: Path) -> tuple[datetime, datetime]:
         until = datetime.now(UTC)
         shown = sim.emitted_count
         await eventually(lambda: sim.emitted_count > shown + 20, what="events after it")
-        sim.pause()
-        await sim.drained()
-        total = len(sim.engine.trades)
-        await eventually(lambda: count_rows(dsn, "trades") == total, timeout_s=60,
-                         what="every trade of the tape")  # fmt: skip
-        await eventually(lambda: events_received() - received >= len(delivered_keys(sim)),
-                         what="every event sent received")  # fmt: skip
+        await quiet_until_recorded(sim, dsn, received)
         await stop_daemon(daemon, running)
     return since, until
 

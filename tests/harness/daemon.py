@@ -20,8 +20,10 @@ from recorder.daemon import Daemon
 from recorder.sim.server import SimSettings, Simulator, run_sim
 from tests.dialects import DIALECTS
 from tests.harness.config import write_config
+from tests.harness.deliveries import delivered_keys
 from tests.harness.metrics import metric_total
-from tests.harness.postgres import query
+from tests.harness.postgres import count_rows, query
+from tests.harness.waiting import eventually
 
 PAIRS = ("BTC_USD", "ETH_USD")
 
@@ -104,6 +106,18 @@ def logged_metrics_url(records: Iterable[logging.LogRecord]) -> str:
         if record.name == "recorder.daemon" and record.getMessage() == "metrics served":
             return str(record.fields["url"])  # type: ignore[attr-defined]
     raise AssertionError("the daemon logged no metrics URL (is INFO captured?)")
+
+
+async def quiet_until_recorded(sim: Simulator, dsn: str, received: float) -> None:
+    """Pause the exchange, then wait until the recorder stored the whole trade tape and
+    received every event sent (`received`: `events_received()` when it started)."""
+    sim.pause()
+    await sim.drained()
+    total = len(sim.engine.trades)
+    await eventually(lambda: count_rows(dsn, "trades") == total, timeout_s=60,
+                     what="every trade of the tape")  # fmt: skip
+    await eventually(lambda: events_received() - received >= len(delivered_keys(sim)),
+                     what="every event sent received")  # fmt: skip
 
 
 def events_received() -> float:

@@ -25,12 +25,13 @@ from recorder.sim.server import SimSettings, run_sim
 from tests.harness.daemon import (
     daemon_config,
     events_received,
+    quiet_until_recorded,
     resynced_since,
     sessions,
     start_daemon,
     stop_daemon,
 )
-from tests.harness.deliveries import delivered_events, delivered_keys
+from tests.harness.deliveries import delivered_events
 from tests.harness.postgres import count_rows, fresh_database
 from tests.harness.waiting import eventually
 
@@ -76,13 +77,7 @@ async def record(dsn: str, tmp_path: Path) -> Recording:
         back = delivered_events(sim)
         await eventually(lambda: delivered_events(sim) > back + 60,
                          what="events after the outage")  # fmt: skip
-        sim.pause()
-        await sim.drained()
-        total = len(sim.engine.trades)
-        await eventually(lambda: count_rows(dsn, "trades") == total, timeout_s=60,
-                         what="every trade of the tape")  # fmt: skip
-        await eventually(lambda: events_received() - received >= len(delivered_keys(sim)),
-                         what="every event sent received")  # fmt: skip
+        await quiet_until_recorded(sim, dsn, received)
         await stop_daemon(daemon, running)
         tops = {pair: top(sim.engine.books[pair].levels) for pair in PAIRS}
     return Recording(dsn, config, tmp_path / "recorder.toml", outage_from, outage_to, tops)
