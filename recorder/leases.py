@@ -240,9 +240,11 @@ class _Round:
             {"me": self.me, "host": m.host, "pid": m.pid, "space": m.process_space, **self.ttl},
         )
         await self._expire_the_dead()
-        # Members dead a while are forgotten (lease_history keeps who they were).
+        # Members dead a long while are forgotten (lease_history keeps who they were). Until
+        # then, a dead member's expiry dates the end of its unclosed stream sessions in
+        # `stream_coverage` (migrations/0017): one row per process start, so months are cheap.
         await self.conn.execute(
-            "DELETE FROM recorder_members WHERE expires_at < now() - interval '1 hour'"
+            "DELETE FROM recorder_members WHERE expires_at < now() - interval '90 days'"
         )
         cursor = await self.conn.execute(
             "SELECT count(*) FROM recorder_members WHERE expires_at > now()"

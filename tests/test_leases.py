@@ -79,6 +79,16 @@ async def tape_complete(dsn: str, sim: Simulator, recorders: list[RecorderProces
                      what="the stored tape equal to the simulator's")  # fmt: skip
 
 
+def unclosed_sessions_by_pid(dsn: str) -> dict[int, set[str]]:
+    """The statuses `stream_coverage` gives each recorder process's sessions still open."""
+    found: dict[int, set[str]] = {}
+    for pid, status in query(dsn, "SELECT m.pid, c.status FROM stream_coverage c"
+                             " JOIN recorder_members m ON m.run_id = c.run_id"
+                             " WHERE c.status <> 'closed'"):  # fmt: skip
+        found.setdefault(pid, set()).add(status)
+    return found
+
+
 async def stop_all(recorders: list[RecorderProcess]) -> None:
     codes = await asyncio.gather(*(asyncio.to_thread(r.stop) for r in recorders if r.running))
     assert all(code == 0 for code in codes), codes
@@ -96,6 +106,8 @@ async def test_two_then_three_recorders_share_the_pairs_and_a_killed_ones_are_ta
     start(recorders, tmp_path, sim, db)
     await settled(db, sim, recorders, "three recorders sharing the pairs 2, 1 and 1")
     assert all(held_by(db, r.pid) for r in recorders), "every recorder records something"
+    # Each of them live, not only the one that started last (migrations/0017).
+    assert unclosed_sessions_by_pid(db) == {r.pid: {"open"} for r in recorders}
 
     victim = max(recorders, key=lambda r: len(held_by(db, r.pid)))
     orphaned = held_by(db, victim.pid)
@@ -125,6 +137,9 @@ async def test_two_then_three_recorders_share_the_pairs_and_a_killed_ones_are_ta
     assert "no owner" in format_report(report)
     taken = query(db, "SELECT resource FROM lease_history WHERE reason = 'expired'")
     assert orphaned <= {r for (r,) in taken}
+    statuses = unclosed_sessions_by_pid(db)
+    assert statuses.pop(victim.pid) == {"unclosed"}, "the killed one's sessions end"
+    assert statuses == {r.pid: {"open"} for r in recorders if r is not victim}
     await stop_all(recorders)
     assert live_leases(db) == {}, "recorders that stop give their leases up"
 

@@ -35,7 +35,9 @@ import psycopg
 class Session:
     connected_at: datetime
     ended_at: datetime
-    status: str  # closed, open (the newest run's, assumed live) or unclosed (its recorder died)
+    # closed; open: the newest run's or a live lease member's, counted live until now;
+    # unclosed: its recorder died (migrations/0017)
+    status: str
     reason: str | None
     run_id: uuid.UUID | None = None
     """The recorder process that held the connection; None for sessions from before runs were
@@ -184,15 +186,21 @@ def format_report(report: Report) -> str:
         lines.append(f"  {len(runs)} recorder runs, up to {at_once} connections live at once")
     elif at_once > 1:
         lines.append(f"  up to {at_once} sessions live at once")
-    open_sessions = sum(s.status == "open" for s in report.sessions)
-    if open_sessions == 1:
+    open_sessions = [s for s in report.sessions if s.status == "open"]
+    open_runs = {s.run_id for s in open_sessions}
+    if len(open_sessions) == 1:
         lines.append(
             "  the newest session is open: counted live until now, as if a recorder were running"
         )
-    elif open_sessions > 1:
+    elif len(open_runs) > 1:
         lines.append(
-            f"  the newest run's {open_sessions} sessions are open: counted live until now, as "
-            "if its recorder were running"
+            f"  {len(open_sessions)} sessions of {len(open_runs)} live recorders are open: "
+            "counted live until now"
+        )
+    elif open_sessions:
+        lines.append(
+            f"  the newest run's {len(open_sessions)} sessions are open: counted live until "
+            "now, as if its recorder were running"
         )
     unclosed = [s for s in report.sessions if s.status == "unclosed"]
     if unclosed:

@@ -214,6 +214,103 @@ def test_a_killed_runs_end_is_bounded_by_the_next_runs_first_connect(
     assert rows(conn, "SELECT * FROM stream_gaps") == []
 
 
+def member(conn: psycopg.Connection[Any], run: uuid.UUID, expires: datetime) -> None:
+    """The run's row in recorder_members, as `recorder.leases` keeps it."""
+    conn.execute(
+        "INSERT INTO recorder_members (run_id, host, pid, process_space, expires_at) "
+        "VALUES (%s, 'host-a', 4242, 'boot:ns', %s)",
+        (run, expires),
+    )
+
+
+def test_an_older_run_whose_membership_is_live_is_open_beside_a_newer_one(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # Two recorders sharing the pairs: `first` from 0 s, `second` from 100 s, both renewing
+    # their membership. Neither died: both runs' sessions are open and there is no gap.
+    first, second = ids(100, 200)
+    f0, f1, s0, s1 = ids(1, 2, 3, 4)
+    session(conn, f0, first, 0, 0)
+    session(conn, f1, first, 1, 1)
+    session(conn, s0, second, 0, 100)
+    session(conn, s1, second, 1, 101)
+    event(conn, 1, 50, f0)
+    live = now(conn)
+    member(conn, first, live + timedelta(seconds=12))
+    member(conn, second, live + timedelta(seconds=12))
+    coverage = rows(conn, "SELECT session_id, ended_at, status, reason FROM stream_coverage "
+                    "ORDER BY connected_at")  # fmt: skip
+    assert coverage == [
+        (f0, live, "open", None),
+        (f1, live, "open", None),
+        (s0, live, "open", None),
+        (s1, live, "open", None),
+    ]
+    assert rows(conn, "SELECT * FROM stream_gaps") == []
+    assert rows(conn, "SELECT started_at, ended_at, runs FROM stream_stretches") == [
+        (s(0), live, 2)
+    ]
+    text = format_report(load_report(conn))
+    assert "4 sessions of 2 live recorders are open: counted live until now" in text
+    assert "never closed" not in text
+
+
+def test_a_dead_members_end_is_bounded_by_its_expiry_not_by_a_later_members_start(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # `first` ran from 0 s beside `second` (from 100 s) and was killed: its last event came
+    # at 150 s and its membership expired at 160 s. A run that started later says nothing
+    # about when a member died, so its sessions end at 150 s, not at 100 s. `late`, killed
+    # too, has its membership expired at 130 s, before the last event stored under it
+    # (a spool committed later): it was not recording after 130 s.
+    first, second, late = ids(100, 200, 300)
+    f0, s0, l0 = ids(1, 2, 3)
+    session(conn, f0, first, 0, 0)
+    session(conn, s0, second, 0, 100)
+    session(conn, l0, late, 0, 90)
+    event(conn, 1, 150, f0)
+    event(conn, 2, 140, l0)
+    live = now(conn)
+    member(conn, first, s(160))
+    member(conn, second, live + timedelta(seconds=12))
+    member(conn, late, s(130))
+    coverage = rows(conn, "SELECT session_id, ended_at, status, reason FROM stream_coverage "
+                    "ORDER BY connected_at")  # fmt: skip
+    assert coverage == [
+        (f0, s(150), "unclosed", DIED),
+        (l0, s(130), "unclosed", DIED),
+        (s0, live, "open", None),
+    ]
+    assert rows(conn, "SELECT * FROM stream_gaps") == []
+
+
+def test_the_newest_run_with_an_expired_membership_beside_a_live_member_died(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # `newest` joined last and was killed (last event 130 s, membership expired at 135 s)
+    # while `older` goes on renewing: the newest run is not assumed live. Alone, with no
+    # member live (a recorder whose database is away, spilling to its spool), it would be.
+    older, newest = ids(100, 200)
+    o0, n0 = ids(1, 2)
+    session(conn, o0, older, 0, 0)
+    session(conn, n0, newest, 0, 100)
+    event(conn, 1, 130, n0)
+    live = now(conn)
+    member(conn, older, live + timedelta(seconds=12))
+    member(conn, newest, s(135))
+    coverage = rows(conn, "SELECT session_id, ended_at, status FROM stream_coverage "
+                    "ORDER BY connected_at")  # fmt: skip
+    assert coverage == [(o0, live, "open"), (n0, s(130), "unclosed")]
+
+    # Then `older` is found dead too (its last event at 70 s, its membership expired at
+    # 60 s): nobody is live, so the newest run is assumed live again.
+    event(conn, 2, 70, o0)
+    conn.execute("UPDATE recorder_members SET expires_at = %s WHERE run_id = %s", (s(60), older))
+    coverage = rows(conn, "SELECT session_id, ended_at, status FROM stream_coverage "
+                    "ORDER BY connected_at")  # fmt: skip
+    assert coverage == [(o0, s(60), "unclosed"), (n0, live, "open")]
+
+
 def test_quiet_stretches_count_overlapping_sessions_once(conn: psycopg.Connection[Any]) -> None:
     # No trade between 0 s and 100 s; connection 0 was live 0-60 s, connection 1 10-80 s:
     # the stream was live 80 s of it, not 60 + 70.
