@@ -64,7 +64,10 @@ taken before the events are made. First, the source's own ceiling: what it sends
 to as many as --connections' largest) raw WebSocket readers (bench/raw_reader.js), events
 cycled. A last table sets each recorder run beside the bare client: rates, CPU per 1,000
 events/s, latencies. The machine's load changes within minutes: --bare-each-run runs the
-bare client again right after each recorder run, and each run is compared with that one.
+bare client again right after each recorder run, and each run is compared with that one;
+with --bare-connections same, that bare client holds as many connections as the recorder
+run, each receiving every event (its rate is one connection's, its CPU all of them), so
+that the second copy's socket work is on both sides.
 
 --profile DIR samples each recorder run's window with py-spy (`pip install py-spy` into
 .venv; 100 Hz, by function), keeps the collapsed stacks in DIR and prints, per rate, the
@@ -82,7 +85,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,6 +137,7 @@ class BareResult:
     cpu: dict[str, float]
     """CPU seconds per second: "client" (this process), "sim" and "source" (the simulator
     and, with --source node, the Node server sending)."""
+    connections: int = 1
 
 
 @dataclass
@@ -262,52 +266,65 @@ def feed(kind: str, rate: float, pairs: list[str], events: int = 0) -> Iterator[
 
 
 async def bare_client(
-    rate: float, pairs: list[str], seconds: float, source: str = "sim", events: int = 0
+    rate: float,
+    pairs: list[str],
+    seconds: float,
+    source: str = "sim",
+    events: int = 0,
+    connections: int = 1,
 ) -> BareResult:
-    received = 0
+    """`connections` python-socketio clients in this process, each subscribed to every
+    channel (so each receives every event, as each of the recorder's connections does);
+    the rate and latencies are the first client's, the CPU all of them."""
+    received = [0] * connections
     window: list[float] | None = None  # receipt minus `date`, seconds, inside the window
     every_event_in = asyncio.Event()
 
-    def on_event(payload: object) -> None:
-        nonlocal received
-        received += 1
-        if window is not None and isinstance(payload, dict):
-            window.append(time.time() - float(payload["date"]))
-        if received == events:
-            every_event_in.set()
+    def counter(index: int) -> Callable[[object], None]:
+        def on_event(payload: object) -> None:
+            received[index] += 1
+            if index == 0 and window is not None and isinstance(payload, dict):
+                window.append(time.time() - float(payload["date"]))
+            if min(received) == events:
+                every_event_in.set()
+
+        return on_event
 
     with feed(source, rate, pairs, events) as source_:
-        client = socketio.AsyncClient(reconnection=False)
-        for pair in pairs:
-            client.on(f"book_{pair}", on_event)
-        await client.connect(source_.socket_url, transports=["websocket"])
-        for pair in pairs:
-            await client.call("subscribe", f"book_{pair}")
+        clients = [socketio.AsyncClient(reconnection=False) for _ in range(connections)]
+        for index, client in enumerate(clients):
+            for pair in pairs:
+                client.on(f"book_{pair}", counter(index))
+            await client.connect(source_.socket_url, transports=["websocket"])
+            for pair in pairs:
+                await client.call("subscribe", f"book_{pair}")
         pids = {"client": os.getpid(), **source_.pids}
         async with aiohttp.ClientSession() as http:
-            await source_.ready(http, 1)
+            await source_.ready(http, connections)
             await source_.begin(http)
             await asyncio.sleep(WARMUP_S)
             start_made, _ = await source_.progress(http)
-            start_count, start_s, start_cpu, window = received, time.monotonic(), cpu_now(pids), []
+            start_count, start_s = received[0], time.monotonic()
+            start_cpu, window = cpu_now(pids), []
             # The node source has so many events: the window ends early when they are in.
             with suppress(TimeoutError):
                 await asyncio.wait_for(every_event_in.wait(), seconds)
             latencies, window = window, None
-            count, elapsed_s = received - start_count, time.monotonic() - start_s
+            count, elapsed_s = received[0] - start_count, time.monotonic() - start_s
             cpu = cpu_shares(start_cpu, cpu_now(pids), elapsed_s)
             end_made, _ = await source_.progress(http)
             sent = await source_.end(http)
             # What left the source may still be in the kernel's socket buffers (megabytes
             # on loopback): wait for it, then for any surplus.
             with suppress(AssertionError):  # reported below with the counts
-                await eventually(lambda: received >= sent, timeout_s=60,
+                await eventually(lambda: min(received) >= sent, timeout_s=60,
                                  what="every event sent at the bare client")  # fmt: skip
             await asyncio.sleep(0.5)
-            if received != sent:
+            if received != [sent] * connections:
                 raise RuntimeError(f"bare client got {received} of {sent}")
             dated = source_.dated_when_sent
-        await client.disconnect()
+        for client in clients:
+            await client.disconnect()
     cpu["source"] = cpu["sim"] + cpu.get("source", 0.0)
     return BareResult(
         made_per_s=(end_made - start_made) / elapsed_s,
@@ -315,6 +332,7 @@ async def bare_client(
         latency_p50_ms=percentile(latencies, 0.50) * 1000 if dated else math.nan,
         latency_p99_ms=percentile(latencies, 0.99) * 1000 if dated else math.nan,
         cpu=cpu,
+        connections=connections,
     )
 
 
@@ -629,7 +647,7 @@ def report_per_event(runs: list[RateRuns], ceilings: dict[int, tuple[float, floa
             rec_cpu = rec.cpu["recorder"] / rec.events_per_s * 1000
             print(
                 f"| {rate_label(rr.rate)} | {rec.connections} | {rec.round + 1} "
-                f"| {bare.received_per_s:,.0f} | {rec.events_per_s:,.0f} "
+                f"| {bare.received_per_s:,.0f}{bare_label(bare)} | {rec.events_per_s:,.0f} "
                 f"| {rec.events_per_s / bare.received_per_s:.2f}x "
                 f"| {bare_cpu:.3f} | {rec_cpu:.3f} | {rec_cpu / bare_cpu:.2f}x "
                 f"| {bare.latency_p50_ms:,.1f} / {bare.latency_p99_ms:,.1f} ms "
@@ -637,6 +655,10 @@ def report_per_event(runs: list[RateRuns], ceilings: dict[int, tuple[float, floa
                 f"| {'checked' if rec.recorded else 'FAILED'} |"
             )
     print()
+
+
+def bare_label(bare: BareResult) -> str:
+    return f" ({bare.connections} connections)" if bare.connections > 1 else ""
 
 
 def report_connections(runs: list[RateRuns], counts: list[int]) -> None:
@@ -799,6 +821,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             args.seconds,
                             args.source,
                             flow_events(args, rate, args.max_events),
+                            n if args.bare_connections == "same" else 1,
                         )
                     rr.recorder.append(rec)
                     print(f"asked {rate_label(rate)}/s, {n} connection(s), round {round_ + 1}: "
@@ -844,6 +867,11 @@ def main() -> int:
     parser.add_argument(
         "--bare-each-run", action="store_true",
         help="run the bare client again after each recorder run and compare the two",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bare-connections", choices=("1", "same"), default="1",
+        help="with --bare-each-run: the bare client beside a recorder run holds one "
+        "connection, or as many as the recorder run (each receiving every event)",
     )  # fmt: skip
     parser.add_argument(
         "--profile", metavar="DIR", type=Path,

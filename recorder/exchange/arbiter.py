@@ -36,16 +36,25 @@ class Arbiter:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def first(self, identity: Hashable, *, others: int, value: Any = None) -> bool:
+    def first(
+        self, identity: Hashable, *, others: int, value: Any = None, text: Hashable = None
+    ) -> bool:
         """True for the first copy of `identity`: keep it. `others`: how many other
         connections are up now and may deliver copies of it (0: nothing to remember);
-        `value`: what `copy()` gives for them."""
-        if identity in self._pending:
+        `value`: what `copy()` gives for them. `text`, if given: a second key of the same
+        event (its text as received), remembered with it in the same step, for which
+        `copy()` gives `(identity, value)`; `identity` alone then gives None."""
+        pending = self._pending
+        if identity in pending:
             self.copy(identity)
             return False
         if others > 0:
             now = self._clock()
-            self._pending[identity] = (now, others, value)
+            if text is None:
+                pending[identity] = (now, others, value)
+            else:
+                pending[identity] = (now, others, None)
+                pending[text] = (now, others, (identity, value))
             self._forget_older_than(now - self._window_s)
         return True
 

@@ -405,19 +405,23 @@ class BookStream:
 
     def on_event(self, link: _Link, got: Received) -> None:
         # No await before put_nowait: events stay in the order they arrived.
-        received_at = utc_now()
         link.received += 1
-        # The cheap test first: the same text as an event another connection brought is a
-        # copy of it, and need not be read again, not even decoded (`Received.of_text`
-        # decodes on first use; most copies are caught here, the identity below catches
-        # one serialized otherwise). Only a text that was decoded and classified is
-        # remembered under the text alone, so an undecodable one is never taken for a copy.
-        copied = self._arbiter.copy(got.text)
+        # The cheap test first, before the clock is even read: the same text as an event
+        # another connection brought is a copy of it, and need not be read again, not even
+        # decoded (`Received.of_text` decodes on first use; most copies are caught here,
+        # the identity below catches one serialized otherwise). Only a text that was
+        # decoded and classified is remembered under the text alone, so an undecodable
+        # one is never taken for a copy.
+        arbiter = self._arbiter
+        copied = arbiter.copy(got.text)
         if copied is not NOT_A_COPY:
             identity, ts = copied
-            self._arbiter.expected(identity)
-            self._heard(link, identity[0], ts)
+            arbiter.expected(identity)
+            link.events.inc()
+            if self.silence is not None:
+                self.silence.heard(link.index, identity[0], ts)
             return
+        received_at = utc_now()
         item: BookUpdate | RawMessage
         if got.error is not None:
             item = RawMessage(new_id(), received_at, SOURCE, None, got.text, got.error)
@@ -435,16 +439,15 @@ class BookStream:
         others = self.open_connections - 1 if link.session is not None else 0
         if isinstance(item, RawMessage):
             # The same bad payload on every connection is one payload the exchange sent.
-            if self._arbiter.first((SOURCE, got.text), others=others):
+            if arbiter.first((SOURCE, got.text), others=others):
                 metrics.malformed_messages.labels(source=SOURCE).inc()
                 self.items.put_nowait(item)
             return
         event = item.event
         identity = (event.pair, event.oid, event.kind)
         self._heard(link, event.pair, event.ts)
-        if not self._arbiter.first(identity, others=others):
+        if not arbiter.first(identity, others=others, text=got.text, value=event.ts):
             return
-        self._arbiter.first(got.text, others=others, value=(identity, event.ts))
         link.first_events.inc()
         _SOCKET_EVENTS(event.pair, event.kind).inc()
         _LAST_EVENT_AT(event.pair).set(received_at.timestamp())

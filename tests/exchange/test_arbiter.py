@@ -51,3 +51,16 @@ def test_a_copy_found_by_its_text_gives_what_the_first_copy_said() -> None:
     assert arbiter.expected(("BTC_USD", 1, "new")) is None  # the identity, once
     assert arbiter.duplicates == 1
     assert len(arbiter) == 0
+
+
+def test_an_event_remembered_with_its_text_is_a_copy_by_either_key() -> None:
+    arbiter = Arbiter()
+    identity, text = ("BTC_USD", 1, "new"), '["book_BTC_USD", {"oid": 1}]'
+    assert arbiter.first(identity, others=2, text=text, value="ts")
+    assert arbiter.copy(text) == (identity, "ts")  # the second connection's copy, same text
+    assert arbiter.expected(identity) is None
+    assert not arbiter.first(identity, others=2, text=text, value="ts")  # the third's, other text
+    assert arbiter.duplicates == 2
+    assert arbiter.copy(text) == (identity, "ts")  # its text still expected once
+    assert arbiter.copy(text) is NOT_A_COPY
+    assert arbiter.copy(identity) is NOT_A_COPY

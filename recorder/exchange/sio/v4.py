@@ -103,7 +103,8 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._server_ping_timeout: float | None = None
         self.on_plain_event: Callable[[str], None] | None = None
-        """Set once the namespace is joined (before that, the library's order is kept)."""
+        """Takes a `2[...]` packet's JSON text (`[...]`). Set once the namespace is joined
+        (before that, the library's order is kept)."""
         super().__init__(*args, **kwargs)
 
     async def _receive_packet(self, pkt: Any) -> None:
@@ -118,7 +119,7 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
             await super()._receive_packet(pkt)
             return
         try:
-            handle(text)
+            handle(text[1:])
         except Exception:  # as the library does for a handler: the connection goes on
             log.exception("socket.io 4 event handler failed")
 
@@ -166,7 +167,7 @@ class _EngineIO(engineio.AsyncClient):  # type: ignore[misc]
                 handle = self.on_plain_event
                 if handle is not None and text.startswith(_PLAIN_EVENT_MESSAGE):
                     try:
-                        handle(text[1:])
+                        handle(text[2:])
                     except Exception:  # as the library does for a handler: the connection goes on
                         log.exception("socket.io 4 event handler failed")
                     continue
@@ -260,7 +261,7 @@ class SocketIO4Connection:
             client.eio.on_plain_event = on_plain_event
 
         def on_plain_event(text: str) -> None:
-            self._on_event(Received.of_text(text[1:]))  # decoded when the stream reads it
+            self._on_event(Received.of_text(text))  # decoded when the stream reads it
 
         async def on_disconnect(reason: Any = None) -> None:
             resolve(self.closed, str(reason) if reason is not None else "disconnected")
