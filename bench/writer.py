@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/writer.py [--rows 100000] [--batch 5000] [--repeat 3] [--dsn DSN]
     .venv/bin/python bench/writer.py --profile     # where the writer's time goes (cProfile)
+    .venv/bin/python bench/writer.py --only recorder,raw,multi   # some methods (label prefixes)
 
 Every method writes the same trades (exact decimals, 7 columns) into an emptied `trades`
 table, batch by batch as a recorder would, and commits each batch. Reported: the median
