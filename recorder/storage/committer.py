@@ -55,6 +55,10 @@ UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, Timeou
 REFUSED = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError)
 
 WRITER_ROLE = "recorder_writer"
+# Rows encoded between two writes of a COPY: small enough that PostgreSQL starts on a batch
+# while the rest is encoded, large enough that the writes themselves cost nothing
+# (docs/benchmarks.md, "Writer").
+COPY_CHUNK_ROWS = 500
 INTEGER_BITS = {"int2": 16, "int4": 32, "int8": 64}
 
 
@@ -230,12 +234,14 @@ async def _copy(
 ) -> None:
     async with cursor.copy(sql) as copy:
         copy.set_types(spec.types)
-        # The whole batch encoded in one pass, then sent in one write: `write_row` per row
-        # cost a coroutine a row, and under load each of its buffer flushes gave the event
-        # loop away, stretching a commit (docs/benchmarks.md, "Writer"). The formatter is
-        # the one `write_row` uses, so the bytes are the same.
+        # Encoded a chunk of rows at a time, each chunk sent in one write: PostgreSQL parses
+        # and stores one chunk (on the other core) while the next is encoded here. The whole
+        # batch in one write left each side idle while the other worked; `write_row` per row
+        # cost a coroutine a row (docs/benchmarks.md, "Writer"). The formatter is the one
+        # `write_row` uses, so the bytes are the same.
         encode_row = copy.formatter.write_row
-        await copy.write(b"".join(map(encode_row, rows)))
+        for start in range(0, len(rows), COPY_CHUNK_ROWS):
+            await copy.write(b"".join(map(encode_row, rows[start : start + COPY_CHUNK_ROWS])))
 
 
 def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
@@ -245,7 +251,9 @@ def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
     all is a bug of ours, left to psycopg to raise.) One pass of min() and max() per column,
     in C: a row at a time in Python cost more than encoding the row."""
     for position, limit in _INTEGER_COLUMNS[spec]:
-        values = [value for value in map(operator.itemgetter(position), rows) if value is not None]
+        values = list(map(operator.itemgetter(position), rows))
+        if None in values:  # a nullable column: found, and filtered, in C
+            values = list(filter(_is_not_none, values))
         try:
             in_range = not values or (-limit <= min(values) and max(values) < limit)
         except TypeError:  # a value that is no integer: psycopg says which
@@ -254,6 +262,9 @@ def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
             value = next(v for v in values if isinstance(v, int) and not -limit <= v < limit)
             column = spec.columns[position][0]
             raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
+
+
+_is_not_none = functools.partial(operator.is_not, None)
 
 
 def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:

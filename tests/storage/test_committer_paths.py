@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from recorder import records as r
-from recorder.storage.committer import Committer, DatabaseUnavailable
+from recorder.storage.committer import COPY_CHUNK_ROWS, Committer, DatabaseUnavailable
 from recorder.storage.migrate import migrate
 from recorder.storage.tables import SPECS, TableSpec
 from tests.harness.waiting import eventually
@@ -91,6 +91,24 @@ async def test_a_new_batch_goes_straight_in_with_exact_values(
     assert committer.merging == frozenset()  # nothing was there: no merge was needed
     assert stored(dsn, TRADES) == as_rows(trades)
     assert stored(dsn, BOOK_EVENTS) == as_rows(events)
+
+
+async def test_a_batch_of_many_copy_chunks_is_stored_whole_on_both_paths(
+    dsn: str, committer: Committer
+) -> None:
+    """A COPY is sent a chunk of rows at a time: every chunk, the last one short, arrives
+    once and in full, straight in and when merging."""
+    tids = range(1, 2 * COPY_CHUNK_ROWS + 8)
+    batch = [
+        trade(tid, price=str(EXTREME_DECIMALS[tid % 6]), amount=f"{tid}.{tid:06d}") for tid in tids
+    ]
+    assert (await committer.commit(batch)).rows == {"trades": len(batch)}
+    assert stored(dsn, TRADES) == as_rows(batch)
+    more = [trade(tid, amount=f"0.{tid}") for tid in range(len(batch) + 1, 3 * COPY_CHUNK_ROWS)]
+    committed = await committer.commit([*batch, *more])  # the merging path: staging COPY
+    assert committed.rows == {"trades": len(more)}
+    assert committer.merging == {"trades"}
+    assert stored(dsn, TRADES) == as_rows([*batch, *more])
 
 
 async def test_a_replayed_batch_is_merged_and_stores_nothing_twice(
