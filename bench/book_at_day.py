@@ -16,14 +16,16 @@ Instants fall every `--spacing` seconds (86.4: 1,000 over a whole day, so each s
 window holds at most one or two, as in a research loop over a day), `--instants` at most;
 at each the engine's own book is noted. Then, side by side in one run:
 
-  book_at_0013  one call per instant: migrations/0013's book_at and book_cancels, installed
-                here under these names (the way before book_at_many)
-  book_at       one call per instant (migrations/0014: built on book_at_many)
-  book_at_many  one call for all of them
+  book_at_many_0014  one call for all of them: migrations/0014's book_at_many, installed
+                     here under this name (every window's cancels read on every call)
+  book_at_many       one call, the first: each closed window's cancels read and stored
+                     (migrations/0016, book_window_readings)
+  book_at_many       one call again: the stored readings used
+  book_at            one call per instant, the readings stored
 
-Every result of both is checked against the engine's book at its instant. `--explain`
-prints EXPLAIN (ANALYZE, BUFFERS) of one book_at and of the book_at_many call. `--cache DIR`
-keeps the generated rows (a pickle per parameter set) so that a second run only copies.
+Every result is checked against the engine's book at its instant. `--explain` prints
+EXPLAIN (ANALYZE, BUFFERS) of the book_at_many calls. `--cache DIR` keeps the generated rows
+(a pickle per parameter set) so that a second run only copies.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import argparse
 import hashlib
 import pickle
 import random
-import re
 import sys
 import time
 import uuid
@@ -177,10 +178,10 @@ def load(dsn: str, day: Day) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def install_0013(dsn: str) -> None:
-    text = (migrations_dir() / "0013_book_at_snapshot_by_contents.sql").read_text()
-    body = text[text.index("CREATE OR REPLACE FUNCTION book_cancels") : text.index("COMMENT ON")]
-    body = re.sub(r"\b(book_at|book_cancels)\(", r"\1_0013(", body)
+def install_0014(dsn: str) -> None:
+    text = (migrations_dir() / "0014_book_at_many.sql").read_text()
+    body = text[text.index("CREATE FUNCTION book_at_many") : text.index("COMMENT ON")]
+    body = body.replace("book_at_many(", "book_at_many_0014(")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(body.encode())
 
@@ -196,49 +197,59 @@ def summary(seconds: list[float]) -> str:
     return f"median {sorted(ms)[len(ms) // 2]:7.2f} ms   p95 {p95:7.2f} ms"
 
 
+def many(
+    conn: psycopg.Connection[Any],
+    function: str,
+    instants: list[datetime],
+    truth: dict[datetime, Book],
+) -> tuple[float, int]:
+    """One call of `function` at every instant, checked against the engine: seconds, rows."""
+    started = time.perf_counter()
+    rows = conn.execute(
+        f"SELECT at, side, order_id, price, amount FROM {function}(%s, %s)",  # noqa: S608
+        (PAIR, instants),
+    ).fetchall()
+    seconds = time.perf_counter() - started
+    books: dict[datetime, Book] = {instant: [] for instant in instants}
+    for at, *order in rows:
+        books[at].append(tuple(order))  # type: ignore[arg-type]
+    for instant in instants:
+        assert sorted(books[instant]) == truth[instant], f"{function} differs at {instant}"
+    return seconds, len(rows)
+
+
 def measure(dsn: str, day: Day, args: argparse.Namespace) -> None:
     instants = [instant for instant, _ in day.instants]
     truth = dict(day.instants)
     with psycopg.connect(dsn, autocommit=True) as conn:
         if args.explain:
-            print("-- book_at_0013 at the middle instant")
-            explain(
-                conn, "SELECT * FROM book_at_0013(%s, %s)", (PAIR, instants[len(instants) // 2])
-            )
-            print("-- book_at_many at every instant")
-            explain(conn, "SELECT * FROM book_at_many(%s, %s)", (PAIR, instants))
-        calls: dict[str, tuple[float, list[float]]] = {}
-        for function in ("book_at_0013", "book_at"):
-            seconds: list[float] = []
-            started = time.perf_counter()
-            for instant in instants:
-                t = time.perf_counter()
-                rows = conn.execute(
-                    f"SELECT side, order_id, price, amount FROM {function}(%s, %s)",  # noqa: S608
-                    (PAIR, instant),
-                ).fetchall()
-                seconds.append(time.perf_counter() - t)
-                assert sorted(rows) == truth[instant], (
-                    f"{function} differs from the engine at {instant}"
-                )
-            calls[function] = (time.perf_counter() - started, seconds)
+            for function in ("book_at_many_0014", "book_at_many"):
+                print(f"-- {function} at every instant")
+                explain(conn, f"SELECT * FROM {function}(%s, %s)", (PAIR, instants))  # noqa: S608
+            conn.execute("TRUNCATE book_window_readings")
+        old, rows = many(conn, "book_at_many_0014", instants, truth)
+        first, _ = many(conn, "book_at_many", instants, truth)
+        stored = conn.execute("SELECT count(*) FROM book_window_readings").fetchone()
+        again, _ = many(conn, "book_at_many", instants, truth)
+        seconds: list[float] = []
         started = time.perf_counter()
-        many = conn.execute(
-            "SELECT at, side, order_id, price, amount FROM book_at_many(%s, %s)", (PAIR, instants)
-        ).fetchall()
-        many_total = time.perf_counter() - started
-    books: dict[datetime, Book] = {instant: [] for instant in instants}
-    for at, *order in many:
-        books[at].append(tuple(order))  # type: ignore[arg-type]
-    for instant in instants:
-        assert sorted(books[instant]) == truth[instant], f"book_at_many differs at {instant}"
-    for function, (total, seconds) in calls.items():
-        print(f"{function:13} {len(instants)} calls  {total:7.2f} s   {summary(seconds)}")
-    print(f"book_at_many  1 call       {many_total:7.2f} s   "
-          f"({many_total / len(instants) * 1000:.2f} ms an instant, {len(many)} rows)")  # fmt: skip
+        for instant in instants:
+            t = time.perf_counter()
+            got = conn.execute(
+                "SELECT side, order_id, price, amount FROM book_at(%s, %s)", (PAIR, instant)
+            ).fetchall()
+            seconds.append(time.perf_counter() - t)
+            assert sorted(got) == truth[instant], f"book_at differs from the engine at {instant}"
+        each = time.perf_counter() - started
+    n = len(instants)
+    for name, total in (("book_at_many_0014", old), ("book_at_many first", first),
+                        ("book_at_many again", again)):  # fmt: skip
+        print(f"{name:19} 1 call   {total:7.2f} s   ({total / n * 1000:6.2f} ms an instant)")
+    print(f"{'book_at':19} {n} calls {each:7.2f} s   {summary(seconds)}")
+    print(f"{rows} rows; {stored[0] if stored else 0} window readings stored by the first call")
     print(
-        f"book_at_0013 / book_at_many: {calls['book_at_0013'][0] / many_total:.1f}; "
-        f"book_at_0013 / book_at: {calls['book_at_0013'][0] / calls['book_at'][0]:.1f}; "
+        f"book_at_many_0014 / book_at_many again: {old / again:.1f}; "
+        f"book_at_many_0014 / book_at_many first: {old / first:.2f}; "
         "every result equal to the engine's book"
     )
 
@@ -264,7 +275,7 @@ def main() -> None:
         server = args.dsn or stack.enter_context(postgres_server()).dsn
         dsn = stack.enter_context(fresh_database(server, "book_at_day"))
         migrate(dsn)
-        install_0013(dsn)
+        install_0014(dsn)
         started = time.perf_counter()
         load(dsn, day)
         print(f"copied and analysed in {time.perf_counter() - started:.0f} s", flush=True)
