@@ -5,9 +5,10 @@
                exchange client, the first pair list (waited for while the exchange is down),
                then every source as a supervised task
     main_loop  until asked to stop: the supervisor keeps the sources running (metadata
-               refresh, the stream and its consumer, the leases, per pair snapshots,
-               trades and candles, the account with keys); a pair listed later gets its
-               tasks, a pair delisted loses them (and its stream subscription)
+               refresh, the stream and its consumer, the leases, the stored book readings
+               kept warm, per pair snapshots, trades and candles, the account with keys); a
+               pair listed later gets its tasks, a pair delisted loses them (and its stream
+               subscription)
     shutdown   on SIGTERM/SIGINT: stop the sources, commit everything received (within
                `drain_timeout_s`), stop; a second signal skips the wait and spills what is
                left to the spool, which the next start commits first. Exit code 0 either way.
@@ -56,6 +57,7 @@ from recorder.sources.trades import TradeRecorder
 from recorder.storage.embedded import serving_database
 from recorder.storage.migrate import MigrationError, migrate
 from recorder.storage.queries import candle_spans, last_trade_ids
+from recorder.storage.readings import BookReadings
 from recorder.storage.writer import Writer
 from recorder.supervisor import Supervisor
 from recorder.systemd import Notifier
@@ -397,6 +399,12 @@ class Daemon:
         supervisor.spawn("stream", sources.stream.run)
         supervisor.spawn("stream-consumer", sources.book.consume)
         supervisor.spawn("leases", sources.leases.run)
+        readings = BookReadings(
+            self.dsn,
+            snapshot_interval_s=self.config.recorder.snapshot_interval_s,
+            pairs=sources.book.pairs.keys,
+        )
+        supervisor.spawn("book-readings", readings.run)
         if self.notifier.watchdog_interval_s is not None:
             supervisor.spawn("watchdog", self.notifier.watchdog)
         pairs = sorted(set(sources.leases.owned) - {ACCOUNT})

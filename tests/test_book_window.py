@@ -98,6 +98,24 @@ class Run:
     """`recorder_book_drift_total` counted during the run."""
     windows: dict[str, list[tuple[datetime, datetime]]]
     """Per pair, each snapshot's request and the last event it holds, where that came later."""
+    warmed: dict[Any, tuple[Any, ...]]
+    """The closed windows' readings the recorder stored (recorder/storage/readings.py)."""
+
+
+READINGS = ("SELECT snapshot_id, until, events, fills, snapshot_orders, cancel_ts, removed "
+            "FROM book_window_readings")  # fmt: skip
+"""book_window_readings (migrations/0016): each snapshot and what its window's reading holds."""
+
+
+def readings(dsn: str) -> dict[Any, tuple[Any, ...]]:
+    return {row[0]: row[1:] for row in query(dsn, READINGS)}
+
+
+def fewest_readings(dsn: str) -> int:
+    """Of the pairs, the fewest windows with a stored reading."""
+    per_pair = dict(query(dsn, "SELECT s.pair, count(*) FROM book_window_readings r "
+                          "JOIN book_snapshots s USING (snapshot_id) GROUP BY s.pair"))  # fmt: skip
+    return min(per_pair.get(pair, 0) for pair in PAIRS)
 
 
 def windows_with_events(dsn: str) -> int:
@@ -122,17 +140,21 @@ async def record(dsn: str, tmp_path: Path, latency_s: float, seed: int) -> Run:
         sim.faults.latency_s = latency_s
         await eventually(lambda: windows_with_events(dsn) >= WINDOWS_WANTED, timeout_s=120,
                          what="snapshots holding events made after their request")  # fmt: skip
+        # The recorder stores the readings of windows closed a snapshot interval ago.
+        await eventually(lambda: fewest_readings(dsn) >= 3, timeout_s=60,
+                         what="closed windows' readings stored by the recorder")  # fmt: skip
         sim.pause()
         await sim.drained()
         await eventually(lambda: events_received() - received >= len(delivered_keys(sim)),
                          what="every event sent received")  # fmt: skip
         await stop_daemon(daemon, running)
         drift = metric_total("recorder_book_drift_total") - drift_before
+    warmed = readings(dsn)  # before any book_at of the tests stores more
     windows: dict[str, list[tuple[datetime, datetime]]] = {pair: [] for pair in PAIRS}
     held_later = "SELECT pair, taken_at, events_through FROM book_snapshots "
     for pair, asked, through in query(dsn, held_later + "WHERE events_through > taken_at"):
         windows[pair].append((asked, through))
-    return Run(dsn, truth, drift, windows)
+    return Run(dsn, truth, drift, windows, warmed)
 
 
 @pytest.fixture(scope="module", params=[(0.25, 3), (0.6, 8)], ids=["latency-0.25s", "latency-0.6s"])
@@ -195,3 +217,23 @@ def test_book_at_is_the_engines_book_inside_snapshot_windows(run: Run) -> None:
     # The run made such instants on purpose: events landed inside the windows.
     assert compared > 20
     assert wrong == []
+
+
+def test_the_recorder_stored_each_closed_windows_reading_as_book_at_many_reads_it(
+    run: Run,
+) -> None:
+    """The readings the recorder stored while recording are those book_at_many reads from
+    the finished recording: none made stale by rows committed after it was stored."""
+    assert run.warmed
+    with psycopg.connect(run.dsn) as conn:
+        try:
+            conn.execute("TRUNCATE book_window_readings")  # undone below
+            starts = conn.execute("SELECT pair, array_agg(coalesce(events_through, taken_at)) "
+                                  "FROM book_snapshots WHERE snapshot_id = ANY(%s) GROUP BY pair",
+                                  (list(run.warmed),)).fetchall()  # fmt: skip
+            for pair, instants in starts:
+                conn.execute("SELECT count(*) FROM book_at_many(%s, %s)", (pair, instants))
+            read_now = conn.execute(READINGS).fetchall()
+        finally:
+            conn.rollback()
+    assert {row[0]: row[1:] for row in read_now} == run.warmed
