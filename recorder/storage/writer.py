@@ -5,8 +5,10 @@ never touches the disk and never fails. The worker (a task the writer owns) comm
 commit: whenever rows are waiting and no commit is in flight, it commits them (up to
 `batch_rows`), one transaction a batch (`recorder/storage/committer.py`). While one commit
 is in flight the next batch gathers, so a row waits for the commit in flight and its own
-(more only while over `batch_rows` are waiting), never for a timer, and the database sees
-no more commits a second than it can finish: under load the batches grow instead. Primary
+(more only while over `batch_rows` are waiting), and the database sees no more commits a
+second than it can finish: under load the batches grow instead. Only while few rows wait
+does a batch gather a little longer (`GATHER_S`, 50 ms), so that a quiet stream is not
+committed a few rows at a time. Primary
 keys make every write idempotent, so a batch retried after an unclear failure cannot
 duplicate anything.
 
@@ -60,6 +62,13 @@ T = TypeVar("T")
 
 TASK_NAME = "writer"
 HELD_RETRY_S = 300.0
+GATHER_S = 0.05
+"""How long the oldest waiting row may wait for others to share its commit, while fewer than
+`GATHER_ROWS` wait: at a few thousand rows a second, committing whatever waits the moment
+the last commit is done made hundreds of commits of a few rows a second, each costing the
+recorder about as much CPU as a few hundred rows (docs/benchmarks.md, "Ingest")."""
+GATHER_ROWS = 1000
+"""Rows enough for a commit to go at once."""
 
 
 class Writer:
@@ -116,7 +125,9 @@ class Writer:
             # waiting it needs no other: it commits again as soon as its commit is done.
             self._wakeup.set()
         pending.append(record)
-        if len(pending) > self._max_buffer_rows:
+        if len(pending) == GATHER_ROWS:
+            self._wakeup.set()  # enough to commit without gathering longer
+        elif len(pending) > self._max_buffer_rows:
             self._wakeup.set()  # to spill, even while the database is down
         task = self._task
         if task is not None and task.done():
@@ -289,10 +300,15 @@ class Writer:
         if self._spool.rows:
             dues.append(self._reads.retry_at)
         if self._pending:
-            # Group commit: rows that arrived while the last commit was in flight go now.
-            # Waiting for a fuller batch or a timer would only add latency: the rate of
-            # commits is already bounded by how long each takes.
-            dues.append(0.0)
+            # Group commit: rows that arrived while the last commit was in flight go as
+            # soon as it is done, under load at once (the rate of commits is bounded by how
+            # long each takes, so the batches grow instead); at a lower rate once the oldest
+            # has waited GATHER_S, so that a commit carries more than a few rows.
+            oldest = self._oldest_at
+            if oldest is None or len(self._pending) >= GATHER_ROWS:
+                dues.append(0.0)
+            else:
+                dues.append(oldest + GATHER_S)
         if not dues:
             return None
         return max(min(dues), self._database_retry_at)

@@ -1,8 +1,10 @@
-"""Group commit and the one-pass COPY: rows go as soon as the last commit is done, no timer,
-and a batch of several record types, encoded in one pass, is stored exactly as sent."""
+"""Group commit and the one-pass COPY: rows go as soon as the last commit is done (a few
+rows after gathering for GATHER_S), not at a timer, and a batch of several record types,
+encoded in one pass, is stored exactly as sent."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 from recorder import records as r
 from recorder.storage.migrate import migrate
 from recorder.storage.tables import SPECS
-from recorder.storage.writer import Writer
+from recorder.storage.writer import GATHER_S, Writer
+from tests.harness.metrics import sample
 from tests.harness.waiting import eventually
 from tests.storage.records_factory import SESSION, T0, trade
 
@@ -62,7 +65,8 @@ def expected(records: list[Any]) -> list[tuple[Any, ...]]:
 
 async def test_rows_waiting_are_committed_without_a_timer(dsn: str, tmp_path: Path) -> None:
     """With an hour's flush interval and batches far from full, every row is still
-    committed at once: the worker commits whatever waits as soon as it is free."""
+    committed soon: the worker commits whatever waits as soon as it is free (after
+    GATHER_S at most while few rows wait)."""
     async with Writer(dsn, tmp_path / "spool", batch_rows=100_000, flush_interval_s=3600) as writer:
         writer.put(trade(1, pair="GRP_USD"))
         await eventually(lambda: len(stored(dsn, "trades", "GRP_USD")) == 1, timeout_s=20,
@@ -72,6 +76,18 @@ async def test_rows_waiting_are_committed_without_a_timer(dsn: str, tmp_path: Pa
         writer.put(trade(3002, pair="GRP_USD"))
         await eventually(lambda: len(stored(dsn, "trades", "GRP_USD")) == 3002, timeout_s=20,
                          what="rows put during a commit committed after it")  # fmt: skip
+
+
+async def test_a_few_rows_gather_for_a_moment_before_their_commit(dsn: str, tmp_path: Path) -> None:
+    """While fewer than GATHER_ROWS wait, the oldest waits GATHER_S for others to share its
+    commit: a trickle of events is not committed a row at a time."""
+    async with Writer(dsn, tmp_path / "spool", flush_interval_s=3600) as writer:
+        put_at = time.time()
+        writer.put(trade(1, pair="GTR_USD"))
+        await eventually(lambda: len(stored(dsn, "trades", "GTR_USD")) == 1, timeout_s=20,
+                         what="the lone row committed")  # fmt: skip
+        committed_at = sample("recorder_last_flush_timestamp_seconds")
+    assert committed_at - put_at >= GATHER_S
 
 
 async def test_a_mixed_batch_is_stored_exactly_as_sent(dsn: str, tmp_path: Path) -> None:
