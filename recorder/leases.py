@@ -513,7 +513,12 @@ class Leases:
             if clock.monotonic() < self._valid_until or not self.owned:
                 continue  # renewed meanwhile
             if self._alone:
-                await self._renewed.wait()  # nobody to take over: record on, renew when able
+                # Nobody to take over: record on (into the spool), renew when able.
+                log.warning(
+                    "leases past their expiry while alone on the database: recording on",
+                    resources=sorted(self.owned),
+                )
+                await self._renewed.wait()
                 continue
             # Even while a round runs (perhaps stuck on a dead connection): it cannot renew
             # what has expired by now, and recording must stop without waiting for it.

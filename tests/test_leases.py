@@ -89,6 +89,9 @@ def unclosed_sessions_by_pid(dsn: str) -> dict[int, set[str]]:
     return found
 
 
+RECORDING_ON = "leases past their expiry while alone on the database: recording on"
+
+
 async def stop_all(recorders: list[RecorderProcess]) -> None:
     codes = await asyncio.gather(*(asyncio.to_thread(r.stop) for r in recorders if r.running))
     assert all(code == 0 for code in codes), codes
@@ -236,13 +239,16 @@ async def test_a_recorder_alone_records_on_through_a_database_outage_longer_than
     await settled(dsn, sim, recorders, "one recorder holding every pair")
 
     await asyncio.to_thread(own_pg.crash)
+
+    def past_its_leases_and_still_subscribed() -> bool:
+        assert all(n == 1 for n in subscribers(sim, PAIRS).values()), recorder.log_tail()
+        return any(e.get("event") == RECORDING_ON for e in recorder.log_entries(this_start=True))
+
     try:
         # Nobody can take its pairs over meanwhile: it keeps them subscribed (its rows go to
-        # the spool) through two lease lengths, where recorders that share would stop.
-        watched_until = time.monotonic() + 2 * LEASE_TTL_S
-        while time.monotonic() < watched_until:
-            assert all(n == 1 for n in subscribers(sim, PAIRS).values()), recorder.log_tail()
-            await asyncio.sleep(0.1)
+        # the spool) through its leases' expiry, where recorders that share stop.
+        await eventually(past_its_leases_and_still_subscribed, timeout_s=SETTLE_S,
+                         what="the leases' expiry passed, the pairs still subscribed")  # fmt: skip
     finally:
         await asyncio.to_thread(own_pg.restart)
 
