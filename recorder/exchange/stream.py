@@ -417,9 +417,7 @@ class BookStream:
         if copied is not NOT_A_COPY:
             identity, ts = copied
             arbiter.expected(identity)
-            link.events.inc()
-            if self.silence is not None:
-                self.silence.heard(link.index, identity[0], ts)
+            self._heard(link, identity[0], ts)
             return
         received_at = utc_now()
         item: BookUpdate | RawMessage
