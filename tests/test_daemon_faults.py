@@ -197,6 +197,10 @@ async def test_a_dropped_connection_loses_nothing_it_was_sent(
     uncovered = len(sim.deliveries.undelivered)
     dropped = sim.oldest_socket()
     assert dropped is not None
+    # Subscribed is not yet sent to: the connection dropped must have been sent something.
+    deliveries = sim.deliveries
+    await eventually(lambda: deliveries.connections[dropped].events,
+                     what="an event sent to the connection to be dropped")  # fmt: skip
     assert await sim.drop_socket(dropped)
     await eventually(lambda: sessions(db) == n + 1 and recording.fully_subscribed(),
                      what="the dropped connection replaced")  # fmt: skip
