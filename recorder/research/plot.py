@@ -185,6 +185,7 @@ def render(report: Report) -> Figure:
         ax.set_yticks(range(len(LANES)), LANES, fontsize=8)
         ax.set_ylim(-0.6, len(LANES) - 0.4)
         ax.set_xlim(x0, x1)
+        ax.set_axisbelow(True)  # the grid under the bars, so no grid line tints a gap
         ax.grid(axis="x", alpha=0.3)
     if not drawn.pairs:
         axes[0].set_title("no pairs recorded in this window", loc="left", fontsize=10)
