@@ -3,8 +3,12 @@
 # only that virtualenv, and runs as an unprivileged user. No secret is baked in: the DSN
 # arrives at run time as RECORDER_DATABASE__DSN.
 FROM python:3.12-slim-bookworm AS build
+# gcc builds the writer's numeric encoder (recorder/storage/_numeric.c, hatch_build.py);
+# only this stage has it: the final image gets the built module, not the compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
 COPY recorder ./recorder
 COPY migrations ./migrations
 RUN python -m venv /opt/recorder \

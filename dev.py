@@ -7,7 +7,8 @@
                             set up .venv, then run bench/NAME.py (`bench` alone lists them)
 
 Extra arguments after `test` go to pytest (`python3 dev.py test -k config -x`).
-The virtualenv lives in .venv and is reinstalled only when pyproject.toml changes.
+The virtualenv lives in .venv and is reinstalled only when what the install builds from
+changes: pyproject.toml, and the C encoder with its build hook (BUILT_FROM).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed-from"
+BUILT_FROM = ("pyproject.toml", "hatch_build.py", "recorder/storage/_numeric.c")
 
 PYTEST_NO_TESTS_COLLECTED = 5
 
@@ -48,7 +50,7 @@ def ensure_venv() -> None:
     """Create .venv and install the package with its dev extra, unless already up to date."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         sys.exit(f"dev.py: Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in BUILT_FROM)).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted and (BIN / "recorder").exists():
         return
     if not (BIN / "python").exists():

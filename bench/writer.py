@@ -17,7 +17,10 @@ INSERT. Without --dsn an embedded PostgreSQL is started in a temporary directory
                          and the writer merges (binary COPY to staging, INSERT ON CONFLICT)
   unnest statement       INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT: one round trip
   COPY staging + INSERT  binary COPY into a temp table, INSERT ... ON CONFLICT DO NOTHING
-  raw COPY               binary COPY straight into the table (no idempotency: the ceiling)
+  raw COPY               binary COPY straight into the table (no idempotency: the ceiling),
+                         psycopg's own encoders: what a feed handler gets from psycopg
+  raw COPY, C numerics   the same with the writer's numeric encoder (recorder/storage/
+                         numeric.py): the ceiling for the writer's own encoding
   executemany            psycopg executemany of a one-row INSERT ... ON CONFLICT
   multi-row INSERT       one INSERT ... VALUES (...),(...),... string per batch
   INSERT per event       one INSERT and commit per row (measured on fewer rows)
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recorder.records import Trade
 from recorder.storage.migrate import migrate
+from recorder.storage.numeric import ENCODER, use_c_numerics
 from recorder.storage.tables import SPECS
 from recorder.storage.writer import Writer
 
@@ -96,6 +100,13 @@ def copy_staging(conn: psycopg.Connection, rows: list[tuple[object, ...]], size:
                 for row in batch:
                     copy.write_row(row)
             cur.execute("INSERT INTO trades SELECT * FROM stage ON CONFLICT DO NOTHING")
+
+
+def raw_copy_c_numerics(
+    conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int
+) -> None:
+    assert use_c_numerics(conn), "built without recorder/storage/_numeric.c"
+    raw_copy(conn, rows, size)
 
 
 def raw_copy(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
@@ -243,6 +254,7 @@ def main() -> None:
             ("unnest statement", sync(unnest_statement, rows), len(rows), False),
             ("COPY staging + INSERT", sync(copy_staging, rows), len(rows), False),
             ("raw COPY (no idempotency)", sync(raw_copy, rows), len(rows), False),
+            ("raw COPY, C numerics", sync(raw_copy_c_numerics, rows), len(rows), False),
             ("executemany", sync(executemany, rows), len(rows), False),
             ("multi-row string INSERT", sync(multirow_string, rows), len(rows), False),
             ("INSERT per event", sync(insert_per_event, few), len(few), False),
@@ -258,7 +270,7 @@ def main() -> None:
         baseline = results[0][1]
         print(
             f"{args.rows} trades, batches of {args.batch} (INSERT per event: {len(few)} rows), "
-            f"median of {args.repeat} rounds"
+            f"median of {args.repeat} rounds; the writer's numeric encoder: {ENCODER}"
         )
         print(f"{'method':<28} {'rows/s':>10} {'vs writer':>10}   rounds")
         for label, rate in results:

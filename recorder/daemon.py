@@ -54,6 +54,7 @@ from recorder.sources.book import BookRecorder
 from recorder.sources.candles import CandleRecorder
 from recorder.sources.metadata import MetadataRecorder
 from recorder.sources.trades import TradeRecorder
+from recorder.storage import numeric
 from recorder.storage.embedded import serving_database
 from recorder.storage.migrate import MigrationError, migrate
 from recorder.storage.queries import candle_spans, last_trade_ids
@@ -410,7 +411,8 @@ class Daemon:
         pairs = sorted(set(sources.leases.owned) - {ACCOUNT})
         self.notifier.ready(f"recording {len(pairs)} pairs")
         self.ready.set()
-        log.info("recording", pairs=pairs, candle_types=list(self.config.recorder.candle_types))
+        log.info("recording", pairs=pairs, candle_types=list(self.config.recorder.candle_types),
+                 numeric_encoder=numeric.ENCODER)  # fmt: skip
 
     # -- main loop ----------------------------------------------------------------------
 

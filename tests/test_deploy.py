@@ -416,6 +416,16 @@ def test_dockerfile_runs_as_non_root_without_secrets() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored
     assert ".venv" in ignored
+    assert "**/*.so" in ignored  # a checkout's own build of the C encoder is not the image's
+
+
+def test_the_image_builds_the_c_encoder_from_what_it_copies() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build_stage = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1]
+    copied = " ".join(re.findall(r"^COPY\s+(.+)$", build_stage, re.MULTILINE)).split()
+    assert "hatch_build.py" in copied  # the wheel hook pyproject.toml names
+    assert "recorder" in copied  # recorder/storage/_numeric.c with it
+    assert re.search(r"apt-get install[^\n]*\bgcc\b", build_stage)
 
 
 # --- the database roles of the compose deployment ------------------------------------------

@@ -39,6 +39,7 @@ from psycopg.errors import UniqueViolation
 from recorder import metrics
 from recorder.logs import get_logger
 from recorder.records import RawMessage, Record, new_id, utc_now
+from recorder.storage.numeric import use_c_numerics
 from recorder.storage.spool import encode
 from recorder.storage.tables import SPECS, Row, TableSpec
 
@@ -201,6 +202,7 @@ class Committer:
             # Whatever stops a connection (unreachable, a wrong password, a database that
             # does not exist yet) is not about any row: wait and try again.
             raise DatabaseUnavailable from exc
+        use_c_numerics(conn)
         try:
             # After migrating, the writer needs no DDL rights: drop them when the role exists.
             row = await (
