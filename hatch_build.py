@@ -24,11 +24,12 @@ SOURCE = Path("recorder/storage/_numeric.c")
 
 def compile_extension(source: Path, target: Path) -> str | None:
     """Compile `source` into the shared object `target`; the error text if it could not."""
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    flags = shlex.split(sysconfig.get_config_var("CFLAGSFORSHARED") or "-fPIC")
+    # LDSHARED is how this Python links its own extensions ("gcc -shared ..." on Linux,
+    # "-bundle -undefined dynamic_lookup" on macOS): compiled and linked in one step.
+    link = shlex.split(sysconfig.get_config_var("LDSHARED") or "cc -shared")
     command = [
-        *compiler, *flags, "-O2", "-shared", "-fPIC", "-Wall",
-        f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(target),
+        *link, "-O2", "-fPIC", "-Wall", f"-I{sysconfig.get_paths()['include']}",
+        str(source), "-o", str(target),
     ]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -45,6 +46,7 @@ class CustomBuildHook(BuildHookInterface):
             target = root / SOURCE.parent / name
         else:
             target = Path(tempfile.mkdtemp(prefix="recorder-build-")) / name
+        target.unlink(missing_ok=True)  # never an old build of an older source
         error = compile_extension(root / SOURCE, target)
         if error is not None:
             print(

@@ -294,11 +294,11 @@ def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
 
 
 def _one_per_key(spec: TableSpec, rows: list[Row]) -> list[Row]:
-    keys = list(map(spec.row_key, rows))
-    if len(set(keys)) == len(keys):
+    if len(set(map(spec.row_key, rows))) == len(rows):
         return rows  # the usual case, found in C
     unique: dict[Any, Row] = {}
-    for key, row in zip(keys, rows, strict=True):
+    for row in rows:
+        key = spec.row_key(row)
         if spec.upserts or key not in unique:
             unique[key] = row
     return list(unique.values())
