@@ -1,26 +1,30 @@
-"""A resync snapshot is asked for only once the pair's subscription is live.
+"""A pair's book is rebuilt only from a snapshot asked for once its subscription is live.
 
 Against the loopback exchange over real sockets: a snapshot asked for before the subscription
 took effect can show an order whose removal the stream never delivers, so the "connect"
 snapshot waits for the pair's first event since the resync, or for `SUBSCRIBED_QUIET_S` when
-the pair is quiet.
+the pair is quiet; so does the first snapshot of a pair followed while the stream is up; and a
+snapshot that was already under way when the stream (re)connected does not seed the book.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
+from recorder.book import Book, RestingOrder
 from recorder.exchange.rest import ExchangeClient
 from recorder.records import BookSnapshot
 from recorder.sources.book import SUBSCRIBED_QUIET_S, BookRecorder
 from tests.exchange import conftest as exchange_tests
-from tests.exchange.loopback import FakeExchange
+from tests.exchange.loopback import FakeExchange, Fault
 from tests.exchange.streams import make_stream
 from tests.harness.waiting import eventually
-from tests.test_sources import BOOK, ORDERBOOK, PAIR, Handed
+from tests.test_sources import BOOK, ORDERBOOK, PAIR, Handed, metric
 
 exchange = exchange_tests.exchange
 
@@ -66,12 +70,82 @@ async def test_the_resync_snapshot_waits_for_the_pairs_first_event(
     _start, request = exchange.requests_to(ORDERBOOK)  # [0]: "start"
     assert request.at_s > emitted_at
     # Not held back for the quiet pair's wait: the event ended it.
-    assert request.at_s < recorder.pairs[PAIR].resynced_at + SUBSCRIBED_QUIET_S
+    assert request.at_s < recorder.pairs[PAIR].subscribed_at + SUBSCRIBED_QUIET_S
 
 
 async def test_a_quiet_pairs_resync_snapshot_waits_a_bounded_time(exchange: FakeExchange) -> None:
     async with recording(exchange) as (recorder, handed):
         await eventually(lambda: connect_snapshots(handed), what="the resync snapshot")
     _start, request = exchange.requests_to(ORDERBOOK)
-    assert request.at_s >= recorder.pairs[PAIR].resynced_at + SUBSCRIBED_QUIET_S
+    assert request.at_s >= recorder.pairs[PAIR].subscribed_at + SUBSCRIBED_QUIET_S
     assert exchange.subscriptions == [(exchange.subscriptions[0][0], f"book_{PAIR}")]
+
+
+BOOK_AFTER_CANCEL = json.dumps({"sell": [], "buy": json.loads(BOOK)["buy"]})
+"""BOOK once its sell order 7 is cancelled."""
+
+
+async def test_a_snapshot_under_way_when_the_stream_connects_does_not_seed_the_book(
+    exchange: FakeExchange,
+) -> None:
+    # The start snapshot is asked for before the stream connects (as at every start). The
+    # exchange takes it, then order 7 is cancelled before the subscription takes effect, so
+    # the stream never delivers that cancel; the answer arrives once the stream is up.
+    answered = asyncio.Event()
+    exchange.fail(ORDERBOOK, Fault(status=200, body=BOOK, held=answered))
+    exchange.bodies[ORDERBOOK] = BOOK_AFTER_CANCEL
+    handed = Handed()
+    drift_before = metric("recorder_book_drift_total", pair=PAIR)
+    async with ExchangeClient(exchange.url) as client:
+        stream = make_stream(exchange, [PAIR])
+        recorder = BookRecorder(client, stream, handed, snapshot_interval_s=3600)  # type: ignore[arg-type]
+        tasks = [
+            asyncio.create_task(recorder.consume()),
+            asyncio.create_task(recorder.snapshots(PAIR)),
+        ]
+        try:
+            await eventually(lambda: exchange.requests_to(ORDERBOOK), what="the start request")
+            tasks.append(asyncio.create_task(stream.run()))
+            await eventually(lambda: recorder.resyncs, what="the stream's first connect")
+            answered.set()
+            await eventually(lambda: connect_snapshots(handed), what="the resync snapshot")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    start, connect = (s.reason for s in handed.of(BookSnapshot))
+    assert (start, connect) == ("start", "connect")
+    assert metric("recorder_book_drift_total", pair=PAIR) == drift_before
+    model = recorder.pairs[PAIR].model
+    assert model is not None
+    assert model.differences(Book([RestingOrder(8, "buy", Decimal("99"), Decimal("1.25"))])) == []
+
+
+OTHER = "ETH_USD"
+OTHER_ORDERBOOK = f"/api/v1/orderbook/{OTHER}/"
+
+
+async def test_a_pair_followed_while_connected_is_snapshotted_once_its_subscription_is_live(
+    exchange: FakeExchange,
+) -> None:
+    exchange.bodies[OTHER_ORDERBOOK] = BOOK
+    async with recording(exchange) as (recorder, handed):
+        await eventually(lambda: connect_snapshots(handed), what="the first pair's resync")
+        # As the daemon adds a pair: subscribed on the connection up, then followed.
+        await recorder._stream.add_pairs([OTHER])
+        recorder.follow(OTHER)
+        snapshots = asyncio.create_task(recorder.snapshots(OTHER))
+        try:
+            sid = exchange.connected[0]
+            await eventually(
+                lambda: (sid, f"book_{OTHER}") in exchange.subscriptions,
+                what="the new pair's subscription",
+            )
+            emitted_at = time.monotonic()
+            await exchange.emit(OTHER, NEW_ORDER)
+            await eventually(lambda: exchange.requests_to(OTHER_ORDERBOOK), what="its snapshot")
+        finally:
+            snapshots.cancel()
+            await asyncio.gather(snapshots, return_exceptions=True)
+    (request,) = exchange.requests_to(OTHER_ORDERBOOK)
+    assert request.at_s > emitted_at

@@ -23,6 +23,12 @@ the rule `book_at` follows; where that differs from the book rebuilt from events
 cut rests on what the events show, and when they leave it open the snapshot is taken again
 at once (`UNDECIDED_RETRIES`).
 
+A snapshot seeds the rebuilt book only if the stream delivered every event after it: it is
+asked for once the pair's subscription is live (its first event since it was sent, or
+`SUBSCRIBED_QUIET_S` for a quiet pair), and one already under way when the stream (re)connects
+after a moment with no connection up (at every start: the first snapshot goes out before the
+stream connects) is recorded but not trusted; the resync's own snapshot seeds the book.
+
 Which id of a cancel names the cancelled order is decided from the data (`recorder.book`).
 Each pair keeps one `CancelReading` for the whole run, across resyncs: the exchange's
 reading does not change when our connection does, and the evidence should not start over.
@@ -98,10 +104,11 @@ class PairBook:
     cancel_reading: CancelReading = field(default_factory=CancelReading)
     """Shared by every book of the pair over the run: the evidence outlives resyncs."""
     announced_reading: Reading | None = None
-    resynced_at: float = float("-inf")
-    """When the last resync began (`time.monotonic()`)."""
+    subscribed_at: float = float("-inf")
+    """When the pair's subscription was last sent, at a resync or when it was followed while
+    the stream was up (`time.monotonic()`)."""
     live: asyncio.Event = field(default_factory=asyncio.Event)
-    """An event of the pair has arrived since the last resync: its subscription is live."""
+    """An event of the pair has arrived since `subscribed_at`: its subscription is live."""
 
 
 class BookRecorder:
@@ -145,6 +152,10 @@ class BookRecorder:
         if book is None:
             ticker = self._every(f"snapshots:{pair}")
             book = self.pairs[pair] = PairBook(ticker)
+            if self._stream.connected:
+                # Subscribed on the connections up just now (`BookStream.add_pairs`): its
+                # first snapshot waits for that to take effect, as a resync's does.
+                book.subscribed_at = time.monotonic()
         return book
 
     def unfollow(self, pair: str) -> None:
@@ -199,9 +210,13 @@ class BookRecorder:
         self.resyncs += 1
         for book in self.pairs.values():
             book.model = None
-            book.resynced_at = time.monotonic()
+            book.subscribed_at = time.monotonic()
             book.live.clear()
             book.snapshots.wake("connect")
+            for window in book.windows:
+                # Asked for while no connection listened: what changed between its answer and
+                # the subscription taking effect never reaches the stream.
+                window.broken = True
         if self._on_resync is not None:
             self._on_resync()
 
@@ -255,9 +270,8 @@ class BookRecorder:
         """One snapshot: cut (which events it holds), recorded, counted under `reason`, and
         compared with the rebuilt book."""
         book = self.follow(pair)
-        if reason == "connect":
-            await self._subscription_live(book)
         for retry in range(UNDECIDED_RETRIES + 1):
+            await self._subscription_live(book)
             window = SnapshotWindow(
                 book.model.copy() if book.model is not None else None, book.last_event_ts
             )
@@ -319,15 +333,16 @@ class BookRecorder:
         book.model = rebuilt if self._stream.connected and not window.broken else None
 
     async def _subscription_live(self, book: PairBook) -> None:
-        """Wait until the pair's subscription since the last resync is live: its first event
+        """Wait until the pair's subscription sent at `subscribed_at` is live: its first event
         arrived, or `SUBSCRIBED_QUIET_S` passed for a quiet pair.
 
-        A resync snapshot asked for before then can show orders whose removal the stream
-        never delivers (it was not subscribed yet), and nothing after could correct them.
-        Any event of the pair will do, whichever connection brought it: at a resync no
-        connection was up, so every connection delivering one has subscribed since.
+        A snapshot asked for before then can show orders whose removal the stream never
+        delivers (it was not subscribed yet), and nothing after could correct them. Any
+        event of the pair will do, whichever connection brought it: at a resync no
+        connection was up, so every connection delivering one has subscribed since; a pair
+        just followed had no subscription anywhere before.
         """
-        left_s = book.resynced_at + SUBSCRIBED_QUIET_S - time.monotonic()
+        left_s = book.subscribed_at + SUBSCRIBED_QUIET_S - time.monotonic()
         if left_s > 0 and not book.live.is_set():
             try:
                 async with asyncio.timeout(left_s):

@@ -31,6 +31,8 @@ class Fault:
     delay_s: float = 0.0
     truncate: bool = False
     """Announce a longer body than is sent, then close the connection."""
+    held: asyncio.Event | None = None
+    """The answer waits until this is set: a slow answer that ends when the test says."""
 
 
 @dataclass
@@ -118,6 +120,8 @@ class FakeExchange:
     async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
+        if fault.held is not None:
+            await fault.held.wait()
         if fault.truncate:
             response = web.StreamResponse(status=200)
             response.content_length = len(fault.body) + 100
