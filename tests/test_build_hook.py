@@ -42,7 +42,7 @@ def test_the_module_compiled_encodes_as_psycopg(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     psycopg_dumper = psycopg.adapters.get_dumper(Decimal, PyFormat.BINARY)(Decimal)
-    module.set_fallback(psycopg_dumper.dump)
+    module.configure(Decimal, psycopg_dumper.dump)
     for text in ("904.123", "-0.00012300", "1E-8", "NaN"):
         assert module.dump(Decimal(text)) == bytes(psycopg_dumper.dump(Decimal(text)))
 

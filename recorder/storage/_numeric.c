@@ -3,9 +3,10 @@
  * psycopg's own binary dumper reads a Decimal through `Decimal.as_tuple()`, which builds a
  * named tuple in Python for every value: 1.5 us a value, most of the writer's encoding time
  * (docs/benchmarks.md, "Writer"). This reads the Decimal's exact text, `str(value)`, instead:
- * 0.2 us. Only the plain form `-?D+(.D+)?` is read here; an exponent ("1E-8"), NaN, an
- * infinity or a text longer than MAX_TEXT goes to the fallback, psycopg's own dumper, set
- * once with `set_fallback`. The bytes are psycopg's bytes either way
+ * 0.2 us. Only a Decimal (not a subclass) whose text has the plain form `-?D+(.D+)?` is
+ * read here; an exponent ("1E-8"), NaN, an infinity, a text longer than MAX_TEXT and any
+ * other type (a float by mistake must fail as it did) go to the fallback, psycopg's own
+ * dumper, set once with `configure`. The bytes are psycopg's bytes either way
  * (tests/storage/test_numeric_encoder.py compares them), which PostgreSQL's numeric_recv
  * reads as exactly the Decimal's value and scale.
  *
@@ -20,6 +21,7 @@
 #define MAX_GROUPS (MAX_TEXT / 4 + 2)
 #define NUMERIC_NEG 0x4000
 
+static PyObject *decimal_type = NULL;
 static PyObject *fallback = NULL;
 
 static Py_ssize_t
@@ -52,6 +54,12 @@ put16(unsigned char *out, unsigned value)
 static PyObject *
 dump(PyObject *module, PyObject *value)
 {
+    if (fallback == NULL || decimal_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_numeric.configure was not called");
+        return NULL;
+    }
+    if ((PyObject *)Py_TYPE(value) != decimal_type)
+        return PyObject_CallOneArg(fallback, value);
     PyObject *text = PyObject_Str(value);
     if (text == NULL)
         return NULL;
@@ -73,10 +81,6 @@ dump(PyObject *module, PyObject *value)
                 && (frac_start == int_end || frac_end > frac_start);
     if (!plain) {
         Py_DECREF(text);
-        if (fallback == NULL) {
-            PyErr_SetString(PyExc_RuntimeError, "_numeric.set_fallback was not called");
-            return NULL;
-        }
         return PyObject_CallOneArg(fallback, value);
     }
     while (int_start < int_end && s[int_start] == '0')
@@ -112,16 +116,22 @@ dump(PyObject *module, PyObject *value)
 }
 
 static PyObject *
-set_fallback(PyObject *module, PyObject *callable)
+configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_XSETREF(fallback, Py_NewRef(callable));
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "configure(decimal_type, fallback)");
+        return NULL;
+    }
+    Py_XSETREF(decimal_type, Py_NewRef(args[0]));
+    Py_XSETREF(fallback, Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"dump", dump, METH_O, "PostgreSQL's binary numeric of a Decimal, as bytes."},
-    {"set_fallback", set_fallback, METH_O,
-     "The callable that encodes what dump does not read itself (psycopg's dumper)."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "configure(decimal_type, fallback): the type dump reads itself, and the callable "
+     "that encodes everything else (psycopg's dumper)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,10 +3,11 @@
 psycopg's binary COPY encodes a Decimal through `Decimal.as_tuple()`, a named tuple built
 in Python per value: 1.5 µs, most of the writer's encoding of a trade row. `_numeric` (C,
 built with the package where a C compiler is: `hatch_build.py`) reads the Decimal's exact
-text instead, in 0.2 µs, and hands anything but the plain `-123.456` form (exponents, NaN,
-infinities, very long texts) to psycopg's own dumper, so every value gets psycopg's bytes
-either way (tests/storage/test_numeric_encoder.py). Installed without a compiler, the
-package has no `_numeric`, and the writer uses psycopg's dumper: slower, equally exact.
+text instead, in 0.2 µs, and hands anything but a Decimal of the plain `-123.456` form
+(exponents, NaN, infinities, very long texts, and any other type, which psycopg refuses as
+before) to psycopg's own dumper, so every value gets psycopg's bytes, or its error, either
+way (tests/storage/test_numeric_encoder.py). Installed without a compiler, the package has
+no `_numeric`, and the writer uses psycopg's dumper: slower, equally exact.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ except ImportError:  # installed without a C compiler
     _numeric = None
 
 ENCODER = "C" if _numeric is not None else "psycopg"
-"""Which encoder the writer's COPY uses for `numeric` (the writer logs it once)."""
+"""Which encoder the writer's COPY uses for `numeric` (the daemon's `recording` log line says)."""
 
 if _numeric is not None:
-    _numeric.set_fallback(psycopg.adapters.get_dumper(Decimal, PyFormat.BINARY)(Decimal).dump)
+    _numeric.configure(Decimal, psycopg.adapters.get_dumper(Decimal, PyFormat.BINARY)(Decimal).dump)
 
     class CNumericDumper(Dumper):
         format = pq.Format.BINARY

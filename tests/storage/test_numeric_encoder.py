@@ -75,6 +75,16 @@ def test_what_psycopg_refuses_the_c_encoder_refuses_alike() -> None:
         c_dump(too_small)
 
 
+@needs_c
+@pytest.mark.parametrize("value", [0.1, 5, "1.5"])
+def test_what_is_no_decimal_fails_as_psycopg_fails_it(value: object) -> None:
+    # a float in a numeric column is a bug of ours, to be raised, never stored as its repr
+    with pytest.raises(Exception) as psycopg_error:  # noqa: PT011 - the same as psycopg's
+        PSYCOPG_DUMPER.dump(value)
+    with pytest.raises(type(psycopg_error.value)):
+        numeric.CNumericDumper(Decimal).dump(value)
+
+
 # a Decimal's text, and PostgreSQL's text of what it stored: the same digits and scale
 # (numeric has no negative zero; exponents are only Decimal's way of printing)
 STORED = {
