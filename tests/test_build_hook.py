@@ -28,6 +28,13 @@ def hook(root: Path, directory: Path) -> CustomBuildHook:
     return CustomBuildHook(str(root), {}, None, None, str(directory), "wheel")  # type: ignore[arg-type]
 
 
+def checkout_with_the_source(tmp_path: Path) -> Path:
+    checkout = tmp_path / "checkout"
+    (checkout / SOURCE.parent).mkdir(parents=True)
+    shutil.copy(ROOT / SOURCE, checkout / SOURCE)
+    return checkout
+
+
 def build_data() -> dict[str, Any]:
     return {"force_include": {}, "pure_python": True, "infer_tag": False}
 
@@ -58,9 +65,7 @@ def test_a_wheel_carries_the_module_and_an_editable_install_puts_it_by_its_sourc
     assert Path(built).is_file()
     assert (data["pure_python"], data["infer_tag"]) == (False, True)
 
-    checkout = tmp_path / "checkout"
-    (checkout / SOURCE.parent).mkdir(parents=True)
-    shutil.copy(ROOT / SOURCE, checkout / SOURCE)
+    checkout = checkout_with_the_source(tmp_path)
     data = build_data()
     hook(checkout, tmp_path).initialize("editable", data)
     assert (checkout / SOURCE.parent / NAME).is_file()
@@ -76,9 +81,7 @@ def test_without_a_compiler_the_wheel_is_built_without_the_module(
         return "no-such-compiler -shared" if name == "LDSHARED" else real(name)
 
     monkeypatch.setattr(sysconfig, "get_config_var", no_compiler)
-    checkout = tmp_path / "checkout"
-    (checkout / SOURCE.parent).mkdir(parents=True)
-    shutil.copy(ROOT / SOURCE, checkout / SOURCE)
+    checkout = checkout_with_the_source(tmp_path)
     (checkout / SOURCE.parent / NAME).write_bytes(b"an old build")  # must not survive
     data = build_data()
     hook(checkout, tmp_path).initialize("editable", data)
