@@ -22,7 +22,7 @@ needs_c = pytest.mark.skipif(numeric.ENCODER != "C", reason="built without the C
 
 
 def can_compile() -> bool:
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    compiler = (sysconfig.get_config_var("LDSHARED") or "cc").split()[0]  # as hatch_build.py
     header = Path(sysconfig.get_paths()["include"]) / "Python.h"
     return shutil.which(compiler) is not None and header.exists()
 
