@@ -331,7 +331,7 @@ def snapshot_cut(window: Window, snapshot: Book, before: Book | None) -> Snapsho
     expected: _Expected = (
         _Rebuilt(before.copy())
         if before is not None
-        else _Partial(window, snapshot, before_reading(snapshot.cancel_reading))
+        else _Partial(window, snapshot, snapshot.cancel_reading.established)
     )
     touched = set().union(*(_named(event, fills) for event, fills in window))
     mismatch = {order_id for order_id in touched if expected.differs(order_id, snapshot)}
@@ -349,11 +349,6 @@ def snapshot_cut(window: Window, snapshot: Book, before: Book | None) -> Snapsho
     if before is None and len(fits) > 1:
         return SnapshotCut(None, always)
     return SnapshotCut(fits[0], at[fits[0]])
-
-
-def before_reading(tally: CancelReading) -> Reading:
-    """The reading that names a cancelled order where no book says which id rests."""
-    return tally.established or DEFAULT_READING
 
 
 def _named(event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
@@ -391,8 +386,8 @@ _UNKNOWN = "unknown"
 class _Partial:
     """What the window's events alone say of the orders they touch (no book before it)."""
 
-    def __init__(self, window: Window, snapshot: Book, reading: Reading) -> None:
-        self.reading = reading
+    def __init__(self, window: Window, snapshot: Book, established: Reading | None) -> None:
+        self.established = established
         self.snapshot = snapshot
         placed = {e.oid for e, _ in window if e.kind == "new" and e.amount > 0}
         self.state: dict[int, RestingOrder | str | None] = dict.fromkeys(placed)
@@ -407,13 +402,30 @@ class _Partial:
         return [] if named is None else [named]
 
     def _cancelled(self, event: BookEvent) -> int | None:
-        """The id this cancel names: the pair's reading, unless only the other id is known."""
-        ids = {"oid": event.oid, "cancel_order_id": event.cancel_order_id}
+        """The id this cancel names: the only one known, else as `Book.cancel` decides an
+        ambiguous cancel (the pair's reading, else the order that fits what the cancel
+        states, else the default)."""
+        ids: dict[Reading, int | None] = {
+            "oid": event.oid,
+            "cancel_order_id": event.cancel_order_id,
+        }
         known = [
             r for r, i in ids.items() if i is not None and (i in self.snapshot or i in self.state)
         ]
-        reading = known[0] if len(known) == 1 else self.reading
-        return ids[reading]
+        if len(known) == 1:
+            return ids[known[0]]
+        by_oid, by_cancel_id = (self._order(ids[r]) for r in ("oid", "cancel_order_id"))
+        fits = None
+        if len(known) == 2 and by_oid is not None and by_cancel_id is not None:
+            fits = _better_fit(event, by_oid, by_cancel_id)
+        return ids[self.established or fits or DEFAULT_READING]
+
+    def _order(self, order_id: int | None) -> RestingOrder | None:
+        """The order as the window placed it, else as the snapshot holds it."""
+        now = self.state.get(order_id) if order_id is not None else None
+        if isinstance(now, RestingOrder):
+            return now
+        return self.snapshot.get(order_id) if order_id is not None else None
 
     def apply(self, event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
         changed = set()

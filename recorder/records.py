@@ -169,6 +169,10 @@ class BookSnapshot:
     events_through: datetime | None = None
     """The exchange's date of the last book event this snapshot contains (`book_at` applies
     the events after it); None where unknown."""
+    in_sync: bool = True
+    """The stream delivered every book event after `events_through`, so `book_at` may start
+    from it; False for one asked for while no connection was subscribed (at a start, during
+    an outage), kept as the exchange's book at its own instant."""
 
 
 @quick_init

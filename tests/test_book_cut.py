@@ -89,3 +89,23 @@ def test_an_empty_window_cuts_at_zero_and_an_order_no_event_explains_is_drift() 
     cut = snapshot_cut([*events, (new(77, "buy", "90", "2"), [])], snapshot, before)
     assert cut.events == 2
     assert cut.drift == {1, 77}
+
+
+def test_without_it_an_ambiguous_cancel_names_the_order_that_fits_it() -> None:
+    """Before the data has established which id names the cancelled order, a cancel whose
+    two ids both name a known order removes the one at its side and price, as `Book.cancel`
+    decides it, not the default reading's."""
+    tally = CancelReading()  # nothing established yet, as at the first resync of a run
+    by_oid = cancel(47, 4, "buy", "97", "1")  # its cancel_order_id names resting order 4
+    events: list[tuple[BookEvent, Sequence[BookFill]]] = [
+        (new(47, "buy", "97", "1"), []),
+        (new(48, "sell", "103", "1"), []),
+        (new(49, "sell", "104", "1"), []),
+        (by_oid, []),
+    ]
+    snapshot = Book.from_snapshot(BEFORE, cancel_reading=tally)
+    for event, _ in events[:3]:
+        snapshot.apply(event, count=False)
+    snapshot.cancel(by_oid, count=False)
+    assert [o.order_id for o in snapshot.side("buy")] == [3, 4]  # 47 went, 4 stays
+    assert snapshot_cut(events, snapshot, None).events == 4

@@ -100,6 +100,8 @@ class Run:
     """Per pair, each snapshot's request and the last event it holds, where that came later."""
     warmed: dict[Any, tuple[Any, ...]]
     """The closed windows' readings the recorder stored (recorder/storage/readings.py)."""
+    subscribe_delay_s: float
+    """How long each first subscription took to take effect."""
 
 
 READINGS = ("SELECT snapshot_id, until, events, fills, snapshot_orders, cancel_ts, removed "
@@ -127,7 +129,9 @@ def windows_with_events(dsn: str) -> int:
     )  # fmt: skip
 
 
-async def record(dsn: str, tmp_path: Path, latency_s: float, seed: int) -> Run:
+async def record(
+    dsn: str, tmp_path: Path, latency_s: float, seed: int, subscribe_delay_s: float
+) -> Run:
     settings = SimSettings(seed=seed, pairs=PAIRS, rate_per_s=60, history_hours=0.02,
                            record_deliveries=True)  # fmt: skip
     async with run_sim(settings) as sim:
@@ -135,8 +139,14 @@ async def record(dsn: str, tmp_path: Path, latency_s: float, seed: int) -> Run:
         sim.engine.subscribe(truth)
         drift_before = metric_total("recorder_book_drift_total")
         received = events_received()
+        # The start snapshots are answered while the subscriptions are on their way: the
+        # order flow goes on, and the stream never sees what it does meanwhile.
+        sim.faults.subscribe_delay_s = subscribe_delay_s
         daemon = Daemon(daemon_config(tmp_path, sim, dsn, snapshot_interval_s=1))
         running = await start_daemon(daemon)
+        await eventually(lambda: all(sim.subscribers(f"book_{p}") for p in PAIRS),
+                         what="both pairs subscribed")  # fmt: skip
+        sim.faults.subscribe_delay_s = 0
         sim.faults.latency_s = latency_s
         await eventually(lambda: windows_with_events(dsn) >= WINDOWS_WANTED, timeout_s=120,
                          what="snapshots holding events made after their request")  # fmt: skip
@@ -154,24 +164,33 @@ async def record(dsn: str, tmp_path: Path, latency_s: float, seed: int) -> Run:
     held_later = "SELECT pair, taken_at, events_through FROM book_snapshots "
     for pair, asked, through in query(dsn, held_later + "WHERE events_through > taken_at"):
         windows[pair].append((asked, through))
-    return Run(dsn, truth, drift, windows, warmed)
+    return Run(dsn, truth, drift, windows, warmed, subscribe_delay_s)
 
 
-@pytest.fixture(scope="module", params=[(0.25, 3), (0.6, 8)], ids=["latency-0.25s", "latency-0.6s"])
+@pytest.fixture(
+    scope="module",
+    params=[(0.25, 3, 0.0), (0.6, 8, 0.0), (0.25, 5, 1.0)],
+    ids=["latency-0.25s", "latency-0.6s", "subscribed-after-start-snapshot"],
+)
 def run(
     request: pytest.FixtureRequest, pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Run]:
-    latency_s, seed = request.param
+    latency_s, seed, subscribe_delay_s = request.param
     with fresh_database(pg_server_dsn, "book_window") as dsn:
-        yield asyncio.run(record(dsn, tmp_path_factory.mktemp("book_window"), latency_s, seed))
+        directory = tmp_path_factory.mktemp("book_window")
+        yield asyncio.run(record(dsn, directory, latency_s, seed, subscribe_delay_s))
+
+
+def covered_from(run: Run, pair: str) -> datetime:
+    """Where `book_coverage` says book_at holds the pair's book from (one stretch: one run)."""
+    ((valid_from,),) = query(run.dsn, "SELECT valid_from FROM book_coverage WHERE pair = %s", pair)
+    return valid_from  # type: ignore[no-any-return]
 
 
 def instants(run: Run, pair: str) -> list[datetime]:
-    """Every event's date and the microsecond before it, from where the pair's first
-    snapshot holds the book on (before it, book_at has nothing to start from): its request,
-    or the last event it holds if that came later."""
-    first_held = "SELECT greatest(taken_at, events_through) FROM book_snapshots WHERE pair = %s "
-    (first,) = query(run.dsn, first_held + "AND NOT grouped ORDER BY taken_at LIMIT 1", pair)[0]
+    """Every event's date and the microsecond before it, from where `book_coverage` says
+    book_at holds the book on: the cut of the first snapshot the stream followed."""
+    first = covered_from(run, pair)
     dates = [d for d in run.truth.dates[pair] if d >= first]
     return sorted({first, *dates, *(d - MICROSECOND for d in dates if d - MICROSECOND >= first)})
 
@@ -217,6 +236,22 @@ def test_book_at_is_the_engines_book_inside_snapshot_windows(run: Run) -> None:
     # The run made such instants on purpose: events landed inside the windows.
     assert compared > 20
     assert wrong == []
+
+
+def test_what_the_stream_missed_before_its_subscription_is_left_out(run: Run) -> None:
+    """book_coverage starts after every event the stream missed while its subscription was on
+    its way, and book_at passes over a snapshot asked for before then (in_sync false)."""
+    for pair in PAIRS:
+        first = covered_from(run, pair)
+        stored = {d for (d,) in query(run.dsn, "SELECT ts FROM book_events WHERE pair = %s", pair)}
+        missed = [d for d in run.truth.dates[pair][1:] if d not in stored]
+        assert all(d < first for d in missed)
+        (start_in_sync,) = query(run.dsn, "SELECT in_sync FROM book_snapshots WHERE pair = %s "
+                                 "ORDER BY taken_at LIMIT 1", pair)[0]  # fmt: skip
+        if run.subscribe_delay_s > 0:
+            # The run made the case: the flow went on unseen after the start snapshot.
+            assert missed
+            assert start_in_sync is False
 
 
 def test_the_recorder_stored_each_closed_windows_reading_as_book_at_many_reads_it(

@@ -57,7 +57,9 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
 
     # The socket drops: a new session, a resync snapshot per pair, the tape caught up.
     await sim.drop_sockets()
-    await eventually(lambda: sessions(db) >= 2, what="a second stream session")
+    # A second session of every connection (each had one before the drop).
+    connections = daemon.config.exchange.stream_connections
+    await eventually(lambda: sessions(db) == 2 * connections, what="the stream back")
     second = last_connected_at(db)
     await eventually(lambda: resynced_since(db, second) == len(PAIRS),
                      what="a resync snapshot of every pair after the reconnect")  # fmt: skip
@@ -81,7 +83,6 @@ async def test_a_run_records_everything_and_resyncs_after_a_socket_drop(
     # Every event each connection was sent, under its session, exact; their fills too.
     compared = assert_stored_as_delivered(db, sim)
     # Each of the connections, before the drop and after.
-    connections = daemon.config.exchange.stream_connections
     assert compared.sessions == compared.connections == 2 * connections
     assert compared.fills
     # Every fill seen on the socket is a trade of the tape, identical.

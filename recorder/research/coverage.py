@@ -92,6 +92,9 @@ class PairCoverage:
     candle_holes: int
     last_listed: datetime | None = None
     """When the exchange last listed the pair, if it no longer does (delisted); else None."""
+    unfollowed_snapshots: int = 0
+    """Of `snapshots`, those asked for while no connection was subscribed (`in_sync` false):
+    `book_at` passes over them."""
     snapshot_times: tuple[datetime, ...] = ()
     """When each snapshot of the window was taken, in order (`recorder coverage --plot`)."""
     tape_hole_times: tuple[datetime, ...] = ()
@@ -211,7 +214,7 @@ def format_report(report: Report) -> str:
     if report.gaps:
         lines.append(
             f"  {len(report.gaps)} gaps (no connection live: no book events or fills; book_at "
-            "invalid until the next snapshot):"
+            "invalid until the next snapshot the stream follows):"
         )
         for gap in report.gaps:
             seconds = (gap.end - gap.start).total_seconds()
@@ -233,7 +236,13 @@ def format_report(report: Report) -> str:
             f"  book events  {pair.book_events:>10}",
             f"  book fills   {pair.book_fills:>10}",
             f"  snapshots    {pair.snapshots:>10}  "
-            f"{_at(pair.first_snapshot)} -> {_at(pair.last_snapshot)}",
+            f"{_at(pair.first_snapshot)} -> {_at(pair.last_snapshot)}"
+            + (
+                f"  ({pair.unfollowed_snapshots} asked for before the stream was subscribed: "
+                "book_at passes over them)"
+                if pair.unfollowed_snapshots
+                else ""
+            ),
             f"  candles      {pair.candles:>10}",
             f"  tape holes   {pair.tape_holes:>10}  (fills seen on the socket, missing "
             "from the tape)",
@@ -283,7 +292,9 @@ SELECT p.name,
    WHERE x.pair = p.name AND x.ts >= %(s)s AND x.ts < %(e)s),
   (SELECT count(*) FROM candle_gaps x
    WHERE x.pair = p.name AND x.trades > 0 AND x.gap_end > %(s)s AND x.gap_start < %(e)s),
-  CASE WHEN p.updated_at < (SELECT max(updated_at) FROM pairs) THEN p.updated_at END
+  CASE WHEN p.updated_at < (SELECT max(updated_at) FROM pairs) THEN p.updated_at END,
+  (SELECT count(*) FROM book_snapshots x
+   WHERE x.pair = p.name AND NOT x.in_sync AND x.taken_at >= %(s)s AND x.taken_at < %(e)s)
 FROM pairs p
 WHERE %(pair)s::text IS NULL OR p.name = %(pair)s
 ORDER BY p.name

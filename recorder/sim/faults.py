@@ -25,6 +25,9 @@ class Faults:
     """Share of REST calls answered 200 with the JSON body cut in half."""
     latency_s: float = 0.0
     """Added before every REST answer."""
+    subscribe_delay_s: float = 0.0
+    """Added before a socket.io subscription takes effect: the client's stream misses what
+    the book does meanwhile, as a real exchange's may while a subscribe is on its way."""
     outage_until_s: float = 0.0
     """Monotonic time until which REST answers 502 and socket.io refuses connections."""
     paused: bool = False
@@ -73,6 +76,7 @@ class Faults:
             "rate_5xx": self.rate_5xx,
             "rate_truncated": self.rate_truncated,
             "latency_s": self.latency_s,
+            "subscribe_delay_s": self.subscribe_delay_s,
             "paused": self.paused,
             "outage_remaining_s": max(0.0, self.outage_until_s - now_s),
         }
@@ -84,11 +88,11 @@ def _checked(key: str, value: Any) -> float | bool:
         if not 0 <= rate <= 1:
             raise ValueError(f"{key} must be between 0 and 1")
         return rate
-    if key == "latency_s":
-        latency_s = _number(key, value)
-        if latency_s < 0:
-            raise ValueError("latency_s must be >= 0")
-        return latency_s
+    if key in ("latency_s", "subscribe_delay_s"):
+        seconds = _number(key, value)
+        if seconds < 0:
+            raise ValueError(f"{key} must be >= 0")
+        return seconds
     if key == "paused":
         if not isinstance(value, bool):
             raise ValueError("paused must be true or false")

@@ -280,8 +280,8 @@ class Recording:
         row = await cursor.fetchone()
         if row is None or row[0] is None:
             raise ReplayError(
-                f"since: no ungrouped snapshot of {pair} at or before {self.since.isoformat()}"
-                " to start its book from"
+                f"since: no ungrouped snapshot of {pair} followed by the stream (in_sync) at or"
+                f" before {self.since.isoformat()} to start its book from"
             )
         cursor = await self.conn.execute(START_BOOK_SQL, {"pair": pair, "at": self.since})
         orders = [

@@ -39,7 +39,8 @@ What it serves (the exchange's API docs' endpoints and JSON shapes):
 - a trade's `type` is the resting (maker) order's side, on the socket and in `/exchanges/`
   alike; in `/exchanges/own/` it is the account's own side;
 - `/order/<pk>/` and `/orders/own/` show the amount an order was placed with;
-- the latency fault delays REST answers (not socket events);
+- the latency fault delays REST answers (not socket events); `subscribe_delay_s` delays
+  each subscription taking effect;
 - errors are JSON `{"detail": reason}`: 400 bad input, 401 bad auth, 403 not yours, 404;
 - admin (never faulted, never rate limited): `GET /admin/state`, `POST /admin/faults`
   (JSON of `Faults` switches), `POST /admin/drop-sockets`, `POST /admin/outage
@@ -556,6 +557,8 @@ class Simulator:
         async def subscribe(sid: str, channel: Any) -> dict[str, Any]:
             if not self._is_channel(channel):
                 return {"success": False, "error": f"unknown channel {channel!r}"}
+            if self.faults.subscribe_delay_s > 0:
+                await asyncio.sleep(self.faults.subscribe_delay_s)
             if (sid, channel) not in self._deaf:
                 await sio.enter_room(sid, channel)
             if self.deliveries is not None:

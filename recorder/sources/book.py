@@ -27,7 +27,8 @@ A snapshot seeds the rebuilt book only if the stream delivered every event after
 asked for once the pair's subscription is live (its first event since it was sent, or
 `SUBSCRIBED_QUIET_S` for a quiet pair), and one already under way when the stream (re)connects
 after a moment with no connection up (at every start: the first snapshot goes out before the
-stream connects) is recorded but not trusted; the resync's own snapshot seeds the book.
+stream connects) is recorded with `in_sync` false, which `book_at` and `book_coverage` pass
+over; the resync's own snapshot seeds the book.
 
 Which id of a cancel names the cancelled order is decided from the data (`recorder.book`).
 Each pair keeps one `CancelReading` for the whole run, across resyncs: the exchange's
@@ -41,6 +42,7 @@ when first known and whenever it changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -85,9 +87,13 @@ class SnapshotWindow:
     before: Book | None
     through: datetime | None
     """The date of the last event received before the request."""
+    subscribed: bool
+    """Whether the stream was up (and the pair's subscription live) at the request."""
     events: list[tuple[BookEvent, tuple[BookFill, ...]]] = field(default_factory=list)
-    broken: bool = False
-    """No connection listened for a while: events of the window may be missing."""
+    broken: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when no connection listened for a while: events of the window may be missing, so
+    the snapshot cannot seed the book, and its settle wait is cut short (no more events of
+    the window can come)."""
 
 
 @dataclass
@@ -201,8 +207,9 @@ class BookRecorder:
                 self.connected.clear()
                 for book in self.pairs.values():
                     book.model = None
+                    book.last_event_ts = None
                     for window in book.windows:
-                        window.broken = True
+                        window.broken.set()
 
     def _resync(self) -> None:
         """No connection was up: what was missed cannot be replayed, so every book starts
@@ -210,13 +217,17 @@ class BookRecorder:
         self.resyncs += 1
         for book in self.pairs.values():
             book.model = None
+            # A snapshot holding none of the events since is not the book as of an event
+            # before the outage: it holds what changed during it (events_through NULL: its
+            # request).
+            book.last_event_ts = None
             book.subscribed_at = time.monotonic()
             book.live.clear()
             book.snapshots.wake("connect")
             for window in book.windows:
                 # Asked for while no connection listened: what changed between its answer and
                 # the subscription taking effect never reaches the stream.
-                window.broken = True
+                window.broken.set()
         if self._on_resync is not None:
             self._on_resync()
 
@@ -273,22 +284,33 @@ class BookRecorder:
         for retry in range(UNDECIDED_RETRIES + 1):
             await self._subscription_live(book)
             window = SnapshotWindow(
-                book.model.copy() if book.model is not None else None, book.last_event_ts
+                book.model.copy() if book.model is not None else None,
+                book.last_event_ts,
+                subscribed=self._stream.connected,
             )
             book.windows.append(window)
             try:
                 answer = await self._request(pair, reason)
-                # Events the answer holds may still be on their way: wait for them.
-                await asyncio.sleep(self._settle_s)
+                # Followed by the stream from its cut on, so that book_at may start from it
+                # (book_snapshots.in_sync): subscribed from before the request until the
+                # answer came. A connection lost after that only ends the stretch it starts.
+                in_sync = window.subscribed and not window.broken.is_set()
+                # Events the answer holds may still be on their way: wait for them, unless no
+                # connection listens any more (none can come), so that the snapshot the
+                # resync owes is not put off.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(window.broken.wait(), self._settle_s)
             finally:
                 book.windows.remove(window)
             exchange = Book.from_snapshot(answer.orders, cancel_reading=book.cancel_reading)
             cut = snapshot_cut(window.events, exchange, window.before)
-            if cut.events is None and retry < UNDECIDED_RETRIES:
+            # The book kept from events needs the stream up since the request.
+            seeds = in_sync and self._stream.connected and not window.broken.is_set()
+            if cut.events is None and seeds and retry < UNDECIDED_RETRIES:
                 log.info("the snapshot's events leave its cut open: taking it again", pair=pair)
                 continue
-            self._record(answer, window, cut.events)
-            self._rebuild(pair, book, window, exchange, cut.events or 0)
+            self._record(answer, window, cut.events, in_sync)
+            self._rebuild(pair, book, window, exchange, cut.events or 0, seeds)
             return
 
     async def _request(self, pair: str, reason: str) -> OrderBook:
@@ -303,16 +325,24 @@ class BookRecorder:
         metrics.book_resyncs.labels(pair, reason).inc()
         return answer
 
-    def _record(self, answer: OrderBook, window: SnapshotWindow, cut: int | None) -> None:
+    def _record(
+        self, answer: OrderBook, window: SnapshotWindow, cut: int | None, in_sync: bool
+    ) -> None:
         """The snapshot with the date of the last event it holds (None where unknown)."""
         through = None
         if cut is not None:
             through = window.events[cut - 1][0].ts if cut else window.through
-        self._writer.put(replace(answer.snapshot, events_through=through))
+        self._writer.put(replace(answer.snapshot, events_through=through, in_sync=in_sync))
         self._writer.put_many(answer.orders)
 
     def _rebuild(
-        self, pair: str, book: PairBook, window: SnapshotWindow, exchange: Book, cut: int
+        self,
+        pair: str,
+        book: PairBook,
+        window: SnapshotWindow,
+        exchange: Book,
+        cut: int,
+        seeds: bool,
     ) -> None:
         """The rebuilt book becomes the snapshot plus the events after its cut, as `book_at`
         rebuilds it; where the book rebuilt from events says otherwise, that is drift."""
@@ -330,7 +360,7 @@ class BookRecorder:
                     first=drift[:5],  # "here": rebuilt from events; "there": the snapshot's
                 )
         # The stream only keeps a book it can trust: one built since the last connect.
-        book.model = rebuilt if self._stream.connected and not window.broken else None
+        book.model = rebuilt if seeds else None
 
     async def _subscription_live(self, book: PairBook) -> None:
         """Wait until the pair's subscription sent at `subscribed_at` is live: its first event

@@ -103,8 +103,10 @@ def _upgraded(
     an upgrade: the spool outlives the version that wrote it."""
     if len(values) == expected:
         return values
-    if name == "BookSnapshot" and len(values) == expected - 1:
-        return [*values, None]  # events_through: not known to recorders before it
+    if name == "BookSnapshot" and expected - 2 <= len(values) < expected:
+        # events_through (None: unknown) and in_sync (True: book_at's rule until then), the
+        # fields recorders before them did not spill.
+        return [*values, *[None, True][len(values) - expected :]]
     if name == "SnapshotOrder" and len(values) == expected - 1:
         # taken_at, the table's time column, is the snapshot's; its header is spilled first.
         taken_at = snapshot_times.get(uuid.UUID(values[0]))

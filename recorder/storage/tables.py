@@ -211,7 +211,7 @@ _TABLES = (
     _spec(
         r.BookSnapshot,
         "snapshot_id:uuid pair:text taken_at:timestamptz received_at:timestamptz grouped:bool "
-        "reason:text events_through:timestamptz",
+        "reason:text events_through:timestamptz in_sync:bool",
         "snapshot_id",
     ),
     _spec(

@@ -130,10 +130,11 @@ def sessions(dsn: str) -> int:
 
 
 def resynced_since(dsn: str, since: Any) -> int:
-    """How many pairs have a resync snapshot ("connect") taken at or after `since`."""
+    """How many pairs have a resync snapshot ("connect") taken at or after `since` that the
+    stream followed (`in_sync`: one that a drop under way does not spoil, book_at's start)."""
     return int(
         query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots "
-              "WHERE reason = 'connect' AND taken_at >= %s", since)[0][0]
+              "WHERE reason = 'connect' AND in_sync AND taken_at >= %s", since)[0][0]
     )  # fmt: skip
 
 

@@ -23,15 +23,16 @@ def rows(book: Book) -> list[tuple[object, ...]]:
 
 def test_every_book_is_book_at_at_its_instant(recording: Recording) -> None:
     with psycopg.connect(recording.dsn) as conn:
+        # From where book_at has a snapshot the stream followed to start from.
         first, last = conn.execute(
-            "SELECT min(taken_at), max(received_at) FROM book_snapshots WHERE pair = %s",
+            "SELECT min(valid_from), max(valid_to) FROM book_coverage WHERE pair = %s",
             (PAIRS[0],),
         ).fetchone()  # type: ignore[misc]
         step = (last - first) / 40
         instants = [first - timedelta(seconds=1), *(first + step * k for k in range(41))]
         books = list(books_at(conn, PAIRS[0], reversed(instants), batch=7))
         assert [book.at for book in books] == sorted(instants)
-        assert books[0].bids == books[0].asks == ()  # before the first snapshot
+        assert books[0].bids == books[0].asks == ()  # before it
         for book in books:
             expected = conn.execute(
                 "SELECT side, order_id, price, amount FROM book_at(%s, %s)", (PAIRS[0], book.at)

@@ -6,6 +6,7 @@ on its own below.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -52,7 +53,11 @@ def test_coverage_finds_the_outage_with_its_cause(recording: Recording) -> None:
     assert gap.cause == last_down.reason
     assert gap.cause
     assert [p.pair for p in report.pairs] == sorted(PAIRS)
+    with psycopg.connect(recording.dsn) as conn:
+        unfollowed = dict(conn.execute("SELECT pair, count(*) FILTER (WHERE NOT in_sync) "
+                                       "FROM book_snapshots GROUP BY pair").fetchall())  # fmt: skip
     for pair in report.pairs:
+        assert pair.unfollowed_snapshots == unfollowed[pair.pair]
         assert pair.trades > 0
         assert pair.book_events > 0
         assert pair.snapshots >= 2  # one at each connect
@@ -144,6 +149,19 @@ def test_format_report_names_gaps_causes_and_counts() -> None:
     trades = "  trades               12  2024-01-01 00:00:01.000Z -> 2024-01-01 00:01:39.000Z"
     assert trades in text
     assert "  candle holes          1" in text
+
+
+def test_format_report_says_how_many_snapshots_book_at_passes_over() -> None:
+    followed = PairCoverage("BTC_USD", 12, at(1), at(99), 40, 5, 3, at(0), at(60), 2, 0, 0)
+    unfollowed = replace(followed, pair="ETH_USD", unfollowed_snapshots=1)
+    report = Report(at(0), at(100), [Session(at(0), at(100), "open", None)], [],
+                    [followed, unfollowed])  # fmt: skip
+    text = format_report(report)
+    note = "(1 asked for before the stream was subscribed: book_at passes over them)"
+    btc, eth = text.split("\nETH_USD\n")
+    assert note not in btc
+    span = "2024-01-01 00:00:00.000Z -> 2024-01-01 00:01:00.000Z"
+    assert f"  snapshots             3  {span}  {note}" in eth
 
 
 def test_format_report_says_when_a_pair_was_delisted() -> None:

@@ -36,6 +36,7 @@ async def test_admin_state(sim: Simulator, http: aiohttp.ClientSession) -> None:
         "rate_5xx",
         "rate_truncated",
         "latency_s",
+        "subscribe_delay_s",
         "paused",
         "outage_remaining_s",
     }

@@ -142,11 +142,28 @@ async def test_latency(sim: Simulator, http: aiohttp.ClientSession) -> None:
     assert time.monotonic() - started >= 0.3
 
 
+async def test_subscribe_delay(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    """A subscription takes effect (and is acknowledged) only after the delay, so the
+    client's stream misses what the book does meanwhile."""
+    await admin(http, sim, "faults", {"subscribe_delay_s": 0.5})
+    client = socket_client()
+    await client.connect(sim.base_url, transports=["websocket"])
+    try:
+        started = time.monotonic()
+        ack = asyncio.create_task(client.call("subscribe", "book_BTC_USD", timeout=10))
+        assert await ack == {"success": True, "channel": "book_BTC_USD"}
+        assert time.monotonic() - started >= 0.5
+        assert len(sim.subscribers("book_BTC_USD")) == 1
+    finally:
+        await client.disconnect()
+
+
 async def test_bad_fault_switches_are_400(sim: Simulator, http: aiohttp.ClientSession) -> None:
     for body in (
         {"rate_429": 2},
         {"nope": 1},
         {"paused": "yes"},
+        {"subscribe_delay_s": -1},
         {"rate_5xx": 0.6, "rate_429": 0.6},
     ):
         async with http.post(sim.base_url + "/admin/faults", json=body) as response:

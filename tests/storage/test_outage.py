@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import astuple
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -95,10 +95,17 @@ async def test_a_damaged_spool_line_is_kept_not_fatal(db_dsn: str, tmp_path: Pat
 async def test_a_spool_written_before_an_upgrade_is_committed_by_the_new_recorder(
     db_dsn: str, tmp_path: Path
 ) -> None:
-    """Fields added since (a snapshot's events_through, its orders' taken_at) are filled in:
-    the spool of a recorder stopped while its database was down outlives its version."""
+    """Fields added since (a snapshot's events_through and in_sync, its orders' taken_at)
+    are filled in: the spool of a recorder stopped while its database was down outlives its
+    version."""
     taken_at = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
-    snapshot = BookSnapshot(uuid.uuid4(), "BTC_USD", taken_at, taken_at, False, "interval")
+    through = taken_at - timedelta(seconds=1)
+    # in_sync False, so that the default filled in (True) shows
+    snapshot = BookSnapshot(uuid.uuid4(), "BTC_USD", taken_at, taken_at, False, "interval",
+                            None, in_sync=False)  # fmt: skip
+    # spilled before in_sync only: its events_through is kept
+    later = BookSnapshot(uuid.uuid4(), "BTC_USD", taken_at, taken_at, False, "interval",
+                         through, in_sync=False)  # fmt: skip
     orders = [
         SnapshotOrder(snapshot.snapshot_id, "buy", pos, 100 + pos, Decimal(f"9{pos}.10"),
                       Decimal("0.00000001"), taken_at, taken_at)
@@ -106,21 +113,25 @@ async def test_a_spool_written_before_an_upgrade_is_committed_by_the_new_recorde
     ]  # fmt: skip
     orphan = SnapshotOrder(uuid.uuid4(), "sell", 0, 7, Decimal("1"), Decimal("2"), None, taken_at)
 
-    def as_older_recorder_spilled(record: Record) -> str:
+    def as_older_recorder_spilled(record: Record, missing: int = 1) -> str:
         name, values = json.loads(encode(record))
-        return json.dumps([name, values[:-1]])  # the field added last was not there yet
+        return json.dumps([name, values[:-missing]])  # the fields added last were not there
 
     spool = tmp_path / "spool"
     spool.mkdir()
-    lines = [as_older_recorder_spilled(r) for r in (snapshot, *orders, orphan)]
+    lines = [
+        as_older_recorder_spilled(snapshot, missing=2),
+        as_older_recorder_spilled(later),
+        *(as_older_recorder_spilled(r) for r in (*orders, orphan)),
+    ]
     (spool / "000000000001.jsonl").write_text("\n".join(lines) + "\n")
     async with Writer(db_dsn, spool) as writer:
         assert await writer.flush(30)
     with psycopg.connect(db_dsn) as conn:
         stored = conn.execute(
-            "SELECT snapshot_id, pair, taken_at, events_through FROM book_snapshots"
-            " WHERE snapshot_id = %s",
-            [snapshot.snapshot_id],
+            "SELECT snapshot_id, pair, taken_at, events_through, in_sync FROM book_snapshots"
+            " WHERE snapshot_id = ANY(%s) ORDER BY events_through NULLS FIRST",
+            [[snapshot.snapshot_id, later.snapshot_id]],
         ).fetchall()
         stored_orders = conn.execute(
             "SELECT snapshot_id, side, pos, order_id, price, amount, order_ts, taken_at"
@@ -128,7 +139,10 @@ async def test_a_spool_written_before_an_upgrade_is_committed_by_the_new_recorde
             [snapshot.snapshot_id],
         ).fetchall()
         kept = conn.execute("SELECT payload FROM raw_messages WHERE source = 'spool'").fetchall()
-    assert stored == [(snapshot.snapshot_id, "BTC_USD", taken_at, None)]
+    assert stored == [
+        (snapshot.snapshot_id, "BTC_USD", taken_at, None, True),
+        (later.snapshot_id, "BTC_USD", taken_at, through, True),
+    ]
     assert stored_orders == [astuple(order) for order in orders]
     # An order whose snapshot was never read cannot be dated: kept verbatim, not guessed.
     assert [payload for (payload,) in kept if payload in lines] == [lines[-1]]
