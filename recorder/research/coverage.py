@@ -96,7 +96,10 @@ class PairCoverage:
     """Of `snapshots`, those asked for while no connection was subscribed (`in_sync` false):
     `book_at` passes over them."""
     snapshot_times: tuple[datetime, ...] = ()
-    """When each snapshot of the window was taken, in order (`recorder coverage --plot`)."""
+    """When each snapshot of the window that book_at starts from was taken, in order
+    (`recorder coverage --plot`)."""
+    unfollowed_snapshot_times: tuple[datetime, ...] = ()
+    """When each of the `unfollowed_snapshots` was taken, in order."""
     tape_hole_times: tuple[datetime, ...] = ()
     """When each fill missing from the tape happened, in order."""
     candle_hole_spans: tuple[CandleHole, ...] = ()
@@ -336,7 +339,8 @@ def load_report(
         ).fetchall()
     ]
     window = {"s": start, "e": end, "pair": pair}
-    snapshot_times = _times_by_pair(conn, _SNAPSHOT_TIMES_SQL, window)
+    snapshot_times = _times_by_pair(conn, _SNAPSHOT_TIMES_SQL, {**window, "in_sync": True})
+    unfollowed_times = _times_by_pair(conn, _SNAPSHOT_TIMES_SQL, {**window, "in_sync": False})
     tape_hole_times = _times_by_pair(conn, _TAPE_HOLE_TIMES_SQL, window)
     candle_holes: dict[str, list[CandleHole]] = {}
     for name, *hole in conn.execute(_CANDLE_HOLES_SQL, window).fetchall():
@@ -345,6 +349,7 @@ def load_report(
         replace(
             PairCoverage(*row),
             snapshot_times=tuple(snapshot_times.get(row[0], ())),
+            unfollowed_snapshot_times=tuple(unfollowed_times.get(row[0], ())),
             tape_hole_times=tuple(tape_hole_times.get(row[0], ())),
             candle_hole_spans=tuple(candle_holes.get(row[0], ())),
         )
@@ -385,6 +390,7 @@ def _with_owners(
 _SNAPSHOT_TIMES_SQL = """
 SELECT pair, taken_at FROM book_snapshots
 WHERE taken_at >= %(s)s AND taken_at < %(e)s AND (%(pair)s::text IS NULL OR pair = %(pair)s)
+  AND in_sync = %(in_sync)s
 ORDER BY pair, taken_at
 """
 

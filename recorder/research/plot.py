@@ -10,7 +10,8 @@ Each pair's timeline has four lanes over the report's window:
 - stream: when a connection was live, drawn as the union of the sessions (a recorder keeps
   several connections at once, so sessions overlap), and the gaps where none was, coloured
   by their cause. The sessions are the stream's, not the pair's: every pair shows the same.
-- snapshots: a tick at each snapshot taken;
+- snapshots: a tick at each snapshot taken, a short grey one where book_at passes over it
+  (asked for while the stream was not subscribed: `book_snapshots.in_sync`);
 - tape holes: a tick at each fill seen on the socket and missing from the trade tape;
 - candle holes: the stretches missing from the exchange's candles while the tape has trades.
 
@@ -42,6 +43,7 @@ LIVE_COLOUR = "#2ca02c"
 GAP_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 """One per distinct gap cause, in the order the causes first appear."""
 SNAPSHOT_COLOUR = "#1f77b4"
+UNFOLLOWED_COLOUR = "#9e9e9e"
 HOLE_COLOUR = "#000000"
 
 
@@ -66,6 +68,8 @@ class PairTimeline:
     gaps: tuple[Span, ...]
     """The stream's gaps within the window, each labelled with its cause."""
     snapshots: tuple[datetime, ...]
+    unfollowed_snapshots: tuple[datetime, ...]
+    """Snapshots book_at passes over."""
     tape_holes: tuple[datetime, ...]
     candle_holes: tuple[Span, ...]
     """Labelled with the candles' resolution ("1", "5", ... "D")."""
@@ -118,6 +122,7 @@ def layout(report: Report) -> Layout:
             live=live,
             gaps=gaps,
             snapshots=tuple(t for t in p.snapshot_times if start <= t < end),
+            unfollowed_snapshots=tuple(t for t in p.unfollowed_snapshot_times if start <= t < end),
             tape_holes=tuple(t for t in p.tape_hole_times if start <= t < end),
             candle_holes=tuple(
                 Span(max(h.start, start), min(h.end, end), h.resolution)
@@ -172,6 +177,9 @@ def render(report: Report) -> Figure:
         ticks = LANES.index("snapshots")
         ax.vlines([num(t) for t in timeline.snapshots], ticks - 0.35, ticks + 0.35,
                   color=SNAPSHOT_COLOUR, linewidth=1, gid=f"snapshots-{timeline.pair}")  # fmt: skip
+        ax.vlines([num(t) for t in timeline.unfollowed_snapshots], ticks - 0.2, ticks + 0.2,
+                  color=UNFOLLOWED_COLOUR, linewidth=1,
+                  gid=f"unfollowed-snapshots-{timeline.pair}")  # fmt: skip
         holes = LANES.index("tape holes")
         ax.vlines([num(t) for t in timeline.tape_holes], holes - 0.35, holes + 0.35,
                   color=HOLE_COLOUR, linewidth=1.5, gid=f"tape-holes-{timeline.pair}")  # fmt: skip
@@ -198,10 +206,10 @@ def render(report: Report) -> Figure:
     legend = [Patch(color=LIVE_COLOUR, label="stream live")] + [
         Patch(color=gap_colour[c], label=f"gap: {c}") for c in drawn.causes
     ]
-    legend += [
-        Patch(color=SNAPSHOT_COLOUR, label="snapshot"),
-        Patch(color=HOLE_COLOUR, label="tape / candle hole"),
-    ]
+    legend += [Patch(color=SNAPSHOT_COLOUR, label="snapshot")]
+    if any(timeline.unfollowed_snapshots for timeline in drawn.pairs):
+        legend += [Patch(color=UNFOLLOWED_COLOUR, label="snapshot book_at passes over")]
+    legend += [Patch(color=HOLE_COLOUR, label="tape / candle hole")]
     figure.legend(handles=legend, loc="outside upper center", ncols=min(4, len(legend)),
                   fontsize=8, frameon=False)  # fmt: skip
     return figure

@@ -56,6 +56,7 @@ def test_layout_merges_overlapping_sessions_and_clips_everything_to_the_window()
             pair(
                 "BTC_USD",
                 snapshot_times=(at(5), at(12), at(61)),
+                unfollowed_snapshot_times=(at(11), at(100)),
                 tape_hole_times=(at(70), at(100)),
                 candle_hole_spans=(CandleHole("1", at(0), at(20), 3),),
                 last_listed=at(90),
@@ -70,6 +71,7 @@ def test_layout_merges_overlapping_sessions_and_clips_everything_to_the_window()
     assert btc.gaps == (Span(at(45), at(60), "ping timeout"),)  # the other ends before
     assert drawn.causes == ("ping timeout",)
     assert btc.snapshots == (at(12), at(61))
+    assert btc.unfollowed_snapshots == (at(11),)
     assert btc.tape_holes == (at(70),)
     assert btc.candle_holes == (Span(at(10), at(20), "1"),)
     assert btc.delisted_at == at(90)
@@ -186,6 +188,13 @@ def test_the_svg_names_the_pairs_and_draws_the_gap_and_each_snapshot_where_the_r
         assert pair.snapshot_times  # one at each connect at least
         expected = [x_in_svg(index, t) for t in pair.snapshot_times]
         assert ticks == pytest.approx(expected, abs=0.5)
+        # A start's snapshot usually goes out before the stream is subscribed: book_at
+        # passes over it, and the picture shows it apart.
+        unfollowed = xs(groups[f"unfollowed-snapshots-{pair.pair}"])
+        expected = [x_in_svg(index, t) for t in pair.unfollowed_snapshot_times]
+        assert unfollowed == pytest.approx(expected, abs=0.5)
+    shown = any(pair.unfollowed_snapshot_times for pair in report.pairs)
+    assert ("snapshot book_at passes over" in texts) == shown
 
 
 def test_the_coverage_command_writes_png_svg_and_html(
