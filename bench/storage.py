@@ -5,6 +5,7 @@
                                       [--history-per-hour 3600] [--no-timescaledb]
                                       [--tsdb ../shared/timescaledb/tsdb.py]
                                       [--alternative TABLE:SEGMENTBY:ORDERBY ...]
+                                      [--per-column] [--scaled]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
@@ -166,29 +167,168 @@ def columnstore_data_bytes(dsn: str) -> dict[str, int]:
     """{hypertable: bytes of its compressed values}: each column's stored (compressed) size
     summed over the columnstore's batches, without the pages, maps and indexes every chunk
     has however few rows it holds. What one more row costs once chunks are full."""
-    sizes = {}
+    return {table: sum(column_bytes(dsn, table).values()) for table in HYPERTABLES}
+
+
+def column_bytes(dsn: str, table: str) -> dict[str, int]:
+    """{column: bytes of its compressed values} of a hypertable's columnstore, summed over
+    its chunks' batches (`_ts_meta_*` are TimescaleDB's per-batch count and min/max)."""
+    totals: dict[str, int] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in HYPERTABLES:
-            total = 0
-            compressed = conn.execute(
-                "SELECT format('%%I.%%I', cc.schema_name, cc.table_name) "
-                "FROM _timescaledb_catalog.chunk c "
-                "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
-                "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
-                "WHERE h.table_name = %s",
-                (table,),
-            ).fetchall()
-            for (chunk,) in compressed:
-                columns = conn.execute(
+        compressed = conn.execute(
+            "SELECT format('%%I.%%I', cc.schema_name, cc.table_name) "
+            "FROM _timescaledb_catalog.chunk c "
+            "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
+            "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+            "WHERE h.table_name = %s",
+            (table,),
+        ).fetchall()
+        for (chunk,) in compressed:
+            columns = [
+                str(c)
+                for (c,) in conn.execute(
                     "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
-                    "AND attnum > 0 AND NOT attisdropped",
+                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                     (chunk,),
                 ).fetchall()
-                sums = " + ".join(f'coalesce(sum(pg_column_size("{c}")), 0)' for (c,) in columns)
-                row = conn.execute(f"SELECT {sums} FROM {chunk}").fetchone()  # noqa: S608
-                total += int(row[0]) if row else 0
-            sizes[table] = total
-    return sizes
+            ]
+            sums = ", ".join(f'coalesce(sum(pg_column_size("{c}")), 0)' for c in columns)
+            row = conn.execute(f"SELECT {sums} FROM {chunk}").fetchone()  # noqa: S608
+            assert row is not None
+            for column, size in zip(columns, row, strict=True):
+                totals[column] = totals.get(column, 0) + int(size)
+    return totals
+
+
+def print_per_column(dsn: str, tables: tuple[str, ...]) -> None:
+    print("\ncolumnstore values per row, by column (bytes per row; largest first)")
+    for table in tables:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+        rows = max(int(row[0]) if row else 0, 1)
+        sizes = column_bytes(dsn, table)
+        shown = ", ".join(
+            f"{column} {size / rows:.2f}"
+            for column, size in sorted(sizes.items(), key=lambda item: -item[1])
+            if size / rows >= 0.05
+        )
+        print(f"- {table} ({sum(sizes.values()) / rows:.2f} in all): {shown}")
+
+
+# The scaled-integer layout measured by `--scaled`: the 8-byte columns first, then the
+# 2-byte ones, then text and the (normally NULL) fallback, so that a plain row carries no
+# alignment padding. A value fits when its scale is at most MAX_SCALE and its units a bigint.
+MAX_SCALE = 18
+TENTHS = "'{" + ",".join(["1"] + [f"0.{'0' * (s - 1)}1" for s in range(1, MAX_SCALE + 1)]) + "}'"
+SCALED_COLUMNS = {
+    "trades": (
+        ("tid", "bigint"), ("ts", "timestamptz"), ("price_units", "bigint"),
+        ("amount_units", "bigint"), ("received_at", "timestamptz"),
+        ("price_scale", "smallint"), ("amount_scale", "smallint"), ("pair", "text"),
+        ("type", "text"), ("price_exact", "numeric"), ("amount_exact", "numeric"),
+    ),
+    "book_fills": (
+        ("tid", "bigint"), ("oid", "bigint"), ("o_id", "bigint"), ("ts", "timestamptz"),
+        ("price_units", "bigint"), ("amount_units", "bigint"), ("received_at", "timestamptz"),
+        ("price_scale", "smallint"), ("amount_scale", "smallint"), ("pair", "text"),
+        ("type", "text"), ("price_exact", "numeric"), ("amount_exact", "numeric"),
+    ),
+}  # fmt: skip
+
+
+def scaled_select(table: str) -> str:
+    """`table`'s rows in the scaled layout's column order."""
+    fits = {
+        c: f"(scale({c}) <= {MAX_SCALE} AND abs({c}) * 10::numeric ^ scale({c}) < 2::numeric ^ 63)"
+        for c in ("price", "amount")
+    }
+    values = {}
+    for column, _ in SCALED_COLUMNS[table]:
+        name, _, part = column.partition("_")
+        if name in fits and part == "units":
+            values[column] = (
+                f"CASE WHEN {fits[name]} THEN ({name} * 10::numeric ^ scale({name}))::bigint END"
+            )
+        elif name in fits and part == "scale":
+            values[column] = f"CASE WHEN {fits[name]} THEN scale({name}) END"
+        elif name in fits and part == "exact":
+            values[column] = f"CASE WHEN NOT {fits[name]} THEN {name} END"
+        else:
+            values[column] = column
+    return f"SELECT {', '.join(values.values())} FROM {table} ORDER BY ts"  # noqa: S608
+
+
+def decoded(column: str) -> str:
+    """The exact `numeric` a scaled column holds: units × 10^-scale has exactly `scale`
+    decimals (a product's scale is the sum of its factors'), so '1.50' stays '1.50'."""
+    return f"coalesce({column}_exact, {column}_units * ({TENTHS}::numeric[])[{column}_scale + 1])"
+
+
+def make_scaled(dsn: str, table: str, hypertable: bool) -> tuple[int, int, int]:
+    """Copy `table` into `<table>_scaled` (a hypertable with 0003's chunking and columnstore
+    settings, converted, if `hypertable`); check every value comes back exact; return its
+    (rows, heap + toast bytes, index bytes)."""
+    scaled = f"{table}_scaled"
+    columns = ", ".join(f"{name} {pgtype}" for name, pgtype in SCALED_COLUMNS[table])
+    key = "pair, tid, ts" if hypertable else "pair, tid"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {scaled} ({columns}, PRIMARY KEY ({key}))")
+        conn.execute(f"CREATE INDEX ON {scaled} (pair, ts)")
+        if hypertable:
+            conn.execute(f"SELECT create_hypertable('{scaled}', by_range('ts', INTERVAL '1 day'))")
+            conn.execute(
+                f"ALTER TABLE {scaled} SET (timescaledb.enable_columnstore, "
+                "timescaledb.segmentby = 'pair', timescaledb.orderby = 'ts, tid')"
+            )
+        names = ", ".join(name for name, _ in SCALED_COLUMNS[table])
+        conn.execute(f"INSERT INTO {scaled} ({names}) {scaled_select(table)}")
+        row = conn.execute(
+            f"SELECT count(*) FROM {table} t JOIN {scaled} s USING (pair, tid) "  # noqa: S608
+            f"WHERE {decoded('s.price')}::text IS DISTINCT FROM t.price::text "
+            f"OR {decoded('s.amount')}::text IS DISTINCT FROM t.amount::text"
+        ).fetchone()
+        if row is None or row[0]:
+            sys.exit(f"{scaled}: {row[0] if row else '?'} values differ from {table}'s")
+        if hypertable:
+            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (scaled,)).fetchall():
+                conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
+            conn.execute(f"VACUUM ANALYZE {scaled}")
+            return hypertable_sizes(dsn, (scaled,))[scaled]
+        conn.execute(f"VACUUM ANALYZE {scaled}")
+        row = conn.execute(
+            f"SELECT count(*), pg_table_size('{scaled}'), pg_indexes_size('{scaled}') "  # noqa: S608
+            f"FROM {scaled}"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+
+def print_scaled(
+    plain: dict[str, tuple[int, int, int]],
+    columnstore: dict[str, tuple[int, int, int]],
+    plain_dsn: str,
+    tsdb_dsn: str,
+) -> None:
+    print("\nprice and amount as scaled integers (--scaled), the same rows (bytes per row)")
+    print(
+        "| table | plain numeric | plain scaled | columnstore numeric | columnstore scaled "
+        "| plain numeric / columnstore scaled | plain scaled / columnstore scaled |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def per_row(sizes: tuple[int, int, int]) -> float:
+        return (sizes[1] + sizes[2]) / max(sizes[0], 1)
+
+    for table in SCALED_COLUMNS:
+        plain_scaled = per_row(make_scaled(plain_dsn, table, hypertable=False))
+        stored = per_row(make_scaled(tsdb_dsn, table, hypertable=True))
+        before = per_row(plain[table])
+        print(
+            f"| {table} | {before:.0f} | {plain_scaled:.0f} | {per_row(columnstore[table]):.1f} "
+            f"| {stored:.1f} | {before / stored:.1f}x | {plain_scaled / stored:.1f}x |",
+            flush=True,
+        )
+    print_per_column(tsdb_dsn, tuple(f"{table}_scaled" for table in SCALED_COLUMNS))
 
 
 def alternative_sizes(dsn: str, table: str, segmentby: str, orderby: str) -> tuple[int, int, int]:
@@ -298,6 +438,14 @@ def main() -> None:
         metavar="TABLE:SEGMENTBY:ORDERBY",
         help="after the measurements, recompress TABLE so and measure it again (repeatable)",
     )
+    parser.add_argument(
+        "--per-column", action="store_true", help="columnstore bytes per row of each column"
+    )
+    parser.add_argument(
+        "--scaled",
+        action="store_true",
+        help="measure trades and book_fills with price and amount as scaled integers",
+    )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
     parser.add_argument(
         "--tsdb", type=Path, default=TSDB_SCRIPT, help="tsdb.py of the TimescaleDB build"
@@ -335,6 +483,10 @@ def main() -> None:
                             columnstore)  # fmt: skip
                 data = columnstore_data_bytes(dsns["timescaledb"])
                 print_comparison(plain, written, columnstore, data)
+                if args.per_column:
+                    print_per_column(dsns["timescaledb"], HYPERTABLES)
+                if args.scaled:
+                    print_scaled(plain, columnstore, plain_dsn, dsns["timescaledb"])
                 if args.alternative:
                     print("\nother columnstore settings, the same rows (bytes per row)")
                     print("| table | segmentby | orderby | columnstore | plain / columnstore |")

@@ -262,7 +262,7 @@ def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
             continue
         if not in_range:
             value = next(v for v in values if isinstance(v, int) and not -limit <= v < limit)
-            column = spec.columns[position][0]
+            column = spec.stored_columns[position][0]
             raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
 
 
@@ -289,7 +289,7 @@ def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
         else:
             same_type = map(functools.partial(operator.is_, record_type), kinds)
             records = list(itertools.compress(batch, same_type))
-        groups[spec] = _one_per_key(spec, list(map(spec.to_row, records)))
+        groups[spec] = _one_per_key(spec, spec.rows(records))
     return groups
 
 
