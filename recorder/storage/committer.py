@@ -224,11 +224,11 @@ class Committer:
 _INTEGER_COLUMNS: dict[TableSpec, list[tuple[int, int]]] = {
     spec: [
         (position, 2 ** (INTEGER_BITS[pgtype] - 1))
-        for position, pgtype in enumerate(spec.types)
+        for position, (_, pgtype) in enumerate(spec.columns)
         if pgtype in INTEGER_BITS
     ]
     for spec in SPECS.values()
-}
+}  # of `to_row`'s rows, before any split: a split's units and scale fit by construction
 
 
 async def _copy(
@@ -241,9 +241,12 @@ async def _copy(
         # batch in one write left each side idle while the other worked; `write_row` per row
         # cost a coroutine a row (docs/benchmarks.md, "Writer"). The formatter is the one
         # `write_row` uses, so the bytes are the same.
+        # The stored table's rows (scaled Decimals split) are made a chunk at a time too:
+        # made for the whole batch before the COPY, they kept PostgreSQL waiting.
         encode_row = copy.formatter.write_row
         for start in range(0, len(rows), COPY_CHUNK_ROWS):
-            await copy.write(b"".join(map(encode_row, rows[start : start + COPY_CHUNK_ROWS])))
+            chunk = spec.stored_rows(rows[start : start + COPY_CHUNK_ROWS])
+            await copy.write(b"".join(map(encode_row, chunk)))
 
 
 def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
@@ -262,7 +265,7 @@ def _check_integers(spec: TableSpec, rows: list[Row]) -> None:
             continue
         if not in_range:
             value = next(v for v in values if isinstance(v, int) and not -limit <= v < limit)
-            column = spec.stored_columns[position][0]
+            column = spec.columns[position][0]
             raise OverflowError(f"{spec.name}.{column} = {value} is out of range")
 
 
@@ -289,7 +292,7 @@ def _group_by_table(batch: list[Record]) -> dict[TableSpec, list[Row]]:
         else:
             same_type = map(functools.partial(operator.is_, record_type), kinds)
             records = list(itertools.compress(batch, same_type))
-        groups[spec] = _one_per_key(spec, spec.rows(records))
+        groups[spec] = _one_per_key(spec, list(map(spec.to_row, records)))
     return groups
 
 

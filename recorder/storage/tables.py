@@ -60,10 +60,15 @@ class TableSpec:
                 columns.append((name, pgtype))
         return tuple(columns)
 
-    def rows(self, records: list[Any]) -> list[Row]:
-        """The stored rows of `records`: `to_row`'s, each scaled Decimal split in C."""
-        rows = list(map(self.to_row, records))
+    def stored_rows(self, rows: list[Row]) -> list[Row]:
+        """`to_row`'s rows as the stored table takes them: each scaled Decimal split (in C,
+        one call for all). The writer splits a COPY's chunk at a time, while PostgreSQL
+        stores the chunk before it (recorder/storage/committer.py)."""
         return split_rows(rows, self._scaled_positions) if self.scaled else rows
+
+    def rows(self, records: list[Any]) -> list[Row]:
+        """The stored rows of `records`."""
+        return self.stored_rows(list(map(self.to_row, records)))
 
     @property
     def _scaled_positions(self) -> tuple[int, ...]:
@@ -137,17 +142,16 @@ class TableSpec:
         )
 
     def key_of(self, row: Row) -> Row:
-        """The key of a row of `to_row` (the columns users query)."""
-        positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
-        return tuple(row[i] for i in positions)
+        key = self.row_key(row)
+        return key if isinstance(key, tuple) else (key,)
 
     @property
     def row_key(self) -> Callable[[Row], Any]:
-        """A stored row's key (of `rows`): a tuple for a key of several columns, else the
+        """A row's key (of `to_row`'s rows): a tuple for a key of several columns, else the
         one value (fast, in C)."""
         getter = _KEY_GETTERS.get(self.name)
         if getter is None:
-            positions = [i for i, (name, _) in enumerate(self.stored_columns) if name in self.key]
+            positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
             getter = _KEY_GETTERS[self.name] = operator.itemgetter(*positions)
         return getter
 
