@@ -5,7 +5,7 @@
                                       [--history-per-hour 3600] [--no-timescaledb]
                                       [--tsdb ../shared/timescaledb/tsdb.py]
                                       [--alternative TABLE:SEGMENTBY:ORDERBY ...]
-                                      [--per-column] [--scaled]
+                                      [--per-column] [--numeric]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
@@ -26,6 +26,16 @@ candles) are measured with
 after converting every chunk to the columnstore (`convert_to_columnstore`, what the
 migration's columnstore policy does to older chunks). The last table puts the three side by
 side with the ratio plain / columnstore.
+
+`trades` and `book_fills` are views over `trades_stored` and `book_fills_stored`, which keep
+price and amount as exact scaled integers (migrations/0020_scaled_prices.sql): their sizes
+are the stored tables', shown under the views' names.
+
+`--per-column` shows, for each hypertable, what each column's compressed values cost per
+row. `--numeric` measures, on the same rows, `trades` and `book_fills` also as they were
+stored before migration 0020 (price and amount `numeric`, 0001's columns): copies of both in
+that layout, plain and in the columnstore with 0003's settings, so that one run shows the
+layouts side by side.
 """
 
 from __future__ import annotations
@@ -55,6 +65,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TSDB_SCRIPT = ROOT.parent / "shared" / "timescaledb" / "tsdb.py"
 TABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "book_snapshots")
 HYPERTABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "candles")
+STORED_IN = {"trades": "trades_stored", "book_fills": "book_fills_stored"}
+
+
+def stored(table: str) -> str:
+    """The table that holds `table`'s rows (itself, or the one under its view)."""
+    return STORED_IN.get(table, table)
 
 
 def write_config(directory: Path, sim: Simulator, dsn: str) -> Path:
@@ -118,15 +134,17 @@ def snapshotted_pairs(dsn: str) -> int:
         return int(row[0]) if row else 0
 
 
-def table_sizes(dsn: str) -> dict[str, tuple[int, int, int]]:
+def table_sizes(
+    dsn: str, tables: tuple[str, ...] = (*TABLES, "candles")
+) -> dict[str, tuple[int, int, int]]:
     """{table: (rows, heap bytes, index bytes)} on plain PostgreSQL tables."""
     sizes = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
-        for table in (*TABLES, "candles"):
+        for table in tables:
             row = conn.execute(
-                f"SELECT count(*), pg_table_size('{table}'), pg_indexes_size('{table}') "  # noqa: S608
-                f"FROM {table}"
+                f"SELECT count(*), pg_table_size('{stored(table)}'), "  # noqa: S608
+                f"pg_indexes_size('{stored(table)}') FROM {stored(table)}"
             ).fetchone()
             assert row is not None
             sizes[table] = (int(row[0]), int(row[1]), int(row[2]))
@@ -142,9 +160,9 @@ def hypertable_sizes(
         conn.execute("VACUUM ANALYZE")
         for table in tables:
             row = conn.execute(
-                f"SELECT (SELECT count(*) FROM {table}), table_bytes + toast_bytes, "  # noqa: S608
-                "index_bytes FROM hypertable_detailed_size(%s)",
-                (table,),
+                f"SELECT (SELECT count(*) FROM {stored(table)}), "  # noqa: S608
+                "table_bytes + toast_bytes, index_bytes FROM hypertable_detailed_size(%s)",
+                (stored(table),),
             ).fetchone()
             assert row is not None
             sizes[table] = (int(row[0]), int(row[1]), int(row[2]))
@@ -155,7 +173,7 @@ def to_columnstore(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         chunks = 0
         for table in HYPERTABLES:
-            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (table,)).fetchall():
+            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (stored(table),)).fetchall():
                 conn.execute(
                     "CALL convert_to_columnstore(%s, if_not_columnstore => true)", (chunk,)
                 )
@@ -181,7 +199,7 @@ def column_bytes(dsn: str, table: str) -> dict[str, int]:
             "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
             "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
             "WHERE h.table_name = %s",
-            (table,),
+            (stored(table),),
         ).fetchall()
         for (chunk,) in compressed:
             columns = [
@@ -204,7 +222,7 @@ def print_per_column(dsn: str, tables: tuple[str, ...]) -> None:
     print("\ncolumnstore values per row, by column (bytes per row; largest first)")
     for table in tables:
         with psycopg.connect(dsn) as conn:
-            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+            row = conn.execute(f"SELECT count(*) FROM {stored(table)}").fetchone()  # noqa: S608
         rows = max(int(row[0]) if row else 0, 1)
         sizes = column_bytes(dsn, table)
         shown = ", ".join(
@@ -215,101 +233,49 @@ def print_per_column(dsn: str, tables: tuple[str, ...]) -> None:
         print(f"- {table} ({sum(sizes.values()) / rows:.2f} in all): {shown}")
 
 
-# The scaled-integer layout measured by `--scaled`: the 8-byte columns first, then the
-# 2-byte ones, then text and the (normally NULL) fallback, so that a plain row carries no
-# alignment padding. A value fits when its scale is at most MAX_SCALE and its units a bigint.
-MAX_SCALE = 18
-TENTHS = "'{" + ",".join(["1"] + [f"0.{'0' * (s - 1)}1" for s in range(1, MAX_SCALE + 1)]) + "}'"
-SCALED_COLUMNS = {
-    "trades": (
-        ("tid", "bigint"), ("ts", "timestamptz"), ("price_units", "bigint"),
-        ("amount_units", "bigint"), ("received_at", "timestamptz"),
-        ("price_scale", "smallint"), ("amount_scale", "smallint"), ("pair", "text"),
-        ("type", "text"), ("price_exact", "numeric"), ("amount_exact", "numeric"),
-    ),
-    "book_fills": (
-        ("tid", "bigint"), ("oid", "bigint"), ("o_id", "bigint"), ("ts", "timestamptz"),
-        ("price_units", "bigint"), ("amount_units", "bigint"), ("received_at", "timestamptz"),
-        ("price_scale", "smallint"), ("amount_scale", "smallint"), ("pair", "text"),
-        ("type", "text"), ("price_exact", "numeric"), ("amount_exact", "numeric"),
-    ),
-}  # fmt: skip
+# `--numeric`: the layout of trades and fills before migration 0020 (0001's columns).
+NUMERIC_COLUMNS = {
+    "trades": "pair text NOT NULL, tid bigint NOT NULL, ts timestamptz NOT NULL, "
+    "type text NOT NULL, price numeric NOT NULL, amount numeric NOT NULL, "
+    "received_at timestamptz NOT NULL",
+    "book_fills": "pair text NOT NULL, tid bigint NOT NULL, oid bigint NOT NULL, "
+    "o_id bigint NOT NULL, type text NOT NULL, price numeric NOT NULL, "
+    "amount numeric NOT NULL, ts timestamptz NOT NULL, received_at timestamptz NOT NULL",
+}
 
 
-def scaled_select(table: str) -> str:
-    """`table`'s rows in the scaled layout's column order."""
-    fits = {
-        c: f"(scale({c}) <= {MAX_SCALE} AND abs({c}) * 10::numeric ^ scale({c}) < 2::numeric ^ 63)"
-        for c in ("price", "amount")
-    }
-    values = {}
-    for column, _ in SCALED_COLUMNS[table]:
-        name, _, part = column.partition("_")
-        if name in fits and part == "units":
-            values[column] = (
-                f"CASE WHEN {fits[name]} THEN ({name} * 10::numeric ^ scale({name}))::bigint END"
-            )
-        elif name in fits and part == "scale":
-            values[column] = f"CASE WHEN {fits[name]} THEN scale({name}) END"
-        elif name in fits and part == "exact":
-            values[column] = f"CASE WHEN NOT {fits[name]} THEN {name} END"
-        else:
-            values[column] = column
-    return f"SELECT {', '.join(values.values())} FROM {table} ORDER BY ts"  # noqa: S608
-
-
-def decoded(column: str) -> str:
-    """The exact `numeric` a scaled column holds: units × 10^-scale has exactly `scale`
-    decimals (a product's scale is the sum of its factors'), so '1.50' stays '1.50'."""
-    return f"coalesce({column}_exact, {column}_units * ({TENTHS}::numeric[])[{column}_scale + 1])"
-
-
-def make_scaled(dsn: str, table: str, hypertable: bool) -> tuple[int, int, int]:
-    """Copy `table` into `<table>_scaled` (a hypertable with 0003's chunking and columnstore
-    settings, converted, if `hypertable`); check every value comes back exact; return its
+def make_numeric(dsn: str, table: str, hypertable: bool) -> tuple[int, int, int]:
+    """Copy the view `table` into `<table>_numeric`, laid out as before 0020 (a hypertable
+    with 0003's chunking and columnstore settings, converted, if `hypertable`); return its
     (rows, heap + toast bytes, index bytes)."""
-    scaled = f"{table}_scaled"
-    columns = ", ".join(f"{name} {pgtype}" for name, pgtype in SCALED_COLUMNS[table])
+    copy = f"{table}_numeric"
     key = "pair, tid, ts" if hypertable else "pair, tid"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {scaled} ({columns}, PRIMARY KEY ({key}))")
-        conn.execute(f"CREATE INDEX ON {scaled} (pair, ts)")
+        conn.execute(f"CREATE TABLE {copy} ({NUMERIC_COLUMNS[table]}, PRIMARY KEY ({key}))")
+        conn.execute(f"CREATE INDEX ON {copy} (pair, ts)")
         if hypertable:
-            conn.execute(f"SELECT create_hypertable('{scaled}', by_range('ts', INTERVAL '1 day'))")
+            conn.execute(f"SELECT create_hypertable('{copy}', by_range('ts', INTERVAL '1 day'))")
             conn.execute(
-                f"ALTER TABLE {scaled} SET (timescaledb.enable_columnstore, "
+                f"ALTER TABLE {copy} SET (timescaledb.enable_columnstore, "
                 "timescaledb.segmentby = 'pair', timescaledb.orderby = 'ts, tid')"
             )
-        names = ", ".join(name for name, _ in SCALED_COLUMNS[table])
-        conn.execute(f"INSERT INTO {scaled} ({names}) {scaled_select(table)}")
-        row = conn.execute(
-            f"SELECT count(*) FROM {table} t JOIN {scaled} s USING (pair, tid) "  # noqa: S608
-            f"WHERE {decoded('s.price')}::text IS DISTINCT FROM t.price::text "
-            f"OR {decoded('s.amount')}::text IS DISTINCT FROM t.amount::text"
-        ).fetchone()
-        if row is None or row[0]:
-            sys.exit(f"{scaled}: {row[0] if row else '?'} values differ from {table}'s")
-        if hypertable:
-            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (scaled,)).fetchall():
+        conn.execute(f"INSERT INTO {copy} SELECT * FROM {table} ORDER BY ts")  # noqa: S608
+        conn.execute(f"VACUUM ANALYZE {copy}")
+    if hypertable:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (copy,)).fetchall():
                 conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
-            conn.execute(f"VACUUM ANALYZE {scaled}")
-            return hypertable_sizes(dsn, (scaled,))[scaled]
-        conn.execute(f"VACUUM ANALYZE {scaled}")
-        row = conn.execute(
-            f"SELECT count(*), pg_table_size('{scaled}'), pg_indexes_size('{scaled}') "  # noqa: S608
-            f"FROM {scaled}"
-        ).fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1]), int(row[2])
+        return hypertable_sizes(dsn, (copy,))[copy]
+    return table_sizes(dsn, (copy,))[copy]
 
 
-def print_scaled(
+def print_numeric(
     plain: dict[str, tuple[int, int, int]],
     columnstore: dict[str, tuple[int, int, int]],
     plain_dsn: str,
     tsdb_dsn: str,
 ) -> None:
-    print("\nprice and amount as scaled integers (--scaled), the same rows (bytes per row)")
+    print("\nthe same rows laid out as before migration 0020 (--numeric; bytes per row)")
     print(
         "| table | plain numeric | plain scaled | columnstore numeric | columnstore scaled "
         "| plain numeric / columnstore scaled | plain scaled / columnstore scaled |"
@@ -319,16 +285,17 @@ def print_scaled(
     def per_row(sizes: tuple[int, int, int]) -> float:
         return (sizes[1] + sizes[2]) / max(sizes[0], 1)
 
-    for table in SCALED_COLUMNS:
-        plain_scaled = per_row(make_scaled(plain_dsn, table, hypertable=False))
-        stored = per_row(make_scaled(tsdb_dsn, table, hypertable=True))
-        before = per_row(plain[table])
+    for table in NUMERIC_COLUMNS:
+        plain_numeric = per_row(make_numeric(plain_dsn, table, hypertable=False))
+        columnstore_numeric = per_row(make_numeric(tsdb_dsn, table, hypertable=True))
+        scaled = per_row(columnstore[table])
         print(
-            f"| {table} | {before:.0f} | {plain_scaled:.0f} | {per_row(columnstore[table]):.1f} "
-            f"| {stored:.1f} | {before / stored:.1f}x | {plain_scaled / stored:.1f}x |",
+            f"| {table} | {plain_numeric:.0f} | {per_row(plain[table]):.0f} "
+            f"| {columnstore_numeric:.1f} | {scaled:.1f} | {plain_numeric / scaled:.1f}x "
+            f"| {per_row(plain[table]) / scaled:.1f}x |",
             flush=True,
         )
-    print_per_column(tsdb_dsn, tuple(f"{table}_scaled" for table in SCALED_COLUMNS))
+    print_per_column(tsdb_dsn, tuple(f"{table}_numeric" for table in NUMERIC_COLUMNS))
 
 
 def alternative_sizes(dsn: str, table: str, segmentby: str, orderby: str) -> tuple[int, int, int]:
@@ -336,13 +303,13 @@ def alternative_sizes(dsn: str, table: str, segmentby: str, orderby: str) -> tup
     + toast bytes, index bytes). TimescaleDB keeps the settings per chunk, taken when the
     chunk is converted, so each chunk goes back to the row store and is converted again."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        chunks = [c for (c,) in conn.execute("SELECT show_chunks(%s)", (table,)).fetchall()]
+        chunks = [c for (c,) in conn.execute("SELECT show_chunks(%s)", (stored(table),)).fetchall()]
         for chunk in chunks:
             conn.execute("CALL convert_to_rowstore(%s, if_columnstore => true)", (chunk,))
         conn.execute(
             sql.SQL(
                 "ALTER TABLE {} SET (timescaledb.segmentby = {}, timescaledb.orderby = {})"
-            ).format(sql.Identifier(table), sql.Literal(segmentby), sql.Literal(orderby))
+            ).format(sql.Identifier(stored(table)), sql.Literal(segmentby), sql.Literal(orderby))
         )
         for chunk in chunks:
             conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
@@ -442,9 +409,9 @@ def main() -> None:
         "--per-column", action="store_true", help="columnstore bytes per row of each column"
     )
     parser.add_argument(
-        "--scaled",
+        "--numeric",
         action="store_true",
-        help="measure trades and book_fills with price and amount as scaled integers",
+        help="measure trades and book_fills also as stored before migration 0020",
     )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
     parser.add_argument(
@@ -485,8 +452,8 @@ def main() -> None:
                 print_comparison(plain, written, columnstore, data)
                 if args.per_column:
                     print_per_column(dsns["timescaledb"], HYPERTABLES)
-                if args.scaled:
-                    print_scaled(plain, columnstore, plain_dsn, dsns["timescaledb"])
+                if args.numeric:
+                    print_numeric(plain, columnstore, plain_dsn, dsns["timescaledb"])
                 if args.alternative:
                     print("\nother columnstore settings, the same rows (bytes per row)")
                     print("| table | segmentby | orderby | columnstore | plain / columnstore |")
