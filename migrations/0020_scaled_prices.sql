@@ -105,11 +105,14 @@ BEGIN
 END
 $$;
 
+-- The rows move in one transaction, as every migration runs. On TimescaleDB they land in the
+-- row store of the new hypertables; the columnstore policy converts the chunks older than 7
+-- days on its next runs, and until then they take row-store space.
 INSERT INTO trades_stored (pair, tid, ts, type, price_units, price_scale, price_exact,
                            amount_units, amount_scale, amount_exact, received_at)
 SELECT pair, tid, ts, type, scaled_units(price), scaled_scale(price), scaled_exact(price),
        scaled_units(amount), scaled_scale(amount), scaled_exact(amount), received_at
-FROM trades ORDER BY ts;
+FROM trades;
 
 INSERT INTO book_fills_stored (pair, tid, oid, o_id, ts, type, price_units, price_scale,
                                price_exact, amount_units, amount_scale, amount_exact,
@@ -117,7 +120,7 @@ INSERT INTO book_fills_stored (pair, tid, oid, o_id, ts, type, price_units, pric
 SELECT pair, tid, oid, o_id, ts, type, scaled_units(price), scaled_scale(price),
        scaled_exact(price), scaled_units(amount), scaled_scale(amount), scaled_exact(amount),
        received_at
-FROM book_fills ORDER BY ts;
+FROM book_fills;
 
 -- TimescaleDB's continuous aggregates read `trades` through views of their own: they are
 -- dropped here (with the views that read them, kept to be re-created) and made anew below.
