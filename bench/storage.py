@@ -5,6 +5,7 @@
                                       [--history-per-hour 3600] [--no-timescaledb]
                                       [--tsdb ../shared/timescaledb/tsdb.py]
                                       [--alternative TABLE:SEGMENTBY:ORDERBY ...]
+                                      [--per-column] [--numeric]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
@@ -25,6 +26,16 @@ candles) are measured with
 after converting every chunk to the columnstore (`convert_to_columnstore`, what the
 migration's columnstore policy does to older chunks). The last table puts the three side by
 side with the ratio plain / columnstore.
+
+`trades` and `book_fills` are views over `trades_stored` and `book_fills_stored`, which keep
+price and amount as exact scaled integers (migrations/0020_scaled_prices.sql): their sizes
+are the stored tables', shown under the views' names.
+
+`--per-column` shows, for each hypertable, what each column's compressed values cost per
+row. `--numeric` measures, on the same rows, `trades` and `book_fills` also as they were
+stored before migration 0020 (price and amount `numeric`, 0001's columns): copies of both in
+that layout, plain and in the columnstore with 0003's settings, so that one run shows the
+layouts side by side.
 """
 
 from __future__ import annotations
@@ -54,6 +65,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TSDB_SCRIPT = ROOT.parent / "shared" / "timescaledb" / "tsdb.py"
 TABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "book_snapshots")
 HYPERTABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "candles")
+STORED_IN = {"trades": "trades_stored", "book_fills": "book_fills_stored"}
+
+
+def stored(table: str) -> str:
+    """The table that holds `table`'s rows (itself, or the one under its view)."""
+    return STORED_IN.get(table, table)
 
 
 def write_config(directory: Path, sim: Simulator, dsn: str) -> Path:
@@ -117,15 +134,17 @@ def snapshotted_pairs(dsn: str) -> int:
         return int(row[0]) if row else 0
 
 
-def table_sizes(dsn: str) -> dict[str, tuple[int, int, int]]:
+def table_sizes(
+    dsn: str, tables: tuple[str, ...] = (*TABLES, "candles")
+) -> dict[str, tuple[int, int, int]]:
     """{table: (rows, heap bytes, index bytes)} on plain PostgreSQL tables."""
     sizes = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
-        for table in (*TABLES, "candles"):
+        for table in tables:
             row = conn.execute(
-                f"SELECT count(*), pg_table_size('{table}'), pg_indexes_size('{table}') "  # noqa: S608
-                f"FROM {table}"
+                f"SELECT count(*), pg_table_size('{stored(table)}'), "  # noqa: S608
+                f"pg_indexes_size('{stored(table)}') FROM {stored(table)}"
             ).fetchone()
             assert row is not None
             sizes[table] = (int(row[0]), int(row[1]), int(row[2]))
@@ -141,9 +160,9 @@ def hypertable_sizes(
         conn.execute("VACUUM ANALYZE")
         for table in tables:
             row = conn.execute(
-                f"SELECT (SELECT count(*) FROM {table}), table_bytes + toast_bytes, "  # noqa: S608
-                "index_bytes FROM hypertable_detailed_size(%s)",
-                (table,),
+                f"SELECT (SELECT count(*) FROM {stored(table)}), "  # noqa: S608
+                "table_bytes + toast_bytes, index_bytes FROM hypertable_detailed_size(%s)",
+                (stored(table),),
             ).fetchone()
             assert row is not None
             sizes[table] = (int(row[0]), int(row[1]), int(row[2]))
@@ -154,7 +173,7 @@ def to_columnstore(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         chunks = 0
         for table in HYPERTABLES:
-            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (table,)).fetchall():
+            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (stored(table),)).fetchall():
                 conn.execute(
                     "CALL convert_to_columnstore(%s, if_not_columnstore => true)", (chunk,)
                 )
@@ -166,29 +185,117 @@ def columnstore_data_bytes(dsn: str) -> dict[str, int]:
     """{hypertable: bytes of its compressed values}: each column's stored (compressed) size
     summed over the columnstore's batches, without the pages, maps and indexes every chunk
     has however few rows it holds. What one more row costs once chunks are full."""
-    sizes = {}
+    return {table: sum(column_bytes(dsn, table).values()) for table in HYPERTABLES}
+
+
+def column_bytes(dsn: str, table: str) -> dict[str, int]:
+    """{column: bytes of its compressed values} of a hypertable's columnstore, summed over
+    its chunks' batches (`_ts_meta_*` are TimescaleDB's per-batch count and min/max)."""
+    totals: dict[str, int] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in HYPERTABLES:
-            total = 0
-            compressed = conn.execute(
-                "SELECT format('%%I.%%I', cc.schema_name, cc.table_name) "
-                "FROM _timescaledb_catalog.chunk c "
-                "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
-                "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
-                "WHERE h.table_name = %s",
-                (table,),
-            ).fetchall()
-            for (chunk,) in compressed:
-                columns = conn.execute(
+        compressed = conn.execute(
+            "SELECT format('%%I.%%I', cc.schema_name, cc.table_name) "
+            "FROM _timescaledb_catalog.chunk c "
+            "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
+            "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+            "WHERE h.table_name = %s",
+            (stored(table),),
+        ).fetchall()
+        for (chunk,) in compressed:
+            columns = [
+                str(c)
+                for (c,) in conn.execute(
                     "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
-                    "AND attnum > 0 AND NOT attisdropped",
+                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                     (chunk,),
                 ).fetchall()
-                sums = " + ".join(f'coalesce(sum(pg_column_size("{c}")), 0)' for (c,) in columns)
-                row = conn.execute(f"SELECT {sums} FROM {chunk}").fetchone()  # noqa: S608
-                total += int(row[0]) if row else 0
-            sizes[table] = total
-    return sizes
+            ]
+            sums = ", ".join(f'coalesce(sum(pg_column_size("{c}")), 0)' for c in columns)
+            row = conn.execute(f"SELECT {sums} FROM {chunk}").fetchone()  # noqa: S608
+            assert row is not None
+            for column, size in zip(columns, row, strict=True):
+                totals[column] = totals.get(column, 0) + int(size)
+    return totals
+
+
+def print_per_column(dsn: str, tables: tuple[str, ...]) -> None:
+    print("\ncolumnstore values per row, by column (bytes per row; largest first)")
+    for table in tables:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {stored(table)}").fetchone()  # noqa: S608
+        rows = max(int(row[0]) if row else 0, 1)
+        sizes = column_bytes(dsn, table)
+        shown = ", ".join(
+            f"{column} {size / rows:.2f}"
+            for column, size in sorted(sizes.items(), key=lambda item: -item[1])
+            if size / rows >= 0.05
+        )
+        print(f"- {table} ({sum(sizes.values()) / rows:.2f} in all): {shown}")
+
+
+# `--numeric`: the layout of trades and fills before migration 0020 (0001's columns).
+NUMERIC_COLUMNS = {
+    "trades": "pair text NOT NULL, tid bigint NOT NULL, ts timestamptz NOT NULL, "
+    "type text NOT NULL, price numeric NOT NULL, amount numeric NOT NULL, "
+    "received_at timestamptz NOT NULL",
+    "book_fills": "pair text NOT NULL, tid bigint NOT NULL, oid bigint NOT NULL, "
+    "o_id bigint NOT NULL, type text NOT NULL, price numeric NOT NULL, "
+    "amount numeric NOT NULL, ts timestamptz NOT NULL, received_at timestamptz NOT NULL",
+}
+
+
+def make_numeric(dsn: str, table: str, hypertable: bool) -> tuple[int, int, int]:
+    """Copy the view `table` into `<table>_numeric`, laid out as before 0020 (a hypertable
+    with 0003's chunking and columnstore settings, converted, if `hypertable`); return its
+    (rows, heap + toast bytes, index bytes)."""
+    copy = f"{table}_numeric"
+    key = "pair, tid, ts" if hypertable else "pair, tid"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {copy} ({NUMERIC_COLUMNS[table]}, PRIMARY KEY ({key}))")
+        conn.execute(f"CREATE INDEX ON {copy} (pair, ts)")
+        if hypertable:
+            conn.execute(f"SELECT create_hypertable('{copy}', by_range('ts', INTERVAL '1 day'))")
+            conn.execute(
+                f"ALTER TABLE {copy} SET (timescaledb.enable_columnstore, "
+                "timescaledb.segmentby = 'pair', timescaledb.orderby = 'ts, tid')"
+            )
+        conn.execute(f"INSERT INTO {copy} SELECT * FROM {table} ORDER BY ts")  # noqa: S608
+        conn.execute(f"VACUUM ANALYZE {copy}")
+    if hypertable:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for (chunk,) in conn.execute("SELECT show_chunks(%s)", (copy,)).fetchall():
+                conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
+        return hypertable_sizes(dsn, (copy,))[copy]
+    return table_sizes(dsn, (copy,))[copy]
+
+
+def print_numeric(
+    plain: dict[str, tuple[int, int, int]],
+    columnstore: dict[str, tuple[int, int, int]],
+    plain_dsn: str,
+    tsdb_dsn: str,
+) -> None:
+    print("\nthe same rows laid out as before migration 0020 (--numeric; bytes per row)")
+    print(
+        "| table | plain numeric | plain scaled | columnstore numeric | columnstore scaled "
+        "| plain numeric / columnstore scaled | plain scaled / columnstore scaled |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def per_row(sizes: tuple[int, int, int]) -> float:
+        return (sizes[1] + sizes[2]) / max(sizes[0], 1)
+
+    for table in NUMERIC_COLUMNS:
+        plain_numeric = per_row(make_numeric(plain_dsn, table, hypertable=False))
+        columnstore_numeric = per_row(make_numeric(tsdb_dsn, table, hypertable=True))
+        scaled = per_row(columnstore[table])
+        print(
+            f"| {table} | {plain_numeric:.0f} | {per_row(plain[table]):.0f} "
+            f"| {columnstore_numeric:.1f} | {scaled:.1f} | {plain_numeric / scaled:.1f}x "
+            f"| {per_row(plain[table]) / scaled:.1f}x |",
+            flush=True,
+        )
+    print_per_column(tsdb_dsn, tuple(f"{table}_numeric" for table in NUMERIC_COLUMNS))
 
 
 def alternative_sizes(dsn: str, table: str, segmentby: str, orderby: str) -> tuple[int, int, int]:
@@ -196,13 +303,13 @@ def alternative_sizes(dsn: str, table: str, segmentby: str, orderby: str) -> tup
     + toast bytes, index bytes). TimescaleDB keeps the settings per chunk, taken when the
     chunk is converted, so each chunk goes back to the row store and is converted again."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        chunks = [c for (c,) in conn.execute("SELECT show_chunks(%s)", (table,)).fetchall()]
+        chunks = [c for (c,) in conn.execute("SELECT show_chunks(%s)", (stored(table),)).fetchall()]
         for chunk in chunks:
             conn.execute("CALL convert_to_rowstore(%s, if_columnstore => true)", (chunk,))
         conn.execute(
             sql.SQL(
                 "ALTER TABLE {} SET (timescaledb.segmentby = {}, timescaledb.orderby = {})"
-            ).format(sql.Identifier(table), sql.Literal(segmentby), sql.Literal(orderby))
+            ).format(sql.Identifier(stored(table)), sql.Literal(segmentby), sql.Literal(orderby))
         )
         for chunk in chunks:
             conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
@@ -298,6 +405,14 @@ def main() -> None:
         metavar="TABLE:SEGMENTBY:ORDERBY",
         help="after the measurements, recompress TABLE so and measure it again (repeatable)",
     )
+    parser.add_argument(
+        "--per-column", action="store_true", help="columnstore bytes per row of each column"
+    )
+    parser.add_argument(
+        "--numeric",
+        action="store_true",
+        help="measure trades and book_fills also as stored before migration 0020",
+    )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
     parser.add_argument(
         "--tsdb", type=Path, default=TSDB_SCRIPT, help="tsdb.py of the TimescaleDB build"
@@ -335,6 +450,10 @@ def main() -> None:
                             columnstore)  # fmt: skip
                 data = columnstore_data_bytes(dsns["timescaledb"])
                 print_comparison(plain, written, columnstore, data)
+                if args.per_column:
+                    print_per_column(dsns["timescaledb"], HYPERTABLES)
+                if args.numeric:
+                    print_numeric(plain, columnstore, plain_dsn, dsns["timescaledb"])
                 if args.alternative:
                     print("\nother columnstore settings, the same rows (bytes per row)")
                     print("| table | segmentby | orderby | columnstore | plain / columnstore |")

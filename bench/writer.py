@@ -4,10 +4,12 @@
     .venv/bin/python bench/writer.py --profile     # where the writer's time goes (cProfile)
     .venv/bin/python bench/writer.py --only recorder,raw,multi   # some methods (label prefixes)
 
-Every method writes the same trades (exact decimals, 7 columns) into an emptied `trades`
-table, batch by batch as a recorder would, and commits each batch. Each starts from the same
-`Trade` records and builds its rows inside the time measured (until 2026-11-30 only the
-writer did; the others were handed ready tuples). Reported: the median
+Every method writes the same trades (exact decimals) into an emptied `trades_stored` table
+(what the `trades` view reads: price and amount as scaled integers, 11 columns,
+migrations/0020_scaled_prices.sql), batch by batch as a recorder would, and commits each
+batch. Each starts from the same `Trade` records and builds its rows (`TableSpec.rows`: the
+scaled values split in C where the package has its C module) inside the time measured
+(until 2026-11-30 only the writer did; the others were handed ready tuples). Reported: the median
 rows/s of `--repeat` rounds (the methods take turns within each round, so a load that comes
 and goes hits them alike) and the ratio to the recorder's writer, measured side by side in
 one run, then the writer against the two marks it is held to: raw COPY and the multi-row
@@ -54,10 +56,12 @@ from recorder.storage.numeric import ENCODER, use_c_numerics
 from recorder.storage.tables import SPECS
 from recorder.storage.writer import Writer
 
-COLUMNS = "pair, tid, ts, type, price, amount, received_at"
 SPEC = SPECS[Trade]
+TABLE = SPEC.stored
+COLUMNS = SPEC.stored_column_names
 ONE_ROW_INSERT = (
-    f"INSERT INTO trades ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
+    f"INSERT INTO {TABLE} ({COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(SPEC.stored_columns))}) ON CONFLICT DO NOTHING"
 )
 
 
@@ -78,7 +82,7 @@ def make_trades(count: int) -> list[Trade]:
 
 
 def rows_of(trades: list[Trade]) -> list[tuple[object, ...]]:
-    return [SPEC.to_row(t) for t in trades]
+    return SPEC.rows(trades)
 
 
 def batches(rows: list[tuple[object, ...]], size: int) -> list[list[tuple[object, ...]]]:
@@ -93,15 +97,15 @@ def unnest_statement(conn: psycopg.Connection, rows: list[tuple[object, ...]], s
 
 
 def copy_staging(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage (LIKE trades) ON COMMIT DELETE ROWS")
-    types = ["text", "int8", "timestamptz", "text", "numeric", "numeric", "timestamptz"]
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage (LIKE {TABLE}) ON COMMIT DELETE ROWS")
+    types = SPEC.types
     for batch in batches(rows, size):
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(f"COPY stage ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(types)
                 for row in batch:
                     copy.write_row(row)
-            cur.execute("INSERT INTO trades SELECT * FROM stage ON CONFLICT DO NOTHING")
+            cur.execute(f"INSERT INTO {TABLE} SELECT * FROM stage ON CONFLICT DO NOTHING")  # noqa: S608
 
 
 def raw_copy_c_numerics(
@@ -112,12 +116,12 @@ def raw_copy_c_numerics(
 
 
 def raw_copy(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
-    types = ["text", "int8", "timestamptz", "text", "numeric", "numeric", "timestamptz"]
+    types = SPEC.types
     for batch in batches(rows, size):
         with (
             conn.transaction(),
             conn.cursor() as cur,
-            cur.copy(f"COPY trades ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+            cur.copy(f"COPY {TABLE} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
             copy.set_types(types)
             for row in batch:
@@ -125,34 +129,34 @@ def raw_copy(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int
 
 
 def executemany(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
-    sql = (
-        f"INSERT INTO trades ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
-    )
     for batch in batches(rows, size):
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(sql, batch)
+            cur.executemany(ONE_ROW_INSERT, batch)
 
 
 def multirow_string(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
     """The way many feed handlers write: format the values into one big statement."""
     for batch in batches(rows, size):
-        values = ",".join(
-            f"('{p}',{tid},'{ts.isoformat()}','{ty}',{price},{amount},'{rec.isoformat()}')"
-            for p, tid, ts, ty, price, amount, rec in batch  # type: ignore[misc]
-        )
+        values = ",".join(f"({','.join(map(literal, row))})" for row in batch)
         with conn.transaction():
             conn.execute(
-                f"INSERT INTO trades ({COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING".encode()  # noqa: S608
+                f"INSERT INTO {TABLE} ({COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING".encode()  # noqa: S608
             )
 
 
+def literal(value: object) -> str:
+    """A value of a trade row as SQL text (our own values: no quoting needed)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return f"'{value.isoformat()}'"
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
 def insert_per_event(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
-    sql = (
-        f"INSERT INTO trades ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
-    )
     for row in rows:
         with conn.transaction():
-            conn.execute(sql, row)
+            conn.execute(ONE_ROW_INSERT, row)
 
 
 def recorder_writer(dsn: str, trades: list[Trade], size: int, spool: Path) -> None:
@@ -171,7 +175,7 @@ def measure(
     """Rows/s of `write`; `keep` leaves the table as it is (a replay onto stored rows)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         if not keep:
-            conn.execute("TRUNCATE trades")
+            conn.execute(f"TRUNCATE {TABLE}")
         conn.execute("CHECKPOINT")
     started = time.perf_counter()
     write()
@@ -187,7 +191,7 @@ def profile_writer(dsn: str, trades: list[Trade], size: int, spool: Path) -> Non
     """Split the writer's time between PostgreSQL (the loop waiting on its socket) and
     Python (records to rows, de-dup, encoding, the writer's own bookkeeping)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE trades")
+        conn.execute(f"TRUNCATE {TABLE}")
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()

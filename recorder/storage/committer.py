@@ -224,11 +224,11 @@ class Committer:
 _INTEGER_COLUMNS: dict[TableSpec, list[tuple[int, int]]] = {
     spec: [
         (position, 2 ** (INTEGER_BITS[pgtype] - 1))
-        for position, pgtype in enumerate(spec.types)
+        for position, (_, pgtype) in enumerate(spec.columns)
         if pgtype in INTEGER_BITS
     ]
     for spec in SPECS.values()
-}
+}  # of `to_row`'s rows, before any split: a split's units and scale fit by construction
 
 
 async def _copy(
@@ -241,9 +241,12 @@ async def _copy(
         # batch in one write left each side idle while the other worked; `write_row` per row
         # cost a coroutine a row (docs/benchmarks.md, "Writer"). The formatter is the one
         # `write_row` uses, so the bytes are the same.
+        # The stored table's rows (scaled Decimals split) are made a chunk at a time too:
+        # made for the whole batch before the COPY, they kept PostgreSQL waiting.
         encode_row = copy.formatter.write_row
         for start in range(0, len(rows), COPY_CHUNK_ROWS):
-            await copy.write(b"".join(map(encode_row, rows[start : start + COPY_CHUNK_ROWS])))
+            chunk = spec.stored_rows(rows[start : start + COPY_CHUNK_ROWS])
+            await copy.write(b"".join(map(encode_row, chunk)))
 
 
 def _check_integers(spec: TableSpec, rows: list[Row]) -> None:

@@ -6,6 +6,13 @@ overlap between a REST catch-up and the socket, two recorders) is dropped by
 straight into it: `recorder/storage/committer.py`). A few hold a thing whose state changes
 (the open candle, a stream session that ends, a pair's metadata, an own order's status):
 those are upserted, and an upsert never moves a row back to an older observation.
+
+A table may be stored under another name than the one users query: `trades` and
+`book_fills` are views over `trades_stored` and `book_fills_stored`, which keep `price` and
+`amount` as exact scaled integers (units, scale, and a `numeric` for a value that does not
+fit: recorder/storage/numeric.py), several times smaller in TimescaleDB's columnstore than
+`numeric` (migrations/0020_scaled_prices.sql, docs/benchmarks.md "Storage"). The writer
+writes the stored table; every reader reads the view, with today's columns and types.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recorder import records as r
+from recorder.storage.numeric import split_rows
 
 Row = tuple[Any, ...]
 
@@ -27,10 +35,44 @@ class TableSpec:
     key: tuple[str, ...]
     to_row: Callable[[Any], Row]
     on_conflict: str = "DO NOTHING"
+    stored_as: str = ""  # the table written, when `name` is a view over it
+    scaled: tuple[str, ...] = ()  # Decimal columns stored as <c>_units, <c>_scale, <c>_exact
 
     @property
     def name(self) -> str:
+        """The relation users query (and the writer's metrics name)."""
         return str(self.record.TABLE)
+
+    @property
+    def stored(self) -> str:
+        """The table the writer writes."""
+        return self.stored_as or self.name
+
+    @property
+    def stored_columns(self) -> tuple[tuple[str, str], ...]:
+        """The stored table's columns, in the order of `rows`: each scaled column as three."""
+        columns: list[tuple[str, str]] = []
+        for name, pgtype in self.columns:
+            if name in self.scaled:
+                columns += ((f"{name}_units", "int8"), (f"{name}_scale", "int2"))
+                columns.append((f"{name}_exact", pgtype))
+            else:
+                columns.append((name, pgtype))
+        return tuple(columns)
+
+    def stored_rows(self, rows: list[Row]) -> list[Row]:
+        """`to_row`'s rows as the stored table takes them: each scaled Decimal split (in C,
+        one call for all). The writer splits a COPY's chunk at a time, while PostgreSQL
+        stores the chunk before it (recorder/storage/committer.py)."""
+        return split_rows(rows, self._scaled_positions) if self.scaled else rows
+
+    def rows(self, records: list[Any]) -> list[Row]:
+        """The stored rows of `records`."""
+        return self.stored_rows(list(map(self.to_row, records)))
+
+    @property
+    def _scaled_positions(self) -> tuple[int, ...]:
+        return tuple(i for i, (name, _) in enumerate(self.columns) if name in self.scaled)
 
     @property
     def upserts(self) -> bool:
@@ -41,20 +83,26 @@ class TableSpec:
     @property
     def stage(self) -> str:
         """A session-private staging table that a binary COPY fills for each batch."""
-        return f"stage_{self.name}"
+        return f"stage_{self.stored}"
 
     @property
     def column_names(self) -> str:
+        """The columns users query, in `to_row`'s order."""
         return ", ".join(name for name, _ in self.columns)
 
     @property
+    def stored_column_names(self) -> str:
+        return ", ".join(name for name, _ in self.stored_columns)
+
+    @property
     def types(self) -> list[str]:
-        return [pgtype for _, pgtype in self.columns]
+        """The stored columns' types, in the order of `rows`."""
+        return [pgtype for _, pgtype in self.stored_columns]
 
     def create_stage_sql(self) -> str:
         return (
             f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
-            f"(LIKE {self.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            f"(LIKE {self.stored} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
 
     @property
@@ -69,19 +117,19 @@ class TableSpec:
 
     def copy_sql(self) -> str:
         """A binary COPY into the staging table, for `merge_sql`."""
-        return f"COPY {self.stage} ({self.column_names}) FROM STDIN (FORMAT BINARY)"
+        return f"COPY {self.stage} ({self.stored_column_names}) FROM STDIN (FORMAT BINARY)"
 
     def copy_straight_sql(self) -> str:
         """A binary COPY into the table: any row whose key is there fails the statement."""
-        return f"COPY {self.name} ({self.column_names}) FROM STDIN (FORMAT BINARY)"
+        return f"COPY {self.stored} ({self.stored_column_names}) FROM STDIN (FORMAT BINARY)"
 
     def merge_sql(self) -> str:
         """Move the staged batch into the table; the key decides what is new."""
-        return self._insert(self.column_names, self.stage)
+        return self._insert(self.stored_column_names, self.stage)
 
     def insert_sql(self) -> str:
         """The alternative measured in bench/writer.py: one statement, one array per column."""
-        arrays = ", ".join(f"%s::{pgtype}[]" for _, pgtype in self.columns)
+        arrays = ", ".join(f"%s::{pgtype}[]" for pgtype in self.types)
         return self._insert("*", f"unnest({arrays})")
 
     def _insert(self, select_list: str, from_item: str) -> str:
@@ -89,7 +137,7 @@ class TableSpec:
         if self.upserts:
             conflict = f"({', '.join(self.key)}) {self.on_conflict}"
         return (
-            f"INSERT INTO {self.name} ({self.column_names}) "  # noqa: S608
+            f"INSERT INTO {self.stored} ({self.stored_column_names}) "  # noqa: S608
             f"SELECT {select_list} FROM {from_item} ON CONFLICT {conflict}"
         )
 
@@ -99,7 +147,8 @@ class TableSpec:
 
     @property
     def row_key(self) -> Callable[[Row], Any]:
-        """A row's key: a tuple for a key of several columns, else the one value (fast, in C)."""
+        """A row's key (of `to_row`'s rows): a tuple for a key of several columns, else the
+        one value (fast, in C)."""
         getter = _KEY_GETTERS.get(self.name)
         if getter is None:
             positions = [i for i, (name, _) in enumerate(self.columns) if name in self.key]
@@ -122,6 +171,8 @@ def _spec(
     key: str,
     on_conflict: str = "DO NOTHING",
     to_row: Callable[[Any], Row] | None = None,
+    stored_as: str = "",
+    scaled: tuple[str, ...] = (),
 ) -> TableSpec:
     """A table of `record`; by default its columns are the record's fields of the same names."""
     pairs = tuple(
@@ -133,6 +184,8 @@ def _spec(
         key=tuple(key.split()),
         to_row=to_row or _fields(*(column for column, _ in pairs)),
         on_conflict=on_conflict,
+        stored_as=stored_as,
+        scaled=scaled,
     )
 
 
@@ -195,6 +248,8 @@ _TABLES = (
         "pair:text tid:int8 ts:timestamptz type:text price:numeric amount:numeric "
         "received_at:timestamptz",
         "pair tid",
+        stored_as="trades_stored",
+        scaled=("price", "amount"),
     ),
     _spec(
         r.BookEvent,
@@ -207,6 +262,8 @@ _TABLES = (
         "pair:text tid:int8 oid:int8 o_id:int8 type:text price:numeric amount:numeric "
         "ts:timestamptz received_at:timestamptz",
         "pair tid",
+        stored_as="book_fills_stored",
+        scaled=("price", "amount"),
     ),
     _spec(
         r.BookSnapshot,

@@ -70,7 +70,9 @@ def recorded(
         if step % 7 == 0:  # at an event's own date: the event is in the book
             books[event_times[-1]] = engine_book(engine, PAIR)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE book_events, book_fills, book_snapshot_orders, book_snapshots")
+        conn.execute(
+            "TRUNCATE book_events, book_fills_stored, book_snapshot_orders, book_snapshots"
+        )
     h.write(db_dsn, records, tmp_path_factory.mktemp("spool"))
     return db_dsn, books
 

@@ -83,7 +83,7 @@ def dsn(db_dsn: str) -> str:
     migrate(db_dsn)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE book_events, book_fills, book_snapshot_orders, book_snapshots, "
+            "TRUNCATE book_events, book_fills_stored, book_snapshot_orders, book_snapshots, "
             "book_window_readings"
         )
     return db_dsn

@@ -110,7 +110,9 @@ def recorded(
             assert await writer.flush(60)
 
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE book_events, book_fills, book_snapshot_orders, book_snapshots")
+        conn.execute(
+            "TRUNCATE book_events, book_fills_stored, book_snapshot_orders, book_snapshots"
+        )
     asyncio.run(write(tmp_path_factory.mktemp("spool")))
     return db_dsn, cancel_id, instants
 

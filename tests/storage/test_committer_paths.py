@@ -34,7 +34,7 @@ def migrated(db_dsn: str) -> str:
 def dsn(migrated: str) -> str:
     """The module's database (plain PostgreSQL, then TimescaleDB), its tables emptied."""
     with psycopg.connect(migrated) as conn:
-        conn.execute("TRUNCATE trades, book_events")
+        conn.execute("TRUNCATE trades_stored, book_events")
     return migrated
 
 
@@ -210,7 +210,7 @@ async def test_a_connection_lost_mid_copy_leaves_nothing_and_the_retry_stores_al
             def copy_waiting() -> list[tuple[Any, ...]]:
                 return admin.execute(
                     "SELECT pid FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND query LIKE 'COPY trades %'"
+                    "WHERE wait_event_type = 'Lock' AND query LIKE 'COPY trades_stored %'"
                 ).fetchall()
 
             await eventually(copy_waiting, what="the COPY waiting for the other row")

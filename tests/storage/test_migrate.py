@@ -57,6 +57,8 @@ SCHEMA_KEYS = {
     "stream_sessions": ["session_id"],
     "raw_messages": ["id"],
 }
+# Views over the table that holds the key (migrations/0020_scaled_prices.sql).
+STORED_IN = {"trades": "trades_stored", "book_fills": "book_fills_stored"}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,8 @@ def test_tables_have_the_promised_columns_and_types(migrated: str) -> None:
 
 
 def test_keys_are_the_promised_keys(migrated: str) -> None:
-    """The promised primary key; on TimescaleDB a hypertable's key also holds its time."""
+    """The promised primary key (of the stored table, for a view); on TimescaleDB a
+    hypertable's key also holds its time."""
     hypertable_time = {
         "trades": "ts",
         "book_events": "ts",
@@ -102,7 +105,7 @@ def test_keys_are_the_promised_keys(migrated: str) -> None:
                    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                    WHERE i.indrelid = %s::regclass AND i.indisprimary""",
-                (table,),
+                (STORED_IN.get(table, table),),
             ).fetchone()
             assert row is not None
             expected = (
@@ -128,7 +131,18 @@ def test_timescaledb_objects_exist_only_with_the_extension(migrated: str) -> Non
                 "WHERE compression_enabled"
             )
         }
-        assert {"trades", "book_events", "book_fills", "candles"} <= hypertables
+        stored = {"trades_stored", "book_events", "book_fills_stored", "candles"}
+        assert stored <= hypertables
+        assert not {"trades", "book_fills"} & hypertables  # views over the stored tables
+        # 0003's columnstore policy (after 7 days) on each stored table, none left elsewhere
+        policies = dict(
+            conn.execute(
+                "SELECT hypertable_name, config->>'compress_after' "
+                "FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+            ).fetchall()
+        )
+        assert policies["trades_stored"] == policies["book_fills_stored"] == "7 days"
+        assert set(policies) <= {*stored, "book_snapshot_orders"}
         caggs = {
             r[0]
             for r in conn.execute(
@@ -159,9 +173,10 @@ def test_research_role_reads_only_and_writer_role_has_no_ddl(migrated: str) -> N
         )
         for ddl in (
             "CREATE TABLE sneaky (x int)",
-            "DROP TABLE trades",
-            "ALTER TABLE trades ADD x int",
-            "TRUNCATE trades",
+            "DROP TABLE trades_stored",
+            "DROP VIEW trades",
+            "ALTER TABLE trades_stored ADD x int",
+            "TRUNCATE trades_stored",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(ddl)

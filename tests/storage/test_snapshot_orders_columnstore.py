@@ -29,7 +29,10 @@ from recorder.storage.writer import Writer
 from tests.storage.test_book_at_sim import at_s, engine_book, event_records, snapshot_records
 
 PAIRS = ("BTC_USD", "ETH_BTC")
-HYPERTABLES = ("trades", "book_events", "book_fills", "book_snapshot_orders", "candles")
+# trades and book_fills are views over these two (migrations/0020_scaled_prices.sql)
+HYPERTABLES = (
+    "trades_stored", "book_events", "book_fills_stored", "book_snapshot_orders", "candles",
+)  # fmt: skip
 Book = list[tuple[str, int, Decimal, Decimal]]
 Instants = list[tuple[datetime, dict[str, Book]]]
 
@@ -120,6 +123,7 @@ def test_book_at_equals_the_engine_in_row_store_and_in_columnstore(
         converted = {table: to_columnstore(conn, table) for table in HYPERTABLES}
         assert converted["book_snapshot_orders"] >= 4, converted  # 6-hour chunks over days
         assert converted["book_events"] >= 2, converted
+        assert converted["book_fills_stored"] >= 1, converted  # book_at reads fills too
         (left,) = conn.execute(
             "SELECT count(*) FROM timescaledb_information.chunks "
             "WHERE hypertable_name = 'book_snapshot_orders' AND NOT is_compressed"
