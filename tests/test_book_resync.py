@@ -20,7 +20,7 @@ from decimal import Decimal
 from recorder.book import Book, RestingOrder
 from recorder.exchange.rest import ExchangeClient
 from recorder.records import BookSnapshot
-from recorder.sources.book import SUBSCRIBED_QUIET_S, BookRecorder
+from recorder.sources.book import SETTLE_S, SUBSCRIBED_QUIET_S, BookRecorder
 from tests.exchange import conftest as exchange_tests
 from tests.exchange.loopback import FakeExchange, Fault
 from tests.exchange.streams import make_stream
@@ -86,20 +86,20 @@ BOOK_AFTER_CANCEL = json.dumps({"sell": [], "buy": json.loads(BOOK)["buy"]})
 """BOOK once its sell order 7 is cancelled."""
 
 
-async def test_a_snapshot_under_way_when_the_stream_connects_does_not_seed_the_book(
-    exchange: FakeExchange,
-) -> None:
-    # The start snapshot is asked for before the stream connects (as at every start). The
-    # exchange takes it, then order 7 is cancelled before the subscription takes effect, so
-    # the stream never delivers that cancel; the answer arrives once the stream is up.
+@asynccontextmanager
+async def start_answered_once_connected(
+    exchange: FakeExchange, settle_s: float = SETTLE_S
+) -> AsyncIterator[tuple[BookRecorder, Handed]]:
+    """A book recorder whose start snapshot (BOOK) is asked for before the stream connects,
+    as at every start, and answered only once the stream is up. Later snapshots get what
+    `exchange.bodies[ORDERBOOK]` holds then."""
     answered = asyncio.Event()
     exchange.fail(ORDERBOOK, Fault(status=200, body=BOOK, held=answered))
-    exchange.bodies[ORDERBOOK] = BOOK_AFTER_CANCEL
     handed = Handed()
-    drift_before = metric("recorder_book_drift_total", pair=PAIR)
     async with ExchangeClient(exchange.url) as client:
         stream = make_stream(exchange, [PAIR])
-        recorder = BookRecorder(client, stream, handed, snapshot_interval_s=3600)  # type: ignore[arg-type]
+        recorder = BookRecorder(client, stream, handed, snapshot_interval_s=3600,
+                                settle_s=settle_s)  # type: ignore[arg-type]  # fmt: skip
         tasks = [
             asyncio.create_task(recorder.consume()),
             asyncio.create_task(recorder.snapshots(PAIR)),
@@ -109,11 +109,22 @@ async def test_a_snapshot_under_way_when_the_stream_connects_does_not_seed_the_b
             tasks.append(asyncio.create_task(stream.run()))
             await eventually(lambda: recorder.resyncs, what="the stream's first connect")
             answered.set()
-            await eventually(lambda: connect_snapshots(handed), what="the resync snapshot")
+            yield recorder, handed
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_snapshot_under_way_when_the_stream_connects_does_not_seed_the_book(
+    exchange: FakeExchange,
+) -> None:
+    # The exchange takes the start snapshot, then order 7 is cancelled before the
+    # subscription takes effect, so the stream never delivers that cancel.
+    exchange.bodies[ORDERBOOK] = BOOK_AFTER_CANCEL
+    drift_before = metric("recorder_book_drift_total", pair=PAIR)
+    async with start_answered_once_connected(exchange) as (recorder, handed):
+        await eventually(lambda: connect_snapshots(handed), what="the resync snapshot")
     start, connect = handed.of(BookSnapshot)
     assert (start.reason, connect.reason) == ("start", "connect")
     # Stored so that book_at and book_coverage pass over the start snapshot.
@@ -177,29 +188,11 @@ async def test_a_snapshot_under_way_when_the_stream_connects_skips_its_settle_wa
 ) -> None:
     # Its cut cannot make it seed the book, so it is recorded as soon as it is answered, and
     # the snapshot the resync owes is not put off by a settle wait (here an hour's).
-    answered = asyncio.Event()
-    exchange.fail(ORDERBOOK, Fault(status=200, body=BOOK, held=answered))
     exchange.bodies[ORDERBOOK] = BOOK
-    handed = Handed()
-    async with ExchangeClient(exchange.url) as client:
-        stream = make_stream(exchange, [PAIR])
-        recorder = BookRecorder(client, stream, handed, snapshot_interval_s=3600, settle_s=3600)  # type: ignore[arg-type]
-        tasks = [
-            asyncio.create_task(recorder.consume()),
-            asyncio.create_task(recorder.snapshots(PAIR)),
-        ]
-        try:
-            await eventually(lambda: exchange.requests_to(ORDERBOOK), what="the start request")
-            tasks.append(asyncio.create_task(stream.run()))
-            await eventually(lambda: recorder.resyncs, what="the stream's first connect")
-            answered.set()
-            await eventually(lambda: handed.of(BookSnapshot), what="the start snapshot recorded")
-            await eventually(lambda: len(exchange.requests_to(ORDERBOOK)) == 2,
-                             what="the resync's snapshot asked for")  # fmt: skip
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async with start_answered_once_connected(exchange, settle_s=3600) as (_recorder, handed):
+        await eventually(lambda: handed.of(BookSnapshot), what="the start snapshot recorded")
+        await eventually(lambda: len(exchange.requests_to(ORDERBOOK)) == 2,
+                         what="the resync's snapshot asked for")  # fmt: skip
     (start,) = handed.of(BookSnapshot)
     assert (start.reason, start.in_sync) == ("start", False)
 
