@@ -2,15 +2,14 @@
 --
 -- Why: every index costs each insert in the row store and, once a chunk is in the
 -- columnstore, stays behind as an empty relation (a page per chunk, and one on the
--- hypertable itself). For book_fills it was the difference between 9.6x and 10x smaller in
--- the columnstore than in plain PostgreSQL (docs/benchmarks.md, "Storage").
+-- hypertable itself), a fixed cost that kept book_fills' columnstore just short of 10x
+-- smaller than plain PostgreSQL (docs/benchmarks.md, "Storage").
 --
--- - `create_hypertable` (0003, 0020) added an index on the time alone (`ts DESC`) to
---   trades_stored, book_events and book_fills_stored. Every reader of these tables names a
---   pair (book_at and the research functions, replay, export, coverage) and uses
---   `(pair, ts)`; the one that does not, coverage's first recorded trade (`min(ts)`), reads
---   only the first chunk, as it reads the whole table on plain PostgreSQL, which never had
---   this index.
+-- - `create_hypertable` (0003, 0020) added an index on the time alone (`ts DESC`) to each
+--   hypertable. book_events and book_fills_stored lose it: each of their readers names a
+--   pair (book_at and the research functions, replay, export, coverage) and reads
+--   `(pair, ts)`. trades_stored keeps it: coverage's first recorded trade (`min(ts)` over
+--   all pairs) reads it, one index entry instead of every chunk.
 -- - book_fills_stored's key becomes (pair, ts, tid): the same columns, so the same rows
 --   are unique and `ON CONFLICT` catches the same copies, but in the order its readers
 --   read (a pair's fills over a time range, in time order), which makes the separate
@@ -27,7 +26,6 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         RETURN;
     END IF;
-    DROP INDEX IF EXISTS trades_stored_ts_idx;
     DROP INDEX IF EXISTS book_events_ts_idx;
     DROP INDEX IF EXISTS book_fills_stored_ts_idx;
     ALTER TABLE book_fills_stored DROP CONSTRAINT book_fills_stored_pkey,

@@ -38,6 +38,7 @@ TIMESCALEDB_INDEXES = {
     "trades_stored": {
         "trades_stored_pkey": "(pair, tid, ts)",
         "trades_stored_pair_ts": "(pair, ts)",
+        "trades_stored_ts_idx": "(ts DESC)",  # coverage's first trade, over all pairs
     },
     "book_events": {
         "book_events_pkey": "(pair, oid, kind, ts)",
