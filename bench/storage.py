@@ -5,7 +5,7 @@
                                       [--history-per-hour 3600] [--no-timescaledb]
                                       [--tsdb ../shared/timescaledb/tsdb.py]
                                       [--alternative TABLE:SEGMENTBY:ORDERBY ...]
-                                      [--per-column] [--numeric]
+                                      [--per-column] [--numeric] [--breakdown TABLE ...]
 
 One simulated exchange (in this process) is recorded by two recorders at once, one into a
 plain PostgreSQL and one into a PostgreSQL with TimescaleDB (`../shared/timescaledb`), so
@@ -31,11 +31,13 @@ side with the ratio plain / columnstore.
 price and amount as exact scaled integers (migrations/0020_scaled_prices.sql): their sizes
 are the stored tables', shown under the views' names.
 
-`--per-column` shows, for each hypertable, what each column's compressed values cost per
-row. `--numeric` measures, on the same rows, `trades` and `book_fills` also as they were
-stored before migration 0020 (price and amount `numeric`, 0001's columns): copies of both in
-that layout, plain and in the columnstore with 0003's settings, so that one run shows the
-layouts side by side.
+`--breakdown TABLE` shows where a hypertable's bytes go after conversion: each relation
+(the hypertable, each chunk's emptied row store and its columnstore) by fork (main,
+free-space map, visibility map), TOAST and index. `--per-column` shows, for each
+hypertable, what each column's compressed values cost per row. `--numeric` measures, on
+the same rows, `trades` and `book_fills` also as they were stored before migration 0020
+(price and amount `numeric`, 0001's columns): copies of both in that layout, plain and in
+the columnstore with 0003's settings, so that one run shows the layouts side by side.
 """
 
 from __future__ import annotations
@@ -233,6 +235,65 @@ def print_per_column(dsn: str, tables: tuple[str, ...]) -> None:
         print(f"- {table} ({sum(sizes.values()) / rows:.2f} in all): {shown}")
 
 
+def relation_parts(conn: psycopg.Connection[Any], relation: str) -> list[tuple[str, int]]:
+    """[(part, bytes)] of one table: its forks, its TOAST table's forks and index, each of
+    its indexes."""
+    parts = []
+    toast_row = conn.execute(
+        "SELECT reltoastrelid::regclass::text FROM pg_class "
+        "WHERE oid = %s::regclass AND reltoastrelid <> 0",
+        (relation,),
+    ).fetchone()
+    for label, rel in (("", relation), ("toast ", toast_row[0] if toast_row else None)):
+        if rel is None:
+            continue
+        for fork in ("main", "fsm", "vm"):
+            row = conn.execute("SELECT pg_relation_size(%s::regclass, %s)", (rel, fork)).fetchone()
+            parts.append((f"{label}{fork}", int(row[0]) if row else 0))
+        for index, size in conn.execute(
+            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index "
+            "WHERE indrelid = %s::regclass ORDER BY 1",
+            (rel,),
+        ).fetchall():
+            name = "toast index" if label else f"index {str(index).split('.')[-1]}"
+            parts.append((name, int(size)))
+    return [(part, size) for part, size in parts if size]
+
+
+def print_breakdown(dsn: str, table: str) -> None:
+    """Where a hypertable's bytes go: the hypertable itself (empty, but its indexes and
+    TOAST index take a page each), each chunk (after conversion, its emptied row store)
+    and each chunk's columnstore, by fork, TOAST and index, against the compressed values."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {stored(table)}").fetchone()  # noqa: S608
+        rows = max(int(row[0]) if row else 0, 1)
+        relations = [("hypertable", stored(table))]
+        for chunk, compressed in conn.execute(
+            "SELECT format('%%I.%%I', c.schema_name, c.table_name), "
+            "format('%%I.%%I', cc.schema_name, cc.table_name) "
+            "FROM _timescaledb_catalog.chunk c "
+            "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+            "LEFT JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
+            "WHERE h.table_name = %s AND NOT c.dropped ORDER BY c.id",
+            (stored(table),),
+        ).fetchall():
+            relations.append(("chunk, row store", chunk))
+            if compressed and compressed != "NULL":
+                relations.append(("chunk, columnstore", compressed))
+        print(f"\n{table}: where the bytes go ({rows:,} rows; bytes, bytes per row)")
+        print("| relation | part | bytes | per row |")
+        print("| --- | --- | ---: | ---: |")
+        total = 0
+        for kind, relation in relations:
+            for part, size in relation_parts(conn, relation):
+                total += size
+                print(f"| {kind} | {part} | {size:,} | {size / rows:.2f} |")
+        values = sum(column_bytes(dsn, table).values())
+        print(f"| all | | {total:,} | {total / rows:.2f} |")
+        print(f"| (compressed values, in the columnstore's TOAST and rows) | | {values:,} "
+              f"| {values / rows:.2f} |")  # fmt: skip
+
+
 # `--numeric`: the layout of trades and fills before migration 0020 (0001's columns).
 NUMERIC_COLUMNS = {
     "trades": "pair text NOT NULL, tid bigint NOT NULL, ts timestamptz NOT NULL, "
@@ -413,6 +474,13 @@ def main() -> None:
         action="store_true",
         help="measure trades and book_fills also as stored before migration 0020",
     )
+    parser.add_argument(
+        "--breakdown",
+        choices=HYPERTABLES,
+        action="append",
+        default=[],
+        help="after conversion, TABLE's bytes by relation, fork, TOAST and index (repeatable)",
+    )
     parser.add_argument("--no-timescaledb", action="store_true", help="plain PostgreSQL only")
     parser.add_argument(
         "--tsdb", type=Path, default=TSDB_SCRIPT, help="tsdb.py of the TimescaleDB build"
@@ -452,6 +520,8 @@ def main() -> None:
                 print_comparison(plain, written, columnstore, data)
                 if args.per_column:
                     print_per_column(dsns["timescaledb"], HYPERTABLES)
+                for table in args.breakdown:
+                    print_breakdown(dsns["timescaledb"], table)
                 if args.numeric:
                     print_numeric(plain, columnstore, plain_dsn, dsns["timescaledb"])
                 if args.alternative:

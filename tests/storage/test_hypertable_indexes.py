@@ -1,0 +1,173 @@
+"""On TimescaleDB the hypertables keep only the indexes their readers use, and book_fills'
+key is (pair, ts, tid) (migrations/0021_hypertable_indexes.sql); plain PostgreSQL keeps its
+indexes. Fills stored before the migration, in the columnstore already, read back exactly,
+and a fill written again is still stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from recorder import records as r
+from recorder.storage.committer import Committer
+from recorder.storage.migrate import migrate, migrations_dir
+from tests.harness.postgres import fresh_database
+
+START = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+# {table: {index: its columns}} as pg_indexes shows them
+PLAIN_INDEXES = {
+    "trades_stored": {"trades_stored_pkey": "(pair, tid)", "trades_stored_pair_ts": "(pair, ts)"},
+    "book_events": {
+        "book_events_pkey": "(pair, oid, kind)",
+        "book_events_pair_ts": "(pair, ts)",
+    },
+    "book_fills_stored": {
+        "book_fills_stored_pkey": "(pair, tid)",
+        "book_fills_stored_pair_ts": "(pair, ts)",
+    },
+}
+TIMESCALEDB_INDEXES = {
+    "trades_stored": {
+        "trades_stored_pkey": "(pair, tid, ts)",
+        "trades_stored_pair_ts": "(pair, ts)",
+        "trades_stored_ts_idx": "(ts DESC)",  # coverage's first trade, over all pairs
+    },
+    "book_events": {
+        "book_events_pkey": "(pair, oid, kind, ts)",
+        "book_events_pair_ts": "(pair, ts)",
+    },
+    "book_fills_stored": {"book_fills_stored_pkey": "(pair, ts, tid)"},
+}
+
+FILLS_SQL = (
+    "SELECT pair, tid, oid, o_id, type, price::text, amount::text, ts, received_at "
+    "FROM book_fills ORDER BY pair, tid"
+)
+
+
+def is_timescaledb(conn: psycopg.Connection[Any]) -> bool:
+    return bool(conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").rowcount)
+
+
+def indexes(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
+    return {
+        name: definition[definition.rindex("(") :]
+        for name, definition in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'public' AND tablename = %s",
+            (table,),
+        ).fetchall()
+    }
+
+
+def before_0021(tmp_path: Path) -> Path:
+    """The migrations as a database had them before 0021."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for source in sorted(migrations_dir().glob("*.sql")):
+        if source.name < "0021":
+            shutil.copy(source, directory / source.name)
+    return directory
+
+
+def fill(tid: int) -> r.BookFill:
+    ts = START + timedelta(hours=tid // 3)  # five days: several chunks
+    return r.BookFill(
+        pair="BTC_USD" if tid % 4 else "ETH_USD", tid=tid, oid=1000 + tid // 2,
+        o_id=5000 - tid * 7, type="buy" if tid % 3 else "sell",
+        price=Decimal(f"{60000 + tid}.{tid % 100:02d}"), amount=Decimal(f"0.{tid:06d}"), ts=ts,
+        received_at=ts + timedelta(microseconds=tid),
+    )  # fmt: skip
+
+
+def commit(dsn: str, batch: list[r.Record]) -> dict[str, int]:
+    async def run() -> dict[str, int]:
+        committer = Committer(dsn, statement_timeout_s=30)
+        try:
+            return (await committer.commit(batch)).rows
+        finally:
+            await committer.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def migrated(db_dsn: str) -> str:
+    migrate(db_dsn)
+    return db_dsn
+
+
+def test_only_the_indexes_readers_use(migrated: str) -> None:
+    with psycopg.connect(migrated) as conn:
+        expected = TIMESCALEDB_INDEXES if is_timescaledb(conn) else PLAIN_INDEXES
+        assert {table: indexes(conn, table) for table in expected} == expected
+
+
+def test_a_pairs_fills_over_a_time_range_are_read_through_an_index(migrated: str) -> None:
+    """book_at's read of the fills (migrations/0016_book_window_readings.sql): on TimescaleDB
+    the key serves it, in the row store, without the (pair, ts) index."""
+    with psycopg.connect(migrated) as conn:
+        index = "book_fills_stored_pkey" if is_timescaledb(conn) else "book_fills_stored_pair_ts"
+        commit(migrated, [fill(tid) for tid in range(1, 31)])
+        conn.execute("SET enable_seqscan = off")  # a few rows: the plan shows what can serve it
+        plan = "\n".join(
+            line
+            for (line,) in conn.execute(
+                "EXPLAIN SELECT o_id, amount FROM book_fills "
+                "WHERE pair = 'BTC_USD' AND ts > %s AND ts <= %s",
+                (START, START + timedelta(hours=2)),
+            ).fetchall()
+        )
+        assert index in plan, plan
+
+
+def test_the_migration_keeps_fills_in_the_columnstore_exactly(db_dsn: str, tmp_path: Path) -> None:
+    """Fills stored before 0021, on TimescaleDB partly in the columnstore, read the same
+    afterwards; written again (a replay), in either store, they are still stored once."""
+    with psycopg.connect(db_dsn) as conn:
+        server = conn.info.dsn
+    fills: list[r.Record] = [fill(tid) for tid in range(1, 361)]
+    with fresh_database(server, "before_0021") as dsn:
+        migrate(dsn, before_0021(tmp_path))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for pair in ("BTC_USD", "ETH_USD"):
+                conn.execute(
+                    "INSERT INTO pairs VALUES (%s, 'BTC', 'USD', 2, 0.001, 1000, %s, %s)",
+                    (pair, START, START),
+                )
+        assert commit(dsn, fills) == {"book_fills": len(fills)}
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            timescale = is_timescaledb(conn)
+            if timescale:
+                chunks = conn.execute("SELECT show_chunks('book_fills_stored')").fetchall()
+                assert len(chunks) >= 5
+                for (chunk,) in chunks[:3]:
+                    conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
+            before = conn.execute(FILLS_SQL).fetchall()
+        assert migrate(dsn) == ["0021"]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute(FILLS_SQL).fetchall() == before
+            expected = TIMESCALEDB_INDEXES if timescale else PLAIN_INDEXES
+            assert {table: indexes(conn, table) for table in expected} == expected
+            if timescale:
+                converted = conn.execute(
+                    "SELECT count(*) FROM timescaledb_information.chunks "
+                    "WHERE hypertable_name = 'book_fills_stored' AND is_compressed"
+                ).fetchone()
+                assert converted == (3,)
+        # the first and last fills: in the columnstore and in the row store on TimescaleDB
+        again = [fills[0], fills[1], fills[-2], fills[-1]]
+        assert commit(dsn, again) == {"book_fills": 0}
+        assert commit(dsn, [*again, fill(361)]) == {"book_fills": 1}
+        with psycopg.connect(dsn) as conn:
+            after = conn.execute(FILLS_SQL).fetchall()
+        assert len(after) == len(before) + 1
+        assert [row for row in after if row[1] != 361] == before
