@@ -203,6 +203,13 @@ def note(tape: Tape, asks: list[Ask], recording: Recording) -> None:
         [Ask(asked=2, unseen=0, held=10, settle=0, resync=False)],
     )
 )  # fmt: skip
+@example(  # a cancel's ids: an order resting before the window, one elsewhere than it states
+    case=(
+        Market(seed=0, depth=2, settings=FlowSettings(cancel_share=0.5, cross_share=0.05,
+               target_orders_per_side=3), events=21, mean_gap_us=2, reading="oid"),
+        [Ask(asked=7, unseen=0, held=10, settle=0, resync=False)],
+    )
+)  # fmt: skip
 def test_book_at_is_the_engines_book_at_every_instant(
     migrated: str, case: tuple[Market, list[Ask]]
 ) -> None:
