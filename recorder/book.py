@@ -48,6 +48,7 @@ from recorder.records import BookEvent, BookFill, Side
 Reading = Literal["oid", "cancel_order_id"]
 """Which field of a cancel event names the cancelled order."""
 READINGS: tuple[Reading, ...] = ("oid", "cancel_order_id")
+_OTHER: dict[Reading, Reading] = {"oid": "cancel_order_id", "cancel_order_id": "oid"}
 
 CancelOutcome = Literal["oid", "cancel_order_id", "ambiguous", "unknown"]
 """How a cancel met the book: only its `oid` named a resting order (at the cancel's side and
@@ -384,40 +385,72 @@ _UNKNOWN = "unknown"
 
 
 class _Partial:
-    """What the window's events alone say of the orders they touch (no book before it)."""
+    """What the window's events alone say of the orders they touch (no book before it).
+
+    Two passes over the window. The first finds the orders resting before the window that
+    its events remove (`_RESTS`), and decides once which order each cancel names, with the
+    orders resting at that point of the window; `snapshot_cut` then makes the second, each
+    cancel naming the order decided in the first.
+    """
 
     def __init__(self, window: Window, snapshot: Book, established: Reading | None) -> None:
         self.established = established
         self.snapshot = snapshot
         placed = {e.oid for e, _ in window if e.kind == "new" and e.amount > 0}
         self.state: dict[int, RestingOrder | str | None] = dict.fromkeys(placed)
+        named: list[int | None] = []
         for event, fills in window:
-            for order_id in self._removed_by(event, fills):
+            if event.kind == "cancel":
+                named.append(self._cancelled(event))
+                removed = [] if named[-1] is None else [named[-1]]
+            else:
+                removed = [fill.o_id for fill in fills]
+            for order_id in removed:
                 self.state.setdefault(order_id, _RESTS)
+            self._change(event, fills, named[-1] if event.kind == "cancel" else None)
+        self.state = {i: None if i in placed else _RESTS for i in self.state}
+        self._named = iter(named)
 
-    def _removed_by(self, event: BookEvent, fills: Sequence[BookFill]) -> list[int]:
-        if event.kind != "cancel":
-            return [fill.o_id for fill in fills]
-        named = self._cancelled(event)
-        return [] if named is None else [named]
+    def _resting(self, order_id: int | None) -> bool:
+        """Whether the order may rest at this point of the window."""
+        if order_id is None:
+            return False
+        if order_id in self.state:
+            return self.state[order_id] is not None  # not placed yet, or gone, when None
+        return order_id in self.snapshot
 
     def _cancelled(self, event: BookEvent) -> int | None:
-        """The id this cancel names: the only one known, else as `Book.cancel` decides an
-        ambiguous cancel (the pair's reading, else the order that fits what the cancel
-        states, else the default)."""
+        """The id this cancel names: the only one of a resting order, else as `Book.cancel`
+        decides an ambiguous cancel (the pair's reading, else the order that fits what the
+        cancel states, else the default). With neither resting, the one the window did not
+        place: an order resting before it, which the snapshot may already lack.
+
+        An order known to be at another side or price than the cancel states is not the one
+        cancelled (`Book.cancel`): the cancel's other id is, an order resting before the
+        window whose side and price no one knows, and which the snapshot may already lack.
+        """
         ids: dict[Reading, int | None] = {
             "oid": event.oid,
             "cancel_order_id": event.cancel_order_id,
         }
-        known = [
-            r for r, i in ids.items() if i is not None and (i in self.snapshot or i in self.state)
-        ]
+        known = [r for r, i in ids.items() if self._resting(i)]
+        orders = {r: self._order(ids[r]) for r in known}
+        elsewhere = [r for r, o in orders.items() if o is not None and not _fit(event, o)[0]]
         if len(known) == 1:
-            return ids[known[0]]
-        by_oid, by_cancel_id = (self._order(ids[r]) for r in ("oid", "cancel_order_id"))
+            (only,) = known
+            return ids[_OTHER[only]] if only in elsewhere else ids[only]
         fits = None
-        if len(known) == 2 and by_oid is not None and by_cancel_id is not None:
-            fits = _better_fit(event, by_oid, by_cancel_id)
+        if not known:
+            # an id the window placed is not resting here (not yet, or no longer): the other,
+            # unknown, may be an order resting before the window
+            unknown = [r for r, i in ids.items() if i is not None and i not in self.state]
+            fits = unknown[0] if len(unknown) == 1 else None
+        if len(known) == 2:
+            by_oid, by_cancel_id = orders["oid"], orders["cancel_order_id"]
+            if by_oid is not None and by_cancel_id is not None:
+                fits = _better_fit(event, by_oid, by_cancel_id)
+            elif elsewhere:
+                fits = _OTHER[elsewhere[0]]  # the other order's side and price are unknown
         return ids[self.established or fits or DEFAULT_READING]
 
     def _order(self, order_id: int | None) -> RestingOrder | None:
@@ -428,9 +461,12 @@ class _Partial:
         return self.snapshot.get(order_id) if order_id is not None else None
 
     def apply(self, event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
+        return self._change(event, fills, next(self._named) if event.kind == "cancel" else None)
+
+    def _change(self, event: BookEvent, fills: Sequence[BookFill], named: int | None) -> set[int]:
+        """Apply one event (a cancel removing `named`); return the orders it changed."""
         changed = set()
         if event.kind == "cancel":
-            named = self._cancelled(event)
             if named is not None:
                 self.state[named] = None
                 changed.add(named)

@@ -109,3 +109,39 @@ def test_without_it_an_ambiguous_cancel_names_the_order_that_fits_it() -> None:
     snapshot.cancel(by_oid, count=False)
     assert [o.order_id for o in snapshot.side("buy")] == [3, 4]  # 47 went, 4 stays
     assert snapshot_cut(events, snapshot, None).events == 4
+
+
+@pytest.mark.parametrize("reading", ["oid", "cancel_order_id"])
+def test_without_it_a_cancel_whose_other_id_names_an_order_elsewhere_is_found_in(
+    reading: Reading,
+) -> None:
+    """A cancel of an order resting before the window, which the snapshot already lacks,
+    whose other id names an order the snapshot holds at another side and price: that order
+    is not the one cancelled (as `Book.cancel` reads it), so the snapshot holds the cancel."""
+    # order 2 (sell 101) cancelled; the cancel's own id is 3, resting order 3's (buy 99)
+    named = cancel(2, 3, "sell", "101") if reading == "oid" else cancel(3, 2, "sell", "101")
+    snapshot = Book.from_snapshot(BEFORE)
+    snapshot.cancel(named, count=False)
+    assert sorted(o.order_id for o in snapshot.side("buy") + snapshot.side("sell")) == [1, 3, 4]
+    assert snapshot_cut([(named, [])], snapshot, None).events == 1
+    # and before the cancel, the snapshot still holding order 2, it is not in
+    assert snapshot_cut([(named, [])], Book.from_snapshot(BEFORE), None).events == 0
+
+
+def test_without_it_an_id_of_an_order_already_gone_names_no_order() -> None:
+    """A cancel's two ids, one naming an order the window placed and already removed: the
+    cancel removes the other, the order it fits (or one resting before the window); so each
+    cancel of a chain of orders placed and cancelled in turn is found in or not."""
+    events: list[tuple[BookEvent, Sequence[BookFill]]] = [
+        (new(5, "sell", "105", "1"), []),
+        (cancel(5, 90, "sell", "105"), []),
+        (new(6, "sell", "106", "1"), []),
+        (cancel(6, 5, "sell", "106"), []),  # 5 is gone: 6 is cancelled
+        (new(7, "sell", "107", "1"), []),
+        (cancel(7, 6, "sell", "107"), []),
+        (cancel(4, 7, "buy", "98"), []),  # 7 is gone: order 4, resting before, is cancelled
+    ]
+    found = {k: snapshot_cut(events, exchange_book(events[:k], CancelReading()), None).events
+             for k in range(len(events) + 1)}  # fmt: skip
+    # a cut just before a new order, or just after its cancel, looks alike: left open
+    assert found == {0: None, 1: 1, 2: None, 3: 3, 4: None, 5: 5, 6: None, 7: 7}
