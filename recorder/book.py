@@ -313,6 +313,10 @@ class SnapshotCut:
     the window does not decide it (only without a book from before the request)."""
     drift: frozenset[int]
     """The orders on which the snapshot disagrees with the events even at the cut."""
+    unexplained: frozenset[int] = frozenset()
+    """With a book from before the request: the orders the snapshot holds otherwise than that
+    book which no event of the window touches. Events the snapshot holds that the stream has
+    not delivered yet, while it runs behind REST (or lost ones)."""
 
 
 def snapshot_cut(window: Window, snapshot: Book, before: Book | None) -> SnapshotCut:
@@ -347,12 +351,14 @@ def snapshot_cut(window: Window, snapshot: Book, before: Book | None) -> Snapsho
     always = frozenset.intersection(*at)
     least = min(len(m) for m in at)
     fits = [k for k, m in enumerate(at) if len(m) == least]
-    if before is None and len(fits) > 1:
-        return SnapshotCut(None, always)
-    return SnapshotCut(fits[0], at[fits[0]])
+    if before is None:
+        return SnapshotCut(None, always) if len(fits) > 1 else SnapshotCut(fits[0], at[fits[0]])
+    unexplained = frozenset(before.differing_ids(snapshot)) - touched
+    return SnapshotCut(fits[0], at[fits[0]], unexplained)
 
 
 def _named(event: BookEvent, fills: Sequence[BookFill]) -> set[int]:
+    """The orders an event (with its fills) may change."""
     ids = {event.oid, *(fill.o_id for fill in fills)}
     if event.cancel_order_id is not None:
         ids.add(event.cancel_order_id)
@@ -398,6 +404,14 @@ class _Partial:
         self.snapshot = snapshot
         placed = {e.oid for e, _ in window if e.kind == "new" and e.amount > 0}
         self.state: dict[int, RestingOrder | str | None] = dict.fromkeys(placed)
+        self._fill_prices = {
+            fill.o_id: fill.price
+            for _, fills in window
+            for fill in fills
+            if fill.o_id not in placed
+        }
+        """The price of each order resting before the window that a fill of it shows (a
+        fill is made at the resting order's price)."""
         named: list[int | None] = []
         for event, fills in window:
             if event.kind == "cancel":
@@ -435,7 +449,7 @@ class _Partial:
         }
         known = [r for r, i in ids.items() if self._resting(i)]
         orders = {r: self._order(ids[r]) for r in known}
-        elsewhere = [r for r, o in orders.items() if o is not None and not _fit(event, o)[0]]
+        elsewhere = [r for r in known if self._elsewhere(ids[r], event)]
         if len(known) == 1:
             (only,) = known
             return ids[_OTHER[only]] if only in elsewhere else ids[only]
@@ -449,9 +463,18 @@ class _Partial:
             by_oid, by_cancel_id = orders["oid"], orders["cancel_order_id"]
             if by_oid is not None and by_cancel_id is not None:
                 fits = _better_fit(event, by_oid, by_cancel_id)
-            elif elsewhere:
-                fits = _OTHER[elsewhere[0]]  # the other order's side and price are unknown
+            elif len(elsewhere) == 1:
+                fits = _OTHER[elsewhere[0]]  # the other order is not known to be elsewhere
         return ids[self.established or fits or DEFAULT_READING]
+
+    def _elsewhere(self, order_id: int | None, event: BookEvent) -> bool:
+        """Whether the order is known to be at another side or price than the cancel states:
+        as the window or the snapshot holds it, else at the price a fill of it was made at."""
+        order = self._order(order_id)
+        if order is not None:
+            return not _fit(event, order)[0]
+        price = self._fill_prices.get(order_id) if order_id is not None else None
+        return price is not None and price != event.price
 
     def _order(self, order_id: int | None) -> RestingOrder | None:
         """The order as the window placed it, else as the snapshot holds it."""

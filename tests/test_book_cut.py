@@ -145,3 +145,24 @@ def test_without_it_an_id_of_an_order_already_gone_names_no_order() -> None:
              for k in range(len(events) + 1)}  # fmt: skip
     # a cut just before a new order, or just after its cancel, looks alike: left open
     assert found == {0: None, 1: 1, 2: None, 3: 3, 4: None, 5: 5, 6: None, 7: 7}
+
+
+@pytest.mark.parametrize("reading", ["oid", "cancel_order_id"])
+def test_without_it_an_order_a_fill_shows_at_another_price_is_not_the_one_cancelled(
+    reading: Reading,
+) -> None:
+    """A cancel whose ids name the window's own order, which fits it, and an order resting
+    before the window whose side and amount are unknown but whose fill showed its price,
+    another than the cancel's: the window's order is the one cancelled, as `Book.cancel`
+    decides with the whole book, so the snapshot taken after it holds the cancel."""
+    cancel_21 = cancel(21, 2, "buy", "99.5") if reading == "oid" else cancel(2, 21, "buy", "99.5")
+    events: list[tuple[BookEvent, Sequence[BookFill]]] = [
+        (new(20, "buy", "101", "0"), [fill(1, 20, 2, "1", price="101")]),  # order 2 filled
+        (new(21, "buy", "99.5", "1"), []),
+        (new(22, "sell", "103", "1"), []),  # placed and resting: the cut is after it
+        (cancel_21, []),
+    ]
+    snapshot = exchange_book(events, CancelReading())
+    assert 21 not in snapshot
+    assert 22 in snapshot
+    assert snapshot_cut(events, snapshot, None).events == 4

@@ -130,7 +130,12 @@ def windows_with_events(dsn: str) -> int:
 
 
 async def record(
-    dsn: str, tmp_path: Path, latency_s: float, seed: int, subscribe_delay_s: float
+    dsn: str,
+    tmp_path: Path,
+    latency_s: float,
+    seed: int,
+    subscribe_delay_s: float,
+    stream_delay_s: float,
 ) -> Run:
     settings = SimSettings(seed=seed, pairs=PAIRS, rate_per_s=60, history_hours=0.02,
                            record_deliveries=True)  # fmt: skip
@@ -148,6 +153,8 @@ async def record(
                          what="both pairs subscribed")  # fmt: skip
         sim.faults.subscribe_delay_s = 0
         sim.faults.latency_s = latency_s
+        # The stream behind REST: an answer holds events the stream delivers only later.
+        sim.faults.stream_delay_s = stream_delay_s
         await eventually(lambda: windows_with_events(dsn) >= WINDOWS_WANTED, timeout_s=120,
                          what="snapshots holding events made after their request")  # fmt: skip
         # The recorder stores the readings of windows closed a snapshot interval ago.
@@ -169,16 +176,18 @@ async def record(
 
 @pytest.fixture(
     scope="module",
-    params=[(0.25, 3, 0.0), (0.6, 8, 0.0), (0.25, 5, 1.0)],
-    ids=["latency-0.25s", "latency-0.6s", "subscribed-after-start-snapshot"],
+    params=[(0.25, 3, 0.0, 0.0), (0.6, 8, 0.0, 0.0), (0.25, 5, 1.0, 0.0), (0.25, 4, 0.0, 2.5)],
+    ids=["latency-0.25s", "latency-0.6s", "subscribed-after-start-snapshot", "stream-behind-rest"],
 )
 def run(
     request: pytest.FixtureRequest, pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Run]:
-    latency_s, seed, subscribe_delay_s = request.param
+    latency_s, seed, subscribe_delay_s, stream_delay_s = request.param
     with fresh_database(pg_server_dsn, "book_window") as dsn:
         directory = tmp_path_factory.mktemp("book_window")
-        yield asyncio.run(record(dsn, directory, latency_s, seed, subscribe_delay_s))
+        yield asyncio.run(
+            record(dsn, directory, latency_s, seed, subscribe_delay_s, stream_delay_s)
+        )
 
 
 def covered_from(run: Run, pair: str) -> datetime:

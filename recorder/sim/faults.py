@@ -28,6 +28,10 @@ class Faults:
     subscribe_delay_s: float = 0.0
     """Added before a socket.io subscription takes effect: the client's stream misses what
     the book does meanwhile, as a real exchange's may while a subscribe is on its way."""
+    stream_delay_s: float = 0.0
+    """How long each book event waits before it is emitted: the stream runs behind REST, so
+    a snapshot answer holds events the stream delivers only later, as an exchange's socket
+    under load (or a client behind its socket) may."""
     outage_until_s: float = 0.0
     """Monotonic time until which REST answers 502 and socket.io refuses connections."""
     paused: bool = False
@@ -77,6 +81,7 @@ class Faults:
             "rate_truncated": self.rate_truncated,
             "latency_s": self.latency_s,
             "subscribe_delay_s": self.subscribe_delay_s,
+            "stream_delay_s": self.stream_delay_s,
             "paused": self.paused,
             "outage_remaining_s": max(0.0, self.outage_until_s - now_s),
         }
@@ -88,7 +93,7 @@ def _checked(key: str, value: Any) -> float | bool:
         if not 0 <= rate <= 1:
             raise ValueError(f"{key} must be between 0 and 1")
         return rate
-    if key in ("latency_s", "subscribe_delay_s"):
+    if key in ("latency_s", "subscribe_delay_s", "stream_delay_s"):
         seconds = _number(key, value)
         if seconds < 0:
             raise ValueError(f"{key} must be >= 0")

@@ -40,7 +40,8 @@ What it serves (the exchange's API docs' endpoints and JSON shapes):
   alike; in `/exchanges/own/` it is the account's own side;
 - `/order/<pk>/` and `/orders/own/` show the amount an order was placed with;
 - the latency fault delays REST answers (not socket events); `subscribe_delay_s` delays
-  each subscription taking effect;
+  each subscription taking effect; `stream_delay_s` delays each book event's emission (the
+  stream behind REST);
 - errors are JSON `{"detail": reason}`: 400 bad input, 401 bad auth, 403 not yours, 404;
 - admin (never faulted, never rate limited): `GET /admin/state`, `POST /admin/faults`
   (JSON of `Faults` switches), `POST /admin/drop-sockets`, `POST /admin/outage
@@ -193,7 +194,8 @@ class Simulator:
         self._ahead: list[Event] | None = None
         """While making ahead: where the engine's events go instead of the outbox."""
         self.base_url = ""
-        self._outbox: deque[tuple[str, dict[str, Any], Event]] = deque()
+        self._outbox: deque[tuple[str, dict[str, Any], Event, float]] = deque()
+        """(channel, payload, event, when it was made: `time.monotonic()`), in engine order."""
         self.deliveries = DeliveryLog() if settings.record_deliveries else None
         # Emission and dropping take turns, so that a dropped connection was sent exactly
         # the events emitted before its disconnect packet (what `deliveries` records).
@@ -458,7 +460,7 @@ class Simulator:
             if isinstance(event, Cancel)
             else wire.new_order_payload(event)
         )
-        self._outbox.append((f"book_{event.pair}", payload, event))
+        self._outbox.append((f"book_{event.pair}", payload, event, time.monotonic()))
         self._enqueued_count += 1
         self._outbox_ready.set()
 
@@ -466,8 +468,12 @@ class Simulator:
         while True:
             await self._outbox_ready.wait()
             while self._outbox:
+                held_s = self._outbox[0][3] + self.faults.stream_delay_s - time.monotonic()
+                if held_s > 0:  # the stream-delay fault
+                    await asyncio.sleep(held_s)
+                    continue
                 async with self._emitting:
-                    channel, payload, event = self._outbox.popleft()
+                    channel, payload, event, _ = self._outbox.popleft()
                     self._log_sent(event, channel)
                     name, data = self.book_emission(channel, payload)
                     await self.sio.emit(name, data, room=channel)

@@ -15,6 +15,10 @@ of the events the stream delivers between a snapshot's request and its answer (a
 stream may deliver an event the answer holds a little later). So each snapshot keeps the
 pair's rebuilt book as it was at the request and the events received from then until
 `settle_s` after the answer, and finds the cut: how many of those events it already holds.
+A stream behind REST (an exchange's socket under load, or a recorder behind its socket)
+delivers some of the events an answer holds later than that: where the answer holds orders
+otherwise than the rebuilt book and no event received explains them, the snapshot waits for
+the events that do, up to `CATCH_UP_S` (beyond it, what is left is drift).
 The snapshot is recorded only then, with `events_through`, the exchange's date of the last
 event it holds, where `book_at` starts (a crash meanwhile loses that snapshot: the next
 start takes another). The rebuilt book becomes the snapshot plus the events after the cut,
@@ -52,7 +56,7 @@ from functools import partial
 from typing import NoReturn
 
 from recorder import metrics
-from recorder.book import Book, CancelReading, Reading, snapshot_cut
+from recorder.book import Book, CancelReading, Reading, SnapshotCut, snapshot_cut
 from recorder.clock import REAL_CLOCK, Clock
 from recorder.exchange.classify import BookUpdate
 from recorder.exchange.parse import OrderBook
@@ -66,6 +70,11 @@ from recorder.ticker import Ticker
 log = get_logger(__name__)
 
 SETTLE_S = 1.0
+CATCH_UP_S = 30.0
+"""How long past its settle wait a snapshot waits for the events its answer holds that the
+stream has not delivered yet. Recorders behind a burst were measured 5-9 s behind their
+socket (docs/benchmarks.md); the bound keeps an answer that no event will ever explain
+(events lost: drift) from holding the pair's snapshots back for long."""
 UNDECIDED_RETRIES = 3
 """Snapshots taken again at once when the events leave a resync snapshot's cut open (a fill
 of an order resting before the request is in it or not); the last is recorded with its cut
@@ -94,6 +103,16 @@ class SnapshotWindow:
     """Set when no connection listened for a while: events of the window may be missing, so
     the snapshot cannot seed the book, and its settle wait is cut short (no more events of
     the window can come)."""
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at each event received and when broken: wakes a snapshot waiting for events."""
+
+    def add(self, event: BookEvent, fills: tuple[BookFill, ...]) -> None:
+        self.events.append((event, fills))
+        self.changed.set()
+
+    def break_off(self) -> None:
+        self.broken.set()
+        self.changed.set()
 
 
 @dataclass
@@ -183,7 +202,7 @@ class BookRecorder:
                 pair_book.live.set()
                 pair_book.last_event_ts = item.event.ts
                 for window in pair_book.windows:
-                    window.events.append((item.event, tuple(item.fills)))
+                    window.add(item.event, tuple(item.fills))
             self._writer.put(item.event)
             self._writer.put_many(item.fills)
             _EVENT_LAG(item.event.pair).observe(
@@ -209,7 +228,7 @@ class BookRecorder:
                     book.model = None
                     book.last_event_ts = None
                     for window in book.windows:
-                        window.broken.set()
+                        window.break_off()
 
     def _resync(self) -> None:
         """No connection was up: what was missed cannot be replayed, so every book starts
@@ -227,7 +246,7 @@ class BookRecorder:
             for window in book.windows:
                 # Asked for while no connection listened: what changed between its answer and
                 # the subscription taking effect never reaches the stream.
-                window.broken.set()
+                window.break_off()
         if self._on_resync is not None:
             self._on_resync()
 
@@ -300,10 +319,10 @@ class BookRecorder:
                 # resync owes is not put off.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(window.broken.wait(), self._settle_s)
+                exchange = Book.from_snapshot(answer.orders, cancel_reading=book.cancel_reading)
+                cut = await self._cut_once_delivered(pair, window, answer, exchange)
             finally:
                 book.windows.remove(window)
-            exchange = Book.from_snapshot(answer.orders, cancel_reading=book.cancel_reading)
-            cut = snapshot_cut(window.events, exchange, window.before)
             # The book kept from events needs the stream up since the request.
             seeds = in_sync and self._stream.connected and not window.broken.is_set()
             if cut.events is None and seeds and retry < UNDECIDED_RETRIES:
@@ -312,6 +331,49 @@ class BookRecorder:
             self._record(answer, window, cut.events, in_sync)
             self._rebuild(pair, book, window, exchange, cut.events or 0, seeds)
             return
+
+    async def _cut_once_delivered(
+        self, pair: str, window: SnapshotWindow, answer: OrderBook, exchange: Book
+    ) -> SnapshotCut:
+        """The snapshot's cut, once the window holds the events the answer holds, as far as
+        can be told (a stream behind REST delivers some of them after the settle wait).
+
+        With a book from before the request the answer tells: while no cut agrees with it on
+        every order (orders it holds otherwise than that book that no event explains, or
+        orders that disagree at the best cut), more events are awaited and the cut found
+        again. Without one (a resync): the window waits for an event dated at or after the
+        answer's newest order, which the stream must deliver, then the settle wait again for
+        what the exchange did after that order before answering. Either ends when the pair
+        falls quiet or at `CATCH_UP_S`; what no event explains then is drift (`_rebuild`).
+        """
+        started = asyncio.get_running_loop().time()
+        deadline = started + CATCH_UP_S
+        waited = False
+        if window.before is None:
+            newest = max((o.order_ts for o in answer.orders if o.order_ts), default=None)
+            while newest is not None and not any(e.ts >= newest for e, _ in window.events):
+                waited = True
+                if not await _more_events(window, len(window.events), deadline):
+                    break
+            if waited:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(window.broken.wait(), self._settle_s)
+        cut = snapshot_cut(window.events, exchange, window.before)
+        while window.before is not None and (cut.drift or cut.unexplained):
+            waited = True
+            # found again once the window has grown by a tenth: bounded work on a long window
+            if not await _more_events(window, len(window.events) * 11 // 10, deadline):
+                cut = snapshot_cut(window.events, exchange, window.before)
+                break
+            cut = snapshot_cut(window.events, exchange, window.before)
+        if waited:
+            log.info(
+                "the stream delivered the events the snapshot holds after its settle wait",
+                pair=pair,
+                waited_s=round(asyncio.get_running_loop().time() - started, 3),
+                agrees=not (cut.drift or cut.unexplained),
+            )
+        return cut
 
     async def _request(self, pair: str, reason: str) -> OrderBook:
         started = time.perf_counter()
@@ -379,3 +441,21 @@ class BookRecorder:
                     await book.live.wait()
             except TimeoutError:
                 pass  # a quiet pair: by now its subscription was sent long ago
+
+
+async def _more_events(window: SnapshotWindow, than: int, deadline: float) -> bool:
+    """Wait until the window holds more than `than` events; False when it breaks, the pair
+    falls quiet (no event for `SUBSCRIBED_QUIET_S`: nothing more is on its way) or
+    `deadline` passes first."""
+    loop = asyncio.get_running_loop()
+    while len(window.events) <= than:
+        if window.broken.is_set() or loop.time() >= deadline:
+            return False
+        window.changed.clear()
+        try:
+            await asyncio.wait_for(
+                window.changed.wait(), min(SUBSCRIBED_QUIET_S, deadline - loop.time())
+            )
+        except TimeoutError:
+            return False
+    return True

@@ -37,6 +37,7 @@ async def test_admin_state(sim: Simulator, http: aiohttp.ClientSession) -> None:
         "rate_truncated",
         "latency_s",
         "subscribe_delay_s",
+        "stream_delay_s",
         "paused",
         "outage_remaining_s",
     }
