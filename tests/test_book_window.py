@@ -176,7 +176,7 @@ async def record(
 
 @pytest.fixture(
     scope="module",
-    params=[(0.25, 3, 0.0, 0.0), (0.6, 8, 0.0, 0.0), (0.25, 5, 1.0, 0.0), (0.25, 4, 0.0, 2.5)],
+    params=[(0.25, 3, 0.0, 0.0), (0.6, 8, 0.0, 0.0), (0.25, 5, 1.0, 0.0), (0.25, 4, 0.0, 2.0)],
     ids=["latency-0.25s", "latency-0.6s", "subscribed-after-start-snapshot", "stream-behind-rest"],
 )
 def run(

@@ -345,17 +345,22 @@ class BookRecorder:
         answer's newest order, which the stream must deliver, then the settle wait again for
         what the exchange did after that order before answering. Either ends when the pair
         falls quiet or at `CATCH_UP_S`; what no event explains then is drift (`_rebuild`).
+        A quiet pair's resync snapshot therefore waits `SUBSCRIBED_QUIET_S` more: without
+        clocks to compare, a stream this far behind looks like a quiet pair until it speaks.
         """
         started = asyncio.get_running_loop().time()
         deadline = started + CATCH_UP_S
         waited = False
-        if window.before is None:
-            newest = max((o.order_ts for o in answer.orders if o.order_ts), default=None)
-            while newest is not None and not any(e.ts >= newest for e, _ in window.events):
+        newest = max((o.order_ts for o in answer.orders if o.order_ts), default=None)
+        # (a stream that is not connected brings nothing more)
+        if window.before is None and newest is not None and self._stream.connected:
+            seen = 0
+            while not (reached := any(e.ts >= newest for e, _ in window.events[seen:])):
                 waited = True
-                if not await _more_events(window, len(window.events), deadline):
+                seen = len(window.events)
+                if not await _more_events(window, seen, deadline):
                     break
-            if waited:
+            if waited and reached:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(window.broken.wait(), self._settle_s)
         cut = snapshot_cut(window.events, exchange, window.before)
