@@ -348,6 +348,8 @@ class BookRecorder:
         A quiet pair's resync snapshot therefore waits `SUBSCRIBED_QUIET_S` more: without
         clocks to compare, a stream this far behind looks like a quiet pair until it speaks.
         """
+        if window.broken.is_set():  # no more of its events can come
+            return snapshot_cut(window.events, exchange, window.before)
         started = asyncio.get_running_loop().time()
         deadline = started + CATCH_UP_S
         waited = False
