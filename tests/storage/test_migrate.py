@@ -90,10 +90,11 @@ def test_tables_have_the_promised_columns_and_types(migrated: str) -> None:
 
 def test_keys_are_the_promised_keys(migrated: str) -> None:
     """The promised primary key (of the stored table, for a view); on TimescaleDB a
-    hypertable's key also holds its time (book_fills' before its trade id, the order its
-    readers read: migrations/0021_hypertable_indexes.sql)."""
+    hypertable's key also holds its time (book_fills' and trades' before their trade id, the
+    order their readers read: migrations/0021_hypertable_indexes.sql and
+    0022_trades_key_in_time_order.sql)."""
     hypertable_key = {
-        "trades": ["pair", "tid", "ts"],
+        "trades": ["pair", "ts", "tid"],
         "book_events": ["pair", "oid", "kind", "ts"],
         "book_fills": ["pair", "ts", "tid"],
         "book_snapshot_orders": ["snapshot_id", "side", "pos", "taken_at"],
