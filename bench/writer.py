@@ -32,6 +32,10 @@ INSERT. Without --dsn an embedded PostgreSQL is started in a temporary directory
                          price and amount `numeric` (the layout `trades` had before 0020, a
                          hypertable like it on TimescaleDB): fewer, shorter literals to
                          write and parse, so the fairest mark for the writer after 0020
+  multi-row INSERT, numeric table keyed in time order
+                         the same into that table keyed (pair, ts, tid) with no other index
+                         (as trades_stored is on TimescaleDB since 0022): a feed handler that
+                         spared its table the (pair, ts) index too
   INSERT per event       one INSERT and commit per row (measured on fewer rows)
 """
 
@@ -88,6 +92,7 @@ def make_trades(count: int) -> list[Trade]:
 
 # A feed handler's own table for its trades: 0001's columns, price and amount `numeric`.
 NUMERIC_TABLE = "trades_numeric"
+NUMERIC_KEYED_TABLE = "trades_numeric_time_key"  # the same, keyed (pair, ts, tid) alone
 NUMERIC_LAYOUT = (
     "pair text NOT NULL, tid bigint NOT NULL, ts timestamptz NOT NULL, type text NOT NULL, "
     "price numeric NOT NULL, amount numeric NOT NULL, received_at timestamptz NOT NULL"
@@ -103,7 +108,8 @@ def numeric_rows_of(trades: list[Trade]) -> list[tuple[object, ...]]:
 
 
 def make_numeric_table(dsn: str) -> None:
-    """`NUMERIC_TABLE` with the keys `trades` had, and on TimescaleDB the same chunking."""
+    """`NUMERIC_TABLE` with the keys `trades` had, `NUMERIC_KEYED_TABLE` keyed in time order,
+    and on TimescaleDB both with the same chunking."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         timescale = conn.execute(
             "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
@@ -115,11 +121,16 @@ def make_numeric_table(dsn: str) -> None:
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {NUMERIC_TABLE}_pair_ts ON {NUMERIC_TABLE} (pair, ts)"
         )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {NUMERIC_KEYED_TABLE} "
+            f"({NUMERIC_LAYOUT}, PRIMARY KEY (pair, ts, tid))"
+        )
         if timescale:
-            conn.execute(
-                f"SELECT create_hypertable('{NUMERIC_TABLE}', by_range('ts', INTERVAL '1 day'), "
-                "if_not_exists => true)"
-            )
+            for table in (NUMERIC_TABLE, NUMERIC_KEYED_TABLE):
+                conn.execute(
+                    f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '1 day'), "
+                    "if_not_exists => true)"
+                )
 
 
 def batches(rows: list[tuple[object, ...]], size: int) -> list[list[tuple[object, ...]]]:
@@ -180,6 +191,12 @@ def multirow_numeric(conn: psycopg.Connection, rows: list[tuple[object, ...]], s
     multirow_into(conn, rows, size, f"{NUMERIC_TABLE} ({SPEC.column_names})")
 
 
+def multirow_numeric_keyed(
+    conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int
+) -> None:
+    multirow_into(conn, rows, size, f"{NUMERIC_KEYED_TABLE} ({SPEC.column_names})")
+
+
 def multirow_into(
     conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int, into: str
 ) -> None:
@@ -218,9 +235,8 @@ def measure(
     dsn: str, label: str, write: Callable[[], None], expected: int, *, keep: bool = False
 ) -> float:
     """Rows/s of `write`; `keep` leaves the table as it is (a replay onto stored rows)."""
-    table, readable = (
-        (NUMERIC_TABLE, NUMERIC_TABLE) if label == NUMERIC_LABEL else (TABLE, "trades")
-    )
+    table = {NUMERIC_LABEL: NUMERIC_TABLE, NUMERIC_KEYED_LABEL: NUMERIC_KEYED_TABLE}.get(label)
+    table, readable = (table, table) if table else (TABLE, "trades")
     with psycopg.connect(dsn, autocommit=True) as conn:
         if not keep:
             conn.execute(f"TRUNCATE {table}")
@@ -236,6 +252,7 @@ def measure(
 
 
 NUMERIC_LABEL = "multi-row INSERT, numeric table"
+NUMERIC_KEYED_LABEL = "multi-row INSERT, numeric table keyed in time order"
 
 
 def profile_writer(dsn: str, trades: list[Trade], size: int, spool: Path) -> None:
@@ -320,6 +337,8 @@ def main() -> None:
             ("executemany", sync(executemany, trades), len(trades), False),
             ("multi-row string INSERT", sync(multirow_string, trades), len(trades), False),
             (NUMERIC_LABEL, sync(multirow_numeric, trades, numeric_rows_of), len(trades), False),
+            (NUMERIC_KEYED_LABEL, sync(multirow_numeric_keyed, trades, numeric_rows_of),
+             len(trades), False),
             ("INSERT per event", sync(insert_per_event, few), len(few), False),
         ]  # fmt: skip
         if args.only:
@@ -335,12 +354,14 @@ def main() -> None:
             f"{args.rows} trades, batches of {args.batch} (INSERT per event: {len(few)} rows), "
             f"median of {args.repeat} rounds; the writer's numeric encoder: {ENCODER}"
         )
-        print(f"{'method':<32} {'rows/s':>10} {'vs writer':>10}   rounds")
+        print(f"{'method':<52} {'rows/s':>10} {'vs writer':>10}   rounds")
         for label, rate in results:
             runs = " ".join(f"{r:,.0f}" for r in rates[label])
-            print(f"{label:<32} {rate:>10,.0f} {rate / baseline:>9.2f}x   {runs}")
+            print(f"{label:<52} {rate:>10,.0f} {rate / baseline:>9.2f}x   {runs}")
         median = dict(results)
-        for mark in ("raw COPY (no idempotency)", "multi-row string INSERT", NUMERIC_LABEL):
+        marks = ("raw COPY (no idempotency)", "multi-row string INSERT", NUMERIC_LABEL,
+                 NUMERIC_KEYED_LABEL)  # fmt: skip
+        for mark in marks:
             if mark in median:
                 print(f"writer / {mark}: {baseline / median[mark]:.2f}x")
     finally:
