@@ -175,14 +175,19 @@ class RecorderProcess(_RecorderProcess):
 
     async def wait_recording(self, http: aiohttp.ClientSession, dsn: str) -> None:
         """Until every stream connection is up and every pair has its snapshot after the
-        connect."""
+        connect: the one the stream followed (`in_sync`), where book_at starts. The start's
+        first snapshot goes out before the stream connects and book_at passes over it
+        (migration 0019); a run that made its events ahead (--source node) and started them
+        before the resync's snapshot was taken would have that snapshot show the engine's
+        book after every event, which no cut can match."""
 
         async def ready() -> bool:
             url = self.metrics_url
             if url is None:
                 return False
             samples = await scrape(http, url)
-            snapshotted = query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots")
+            snapshotted = query(dsn, "SELECT count(DISTINCT pair) FROM book_snapshots "
+                                "WHERE in_sync")  # fmt: skip
             return samples.get(
                 "recorder_stream_connections_up", 0
             ) == self.connections and snapshotted[0][0] == len(self.pairs)

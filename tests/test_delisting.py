@@ -80,7 +80,11 @@ async def test_a_delisted_pair_is_stopped_noted_and_followed_again_when_listed(
     # Delisted: its tasks stop, its channel is left, and it is said once.
     sim.delist_pair(GONE)
     await eventually(lambda: not pair_tasks(daemon, GONE), what="the pair's tasks stopped")
-    assert sample("recorder_pairs_delisted_total", pair=GONE) == delisted_before + 1
+    # Counted once its tasks are stopped and its leases dropped, a moment after the above.
+    await eventually(
+        lambda: sample("recorder_pairs_delisted_total", pair=GONE) == delisted_before + 1,
+        what="the delisting counted",
+    )
     assert sample("recorder_pairs_followed") == 1
     assert pair_tasks(daemon, "BTC_USD")
     # Its gauges are gone: frozen, they would say the recording stalled (and alert).

@@ -95,6 +95,8 @@ class Writer:
         self._pending: deque[Record] = deque()
         self._inflight: list[Record] = []
         self._oldest_at: float | None = None
+        self._left_behind = False
+        """The last batch could not take every waiting row: what it left goes at once."""
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         self._isolate = False
@@ -121,6 +123,7 @@ class Writer:
         pending = self._pending
         if not pending:
             self._oldest_at = time.monotonic()
+            self._left_behind = False
             # An idle worker waits for this wake-up with no timer running. Once rows are
             # waiting it needs no other: it commits again as soon as its commit is done.
             self._wakeup.set()
@@ -136,6 +139,7 @@ class Writer:
     def put_many(self, records: Iterable[Record]) -> None:
         if not self._pending:
             self._oldest_at = time.monotonic()
+            self._left_behind = False
         self._pending.extend(records)
         if self._pending:
             self._wakeup.set()
@@ -305,7 +309,7 @@ class Writer:
             # long each takes, so the batches grow instead); at a lower rate once the oldest
             # has waited GATHER_S, so that a commit carries more than a few rows.
             oldest = self._oldest_at
-            if oldest is None or len(self._pending) >= GATHER_ROWS:
+            if oldest is None or len(self._pending) >= GATHER_ROWS or self._left_behind:
                 dues.append(0.0)
             else:
                 dues.append(oldest + GATHER_S)
@@ -371,6 +375,10 @@ class Writer:
         # spills the oldest of `_pending`) cannot take it too. Whatever is still in flight
         # when this ends (a failure, a cancellation) goes back to the front of `_pending`.
         count = min(len(self._pending), self._batch_rows)
+        # A batch that cannot take every waiting row is a burst's: what it leaves goes right
+        # after it, as under load, without gathering again (a 10,000-order snapshot's last
+        # row waited GATHER_S alone after its two full batches: docs/benchmarks.md).
+        self._left_behind = count < len(self._pending)
         # Taken in C: a Python loop over the batch cost more than a row's encoding.
         self._inflight = list(itertools.starmap(self._pending.popleft, itertools.repeat((), count)))
         try:

@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 from recorder import records as r
+from recorder.storage import writer as writer_module
 from recorder.storage.migrate import migrate
 from recorder.storage.tables import SPECS
-from recorder.storage.writer import GATHER_S, Writer
+from recorder.storage.writer import GATHER_ROWS, GATHER_S, Writer
 from tests.harness.metrics import sample
 from tests.harness.waiting import eventually
 from tests.storage.records_factory import SESSION, T0, trade
@@ -76,6 +77,20 @@ async def test_rows_waiting_are_committed_without_a_timer(dsn: str, tmp_path: Pa
         writer.put(trade(3002, pair="GRP_USD"))
         await eventually(lambda: len(stored(dsn, "trades", "GRP_USD")) == 3002, timeout_s=20,
                          what="rows put during a commit committed after it")  # fmt: skip
+
+
+async def test_what_a_full_batch_leaves_goes_right_after_it(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows a full batch could not take (a snapshot's last order, a burst's tail) do not
+    gather again: they are committed as soon as the batch is, however long GATHER_S."""
+    monkeypatch.setattr(writer_module, "GATHER_S", 3600.0)  # a row that gathers stays
+    rows = [trade(tid, pair="TAIL_USD") for tid in range(1, GATHER_ROWS + 2)]
+    async with Writer(dsn, tmp_path / "spool", batch_rows=GATHER_ROWS) as writer:
+        writer.put_many(rows)  # enough to go at once, and one more
+        await eventually(lambda: len(stored(dsn, "trades", "TAIL_USD")) == len(rows),
+                         timeout_s=20, what="the row the full batch left committed")  # fmt: skip
+        assert stored(dsn, "trades", "TAIL_USD") == expected(rows)
 
 
 async def test_a_few_rows_gather_for_a_moment_before_their_commit(dsn: str, tmp_path: Path) -> None:
