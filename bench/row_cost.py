@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.writer import NUMERIC_LAYOUT, SPEC, batches, make_trades, numeric_rows_of, rows_of
+from recorder.storage.embedded import embedded_postgres
 from recorder.storage.migrate import migrate
 
 HYPERTABLE = "SELECT create_hypertable('{t}', by_range('ts', INTERVAL '1 day'))"
@@ -78,13 +80,8 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-row-cost-"))
-    server = None
-    dsn = args.dsn
-    if not dsn:
-        import pgserver
-
-        server = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
-        dsn = server.get_uri()
+    databases = ExitStack()  # the embedded PostgreSQL, without --dsn
+    dsn = args.dsn or databases.enter_context(embedded_postgres(workdir))
     try:
         migrate(dsn)
         trades = make_trades(args.rows)
@@ -135,8 +132,7 @@ def main() -> None:
             runs = " ".join(f"{rate:,.0f}" for rate in rates[table])
             print(f"{statistics.median(rates[table]):>10,.0f} rows/s  {what}   ({runs})")
     finally:
-        if server is not None:
-            server.cleanup()
+        databases.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

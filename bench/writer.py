@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -60,6 +61,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recorder.records import Trade
+from recorder.storage.embedded import embedded_postgres
 from recorder.storage.migrate import migrate
 from recorder.storage.numeric import ENCODER, use_c_numerics
 from recorder.storage.tables import SPECS
@@ -294,13 +296,8 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-writer-"))
-    server = None
-    dsn = args.dsn
-    if not dsn:
-        import pgserver
-
-        server = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
-        dsn = server.get_uri()
+    databases = ExitStack()  # the embedded PostgreSQL, without --dsn
+    dsn = args.dsn or databases.enter_context(embedded_postgres(workdir))
     try:
         migrate(dsn)
         trades = make_trades(args.rows)
@@ -365,8 +362,7 @@ def main() -> None:
             if mark in median:
                 print(f"writer / {mark}: {baseline / median[mark]:.2f}x")
     finally:
-        if server is not None:
-            server.cleanup()
+        databases.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
