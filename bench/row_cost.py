@@ -24,7 +24,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.writer import NUMERIC_LAYOUT, SPEC, batches, make_trades, numeric_rows_of, rows_of
+from bench.writer import NUMERIC_LAYOUT, SPEC, copy_into, make_trades, numeric_rows_of, rows_of
 from recorder.storage.embedded import embedded_postgres
 from recorder.storage.migrate import migrate
 
@@ -60,15 +60,7 @@ TIMESCALE = [
 def copy_rows(dsn: str, table: str, columns: str, types: list[str], rows: list[tuple[object, ...]],
               size: int) -> None:  # fmt: skip
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for batch in batches(rows, size):
-            with (
-                conn.transaction(),
-                conn.cursor() as cur,
-                cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
-            ):
-                copy.set_types(types)
-                for row in batch:
-                    copy.write_row(row)
+        copy_into(conn, table, columns, types, rows, size)
 
 
 def main() -> None:

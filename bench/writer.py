@@ -166,12 +166,17 @@ def raw_copy_c_numerics(
 
 
 def raw_copy(conn: psycopg.Connection, rows: list[tuple[object, ...]], size: int) -> None:
-    types = SPEC.types
+    copy_into(conn, TABLE, COLUMNS, SPEC.types, rows, size)
+
+
+def copy_into(conn: psycopg.Connection, table: str, columns: str, types: list[str],
+              rows: list[tuple[object, ...]], size: int) -> None:  # fmt: skip
+    """Binary COPY of `rows` into `table`, a batch of `size` per transaction."""
     for batch in batches(rows, size):
         with (
             conn.transaction(),
             conn.cursor() as cur,
-            cur.copy(f"COPY {TABLE} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+            cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
             copy.set_types(types)
             for row in batch:
