@@ -254,10 +254,14 @@ class Spool:
 
         If the file cannot be deleted, the spool forgets it anyway: this run must not commit
         it again and again, and the next start commits it once more, which changes nothing.
+        Its rows count as spooled until the deletion has been tried, so that whoever waits
+        for the spool to empty (Writer.flush) waits for that too.
         """
-        with self._lock:
-            self._segments.pop(segment, None)
-        segment.unlink(missing_ok=True)
+        try:
+            segment.unlink(missing_ok=True)
+        finally:
+            with self._lock:
+                self._segments.pop(segment, None)
 
     def adopt(self, other: Spool, segment: Path) -> Path:
         """Move `segment` of `other` into this spool as its newest segment."""

@@ -556,6 +556,13 @@ class Writer:
             except asyncio.CancelledError:
                 cancelled = True
         if cancelled:
+            if (failure := future.exception()) is not None:
+                # The step that asked is being stopped and will not hear of it: say it here.
+                log.warning(
+                    "a spool operation failed as the writer stopped",
+                    operation=function.__name__,
+                    error=_describe(failure),
+                )
             raise asyncio.CancelledError
         return future.result()
 

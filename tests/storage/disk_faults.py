@@ -31,6 +31,8 @@ class DiskFaults:
         self.directory = directory.resolve()
         self.failing: dict[str, int] = {}
         """Operation -> errno it fails with, while armed."""
+        self._failures_left: dict[str, int] = {}
+        """Operation -> how many more times it fails, for one armed with `times`."""
         self.failures: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
         """How many times each operation failed."""
         self.stall_fsync = False
@@ -51,12 +53,16 @@ class DiskFaults:
         monkeypatch.setattr(os, "rename", self._rename)
         monkeypatch.setattr(os, "unlink", self._unlink)
 
-    def fail(self, operation: str, code: int = errno.ENOSPC) -> None:
+    def fail(self, operation: str, code: int = errno.ENOSPC, times: int | None = None) -> None:
+        """Make `operation` fail with `code` until heal(), or only its next `times` calls."""
         assert operation in OPERATIONS, operation
         self.failing[operation] = code
+        if times is not None:
+            self._failures_left[operation] = times
 
     def heal(self) -> None:
         self.failing.clear()
+        self._failures_left.clear()
         self.fsync_release.set()
 
     def _ours(self, path: Any) -> bool:
@@ -66,6 +72,10 @@ class DiskFaults:
         code = self.failing.get(operation)
         if code is not None:
             self.failures[operation] += 1
+            if operation in self._failures_left:
+                self._failures_left[operation] -= 1
+                if not self._failures_left[operation]:
+                    del self._failures_left[operation], self.failing[operation]
             raise OSError(code, os.strerror(code), str(path))
 
     def _open(self, path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
@@ -79,11 +89,12 @@ class DiskFaults:
     def _fsync(self, fd: int) -> None:
         path = Path(os.readlink(f"/proc/self/fd/{fd}"))
         if self._ours(path):
-            self._maybe_fail("directory fsync" if path.is_dir() else "fsync", path)
+            # A stalled fsync may fail once released, as a dying disk's does.
             if self.stall_fsync and not path.is_dir():
                 self.fsync_entered.set()
                 if not self.fsync_release.wait(STALL_LIMIT_S):
                     self.stalled_too_long.set()
+            self._maybe_fail("directory fsync" if path.is_dir() else "fsync", path)
         self._real_fsync(fd)
 
     def _rename(self, source: Any, target: Any, **kwargs: Any) -> None:

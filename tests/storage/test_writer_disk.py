@@ -3,6 +3,7 @@ the worker lives on, the event loop never waits for the disk, and nothing is los
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import time
@@ -177,8 +178,9 @@ async def test_the_worker_survives_a_failing_disk_in_every_spool_call(
             await eventually(lambda: faults.failures[operation] >= 1, what=f"{operation} failing")
             faults.heal()
         assert await up.flush(30)
+        # The rows are committed; the worker counts a failed deletion when its thread returns.
+        await eventually(lambda: spool_failures() > failures, what="the failure counted")
         assert worker() is task  # the same worker, still running
-    assert spool_failures() > failures
     if operation == "delete":
         # Committed but not deleted: the next start commits it once more, which changes nothing.
         assert spooled_lines(spool) == len(sent)
@@ -221,6 +223,40 @@ async def test_put_returns_at_once_while_the_spool_write_is_slow(
     async with Writer(dsn, spool) as up:
         assert await up.flush(30)
     assert [tid for tid in stored_tids(dsn) if 100_000 <= tid < 105_100] == [
+        record.tid for record in sent
+    ]
+
+
+async def test_a_spill_that_fails_as_the_writer_stops_is_reported_and_redone(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() stops the worker while its spill hangs in fsync; the fsync then fails. The
+    step that asked is gone, so the failure is logged where the thread is awaited (it was
+    dropped, and asyncio complained of an exception never retrieved), and close() spills
+    the rows itself: all of them reach the database at the next start."""
+    spool = tmp_path / "spool"
+    faults = DiskFaults(monkeypatch, spool)
+    faults.stall_fsync = True
+    faults.fail("fsync", errno.EIO, times=1)
+    sent = [trade(tid) for tid in range(200_000, 200_300)]
+    down = Writer(
+        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    )
+    await down.__aenter__()
+    down.put_many(sent)
+    await eventually(faults.fsync_entered.is_set, what="a spill waiting in fsync")
+    stopping = worker()
+    closing = asyncio.create_task(down.close())
+    await eventually(lambda: stopping.cancelling() > 0, what="close() stopping the worker")
+    faults.fsync_release.set()
+    await closing
+    assert faults.failures["fsync"] == 1
+    assert any(
+        r.getMessage() == "a spool operation failed as the writer stopped" for r in caplog.records
+    )
+    async with Writer(dsn, spool) as up:
+        assert await up.flush(30)
+    assert [tid for tid in stored_tids(dsn) if 200_000 <= tid < 200_300] == [
         record.tid for record in sent
     ]
 
