@@ -266,6 +266,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     day = cached(args)
+    if not day.instants:
+        parser.error("no instant falls within the events: lower --spacing or raise --events")
     span_h = (len(day.snapshots) - 1) / 60
     print(f"day: {len(day.events)} events, {len(day.fills)} fills, {len(day.snapshots)} snapshots "
           f"({len(day.snapshot_orders)} orders), {span_h:.1f} h, {len(day.instants)} instants, "
