@@ -139,9 +139,10 @@ def run(args: argparse.Namespace, dsn: str) -> None:
     records, instants = market(args)
 
     async def write() -> None:
-        async with Writer(dsn, Path(tempfile.mkdtemp(prefix="bench-book-at-"))) as writer:
-            writer.put_many(records)
-            assert await writer.flush(300)
+        with tempfile.TemporaryDirectory(prefix="bench-book-at-") as spool:
+            async with Writer(dsn, Path(spool)) as writer:
+                writer.put_many(records)
+                assert await writer.flush(300)
 
     asyncio.run(write())
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -12,21 +12,24 @@ is reported. Without --dsn an embedded PostgreSQL is started in a temporary dire
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.writer import NUMERIC_LAYOUT, SPEC, copy_into, make_trades, numeric_rows_of, rows_of
-from recorder.storage.embedded import embedded_postgres
-from recorder.storage.migrate import migrate
+from bench.writer import (
+    NUMERIC_LAYOUT,
+    SPEC,
+    bench_database,
+    copy_into,
+    make_trades,
+    numeric_rows_of,
+    rows_of,
+)
 
 HYPERTABLE = "SELECT create_hypertable('{t}', by_range('ts', INTERVAL '1 day'))"
 
@@ -71,11 +74,7 @@ def main() -> None:
     parser.add_argument("--dsn", default="")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-row-cost-"))
-    databases = ExitStack()  # the embedded PostgreSQL, without --dsn
-    dsn = args.dsn or databases.enter_context(embedded_postgres(workdir))
-    try:
-        migrate(dsn)
+    with bench_database(args.dsn, "row-cost") as (dsn, _):
         trades = make_trades(args.rows)
         rows, numeric_rows = rows_of(trades), numeric_rows_of(trades)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -123,9 +122,6 @@ def main() -> None:
         for table, what, *_ in methods:
             runs = " ".join(f"{rate:,.0f}" for rate in rates[table])
             print(f"{statistics.median(rates[table]):>10,.0f} rows/s  {what}   ({runs})")
-    finally:
-        databases.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

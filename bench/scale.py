@@ -317,8 +317,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat and args.recorders < 2:
         sys.exit("--recorders: 2 or more (a takeover needs another recorder)")
-    work = Path(tempfile.mkdtemp(prefix="recorder-bench-scale-"))
-    with postgres_server() as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="recorder-bench-scale-") as work_dir,
+        postgres_server() as server,
+    ):
+        work = Path(work_dir)
         if args.throughput_pairs:
             print(f"throughput: rate {rate_label(args.rate)}, {args.seconds:g} s window, "
                   f"load {load_average()}", flush=True)  # fmt: skip

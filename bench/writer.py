@@ -50,8 +50,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -74,6 +74,20 @@ ONE_ROW_INSERT = (
     f"INSERT INTO {TABLE} ({COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * len(SPEC.stored_columns))}) ON CONFLICT DO NOTHING"
 )
+
+
+@contextmanager
+def bench_database(dsn: str, name: str) -> Iterator[tuple[str, Path]]:
+    """`dsn` migrated, or without one an embedded PostgreSQL in a scratch directory; yields
+    the DSN and that directory, which is removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"recorder-bench-{name}-"))
+    try:
+        with ExitStack() as databases:
+            dsn = dsn or databases.enter_context(embedded_postgres(workdir))
+            migrate(dsn)
+            yield dsn, workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def make_trades(count: int) -> list[Trade]:
@@ -300,11 +314,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="recorder-bench-writer-"))
-    databases = ExitStack()  # the embedded PostgreSQL, without --dsn
-    dsn = args.dsn or databases.enter_context(embedded_postgres(workdir))
-    try:
-        migrate(dsn)
+    with bench_database(args.dsn, "writer") as (dsn, workdir):
         trades = make_trades(args.rows)
         if args.profile:
             profile_writer(dsn, trades, args.batch, workdir / "spool")
@@ -366,9 +376,6 @@ def main() -> None:
         for mark in marks:
             if mark in median:
                 print(f"writer / {mark}: {baseline / median[mark]:.2f}x")
-    finally:
-        databases.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
