@@ -111,5 +111,26 @@ def empty_tables(dsn: str) -> None:
             conn.execute(sql.SQL("TRUNCATE {}").format(tables))
 
 
+def is_timescaledb(db: str | psycopg.Connection[Any]) -> bool:
+    """Whether the database (a DSN, or a connection to it) has the TimescaleDB extension."""
+    if isinstance(db, str):
+        with psycopg.connect(db) as conn:
+            return is_timescaledb(conn)
+    return bool(db.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").rowcount)
+
+
+def pause_columnstore_policies(conn: psycopg.Connection[Any]) -> None:
+    """Stop TimescaleDB's columnstore policies converting chunks in this database.
+
+    Their scheduler starts on a new database within a minute (the launcher polls for
+    databases) and converts every chunk older than the policy's `after`, which a test's
+    recording from 2024 all is. A test that converts chunks itself, or counts the converted
+    ones, would race it: pause the policies before storing what the test converts."""
+    conn.execute(
+        "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_compression'"
+    )
+
+
 NOT_MIGRATED = (psycopg.errors.UndefinedTable,)
 """What a query raises before the recorder has migrated: "not yet" to `eventually`."""

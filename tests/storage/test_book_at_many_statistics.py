@@ -19,6 +19,7 @@ import psycopg
 
 from recorder import records as r
 from recorder.storage.migrate import migrate
+from tests.harness.postgres import is_timescaledb
 from tests.storage import book_history as h
 
 
@@ -43,7 +44,7 @@ def shared_buffers_touched(conn: psycopg.Connection[Any], statement: str) -> int
 
 def table_pages(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> int:
     """The tables' pages with their indexes; a hypertable's are in its chunks."""
-    timescale = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").rowcount
+    timescale = is_timescaledb(conn)
     size = (
         "coalesce(hypertable_size(t), pg_total_relation_size(t))"
         if timescale

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from recorder.storage.migrate import MigrationError, load_migrations, migrate, migrations_dir
-from tests.harness.postgres import fresh_database
+from tests.harness.postgres import fresh_database, is_timescaledb
 
 # Every table, its key, and the columns researchers rely on, with their types: the schema's
 # promise (migrations/0001_schema.sql, docs/research.md), pinned here apart from the code.
@@ -65,11 +65,6 @@ STORED_IN = {"trades": "trades_stored", "book_fills": "book_fills_stored"}
 def migrated(db_dsn: str) -> str:
     assert migrate(db_dsn) == [m.version for m in load_migrations()]
     return db_dsn
-
-
-def is_timescaledb(dsn: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        return bool(conn.execute("SELECT 1 FROM pg_extension WHERE extname='timescaledb'").rowcount)
 
 
 def test_rerun_applies_nothing(migrated: str) -> None:

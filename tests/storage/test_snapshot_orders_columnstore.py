@@ -9,7 +9,6 @@ chunk that holds its snapshot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import shutil
 import uuid
@@ -26,6 +25,7 @@ from recorder.sim.engine import Engine
 from recorder.sim.flow import OrderFlow, pair_spec, wall_clock
 from recorder.storage.migrate import load_migrations, migrate, migrations_dir
 from recorder.storage.writer import Writer
+from tests.harness.postgres import is_timescaledb, pause_columnstore_policies
 from tests.storage.test_book_at_sim import at_s, engine_book, event_records, snapshot_records
 
 PAIRS = ("BTC_USD", "ETH_BTC")
@@ -37,18 +37,10 @@ Book = list[tuple[str, int, Decimal, Decimal]]
 Instants = list[tuple[datetime, dict[str, Book]]]
 
 
-def is_timescaledb(dsn: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        return bool(conn.execute("SELECT 1 FROM pg_extension WHERE extname='timescaledb'").rowcount)
-
-
 def to_columnstore(conn: psycopg.Connection[Any], table: str) -> int:
     chunks = conn.execute("SELECT show_chunks(%s)", (table,)).fetchall()
     for (chunk,) in chunks:
-        # The columnstore policy's background job may convert it between the check and the
-        # conversion (the recording is days old, past its `after`): converted all the same.
-        with contextlib.suppress(psycopg.errors.DuplicateObject):
-            conn.execute("CALL convert_to_columnstore(%s, if_not_columnstore => true)", (chunk,))
+        conn.execute("CALL convert_to_columnstore(%s)", (chunk,))
     return len(chunks)
 
 
@@ -66,6 +58,10 @@ def recorded(db_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str
     120 steps, so that snapshots, events and fills fall into many chunks; the engine's books
     at instants along it."""
     migrate(db_dsn)
+    if is_timescaledb(db_dsn):
+        # the recording is in the row store until the test converts it
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            pause_columnstore_policies(conn)
     microseconds = itertools.count(1_700_000_000_000_000, 300_000_000)
     engine = Engine([pair_spec(p) for p in PAIRS], wall_clock(lambda: next(microseconds) * 1000))
     flow = OrderFlow(engine, seed=19)
