@@ -546,7 +546,10 @@ class Writer:
 
         A thread cannot be stopped. If the worker is cancelled meanwhile (close()), it waits
         for the thread before it stops, so nothing writes the spool behind the writer's back
-        and close() knows what is on disk.
+        and close() knows what is on disk. An operation that succeeded is returned all the
+        same, the cancellation asked again: the step that asked books what is now on disk
+        (a spill's rows leave the buffer, so close() does not spill them twice) and stops at
+        its next await.
         """
         future = asyncio.ensure_future(asyncio.to_thread(function, *args))
         cancelled = False
@@ -555,15 +558,19 @@ class Writer:
                 await asyncio.wait([future])
             except asyncio.CancelledError:
                 cancelled = True
-        if cancelled:
-            if (failure := future.exception()) is not None:
-                # The step that asked is being stopped and will not hear of it: say it here.
-                log.warning(
-                    "a spool operation failed as the writer stopped",
-                    operation=function.__name__,
-                    error=_describe(failure),
-                )
+        if not cancelled:
+            return future.result()
+        if (failure := future.exception()) is not None:
+            # The step that asked is being stopped and will not hear of it: say it here.
+            log.warning(
+                "a spool operation failed as the writer stopped",
+                operation=function.__name__,
+                error=_describe(failure),
+            )
             raise asyncio.CancelledError
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine of the worker's task
+        task.cancel()
         return future.result()
 
     def _update_gauges(self) -> None:

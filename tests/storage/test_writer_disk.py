@@ -261,6 +261,36 @@ async def test_a_spill_that_fails_as_the_writer_stops_is_reported_and_redone(
     ]
 
 
+async def test_a_spill_that_succeeds_as_the_writer_stops_is_spooled_once(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() stops the worker while its spill hangs in fsync; the fsync then succeeds. The
+    rows it wrote are on disk, and close() spills only the others: the spool holds each row
+    once (it held the stalled spill's rows twice: idempotent to commit, but a slow disk's
+    shutdown doubled what it had to write), and the next start stores every one."""
+    spool = tmp_path / "spool"
+    faults = DiskFaults(monkeypatch, spool)
+    faults.stall_fsync = True
+    sent = [trade(tid) for tid in range(210_000, 210_300)]
+    down = Writer(
+        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    )
+    await down.__aenter__()
+    down.put_many(sent)
+    await eventually(faults.fsync_entered.is_set, what="a spill waiting in fsync")
+    stopping = worker()
+    closing = asyncio.create_task(down.close())
+    await eventually(lambda: stopping.cancelling() > 0, what="close() stopping the worker")
+    faults.fsync_release.set()
+    await closing
+    assert spooled_lines(spool) == len(sent)
+    async with Writer(dsn, spool) as up:
+        assert await up.flush(30)
+    assert [tid for tid in stored_tids(dsn) if 210_000 <= tid < 210_300] == [
+        record.tid for record in sent
+    ]
+
+
 async def test_a_record_the_spool_cannot_encode_blocks_no_spill(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

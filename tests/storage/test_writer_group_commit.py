@@ -101,6 +101,9 @@ async def test_a_few_rows_gather_for_a_moment_before_their_commit(dsn: str, tmp_
         writer.put(trade(1, pair="GTR_USD"))
         await eventually(lambda: len(stored(dsn, "trades", "GTR_USD")) == 1, timeout_s=20,
                          what="the lone row committed")  # fmt: skip
+        # The row is visible as the commit returns; the worker notes its time a moment later.
+        await eventually(lambda: sample("recorder_last_flush_timestamp_seconds") > put_at,
+                         timeout_s=20, what="the commit's time noted")  # fmt: skip
         committed_at = sample("recorder_last_flush_timestamp_seconds")
     assert committed_at - put_at >= GATHER_S
 
