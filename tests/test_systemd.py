@@ -62,7 +62,7 @@ async def test_watchdog_pings_at_half_the_period() -> None:
         finally:
             task.cancel()
         assert set(pings) == {b"WATCHDOG=1"}
-        assert time.monotonic() - started < 1.0  # every 0.05 s, not every few seconds
+        assert time.monotonic() - started < 2.0  # every 0.05 s, not every few seconds
 
 
 def test_without_systemd_nothing_happens() -> None:
