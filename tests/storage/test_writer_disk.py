@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from recorder import records as r
 from recorder.storage.migrate import migrate
 from recorder.storage.writer import Writer
 from tests.harness.metrics import sample
@@ -228,6 +229,30 @@ async def test_put_returns_at_once_while_the_spool_write_is_slow(
     ]
 
 
+async def close_while_a_spill_hangs(spool: Path, faults: DiskFaults, sent: list[r.Trade]) -> None:
+    """A writer without a database spills `sent`; close() is called while the spill waits
+    in fsync, which is let go once close() is stopping the worker."""
+    down = Writer(
+        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
+    )
+    await down.__aenter__()
+    down.put_many(sent)
+    await eventually(faults.fsync_entered.is_set, what="a spill waiting in fsync")
+    stopping = worker()
+    closing = asyncio.create_task(down.close())
+    await eventually(lambda: stopping.cancelling() > 0, what="close() stopping the worker")
+    faults.fsync_release.set()
+    await closing
+
+
+async def assert_stored_at_next_start(dsn: str, spool: Path, sent: list[r.Trade]) -> None:
+    """The next start commits the spool: every trade sent is stored, once, in order."""
+    async with Writer(dsn, spool) as up:
+        assert await up.flush(30)
+    first, last = sent[0].tid, sent[-1].tid
+    assert [tid for tid in stored_tids(dsn) if first <= tid <= last] == [t.tid for t in sent]
+
+
 async def test_a_spill_that_fails_as_the_writer_stops_is_reported_and_redone(
     dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -240,26 +265,12 @@ async def test_a_spill_that_fails_as_the_writer_stops_is_reported_and_redone(
     faults.stall_fsync = True
     faults.fail("fsync", errno.EIO, times=1)
     sent = [trade(tid) for tid in range(200_000, 200_300)]
-    down = Writer(
-        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
-    )
-    await down.__aenter__()
-    down.put_many(sent)
-    await eventually(faults.fsync_entered.is_set, what="a spill waiting in fsync")
-    stopping = worker()
-    closing = asyncio.create_task(down.close())
-    await eventually(lambda: stopping.cancelling() > 0, what="close() stopping the worker")
-    faults.fsync_release.set()
-    await closing
+    await close_while_a_spill_hangs(spool, faults, sent)
     assert faults.failures["fsync"] == 1
     assert any(
         r.getMessage() == "a spool operation failed as the writer stopped" for r in caplog.records
     )
-    async with Writer(dsn, spool) as up:
-        assert await up.flush(30)
-    assert [tid for tid in stored_tids(dsn) if 200_000 <= tid < 200_300] == [
-        record.tid for record in sent
-    ]
+    await assert_stored_at_next_start(dsn, spool, sent)
 
 
 async def test_a_spill_that_succeeds_as_the_writer_stops_is_spooled_once(
@@ -273,23 +284,9 @@ async def test_a_spill_that_succeeds_as_the_writer_stops_is_spooled_once(
     faults = DiskFaults(monkeypatch, spool)
     faults.stall_fsync = True
     sent = [trade(tid) for tid in range(210_000, 210_300)]
-    down = Writer(
-        UNREACHABLE_DSN, spool, flush_interval_s=0.05, retry=FAST_RETRY, spool_retry=FAST_RETRY
-    )
-    await down.__aenter__()
-    down.put_many(sent)
-    await eventually(faults.fsync_entered.is_set, what="a spill waiting in fsync")
-    stopping = worker()
-    closing = asyncio.create_task(down.close())
-    await eventually(lambda: stopping.cancelling() > 0, what="close() stopping the worker")
-    faults.fsync_release.set()
-    await closing
+    await close_while_a_spill_hangs(spool, faults, sent)
     assert spooled_lines(spool) == len(sent)
-    async with Writer(dsn, spool) as up:
-        assert await up.flush(30)
-    assert [tid for tid in stored_tids(dsn) if 210_000 <= tid < 210_300] == [
-        record.tid for record in sent
-    ]
+    await assert_stored_at_next_start(dsn, spool, sent)
 
 
 async def test_a_record_the_spool_cannot_encode_blocks_no_spill(
