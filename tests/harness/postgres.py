@@ -122,10 +122,11 @@ def is_timescaledb(db: str | psycopg.Connection[Any]) -> bool:
 def pause_columnstore_policies(conn: psycopg.Connection[Any]) -> None:
     """Stop TimescaleDB's columnstore policies converting chunks in this database.
 
-    Their scheduler starts on a new database within a minute (the launcher polls for
-    databases) and converts every chunk older than the policy's `after`, which a test's
-    recording from 2024 all is. A test that converts chunks itself, or counts the converted
-    ones, would race it: pause the policies before storing what the test converts."""
+    On a new database their scheduler usually runs them during the migration, on empty
+    tables; on a loaded machine it may start later, once a test's recording (from 2024, past
+    every policy's `after`) is stored, and convert every chunk. A test that converts chunks
+    itself, or counts the converted ones, would race it: it pauses the policies before
+    storing what it converts."""
     conn.execute(
         "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
         "WHERE proc_name = 'policy_compression'"
